@@ -1,0 +1,106 @@
+"""The result of running an unfolded network: marginals, factor beliefs, ``log Z``, MAP states."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Iterator, Mapping
+from dataclasses import dataclass, field
+
+import torch
+
+__all__ = ["Beliefs", "NamedView"]
+
+
+class NamedView(Mapping[Hashable, torch.Tensor]):
+    """Read-only mapping variable name -> slice of a dense ``(..., V, ...)`` tensor.
+
+    Lookups are computed on access, so million-variable results cost nothing until read.
+    """
+
+    def __init__(
+        self,
+        getter: Callable[[int], torch.Tensor],
+        lookup: Callable[[Hashable], int],
+        names: Callable[[int], Hashable],
+        size: int,
+    ) -> None:
+        self._get, self._lookup, self._names, self._size = getter, lookup, names, size
+
+    def __getitem__(self, name: Hashable) -> torch.Tensor:
+        return self._get(self._lookup(name))
+
+    def __iter__(self) -> Iterator[Hashable]:
+        return (self._names(i) for i in range(self._size))
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __contains__(self, name: object) -> bool:
+        try:
+            self._lookup(name)
+        except (KeyError, ValueError):
+            return False
+        return True
+
+
+@dataclass
+class Beliefs:
+    """Output of :class:`~pgmunfold.UnfoldedNetwork`.
+
+    Without a batched input the leading batch dimension ``B`` is absent from every tensor.
+
+    Attributes:
+        log_marginals: normalised log marginals, states beyond a variable's cardinality at a
+            large negative value.
+        log_partition: Bethe estimate of ``log Z`` (BP, sum-product), the mean-field lower
+            bound (MF), or the score of :attr:`map_states` (max-product).
+        map_states: arg-max state of every variable's belief (for max-product BP, the MAP
+            decode).
+        factor_log_beliefs: per factor group name, normalised log factor beliefs (BP only).
+        residual: largest absolute change of a message (BP) or marginal (MF) in the last
+            iteration; a convergence diagnostic.
+        marginals: mapping name -> marginal probabilities.
+        map: mapping name -> state.
+
+    Shape:
+        ``log_marginals``: ``(B, V, K)``; ``log_partition``: ``(B,)``; ``map_states``:
+        ``(B, V)``; ``factor_log_beliefs[g]``: ``(B, F_g, *cards_g)``; ``residual``: ``(B,)``;
+        ``marginals[name]``: ``(B, k)``; ``map[name]``: ``(B,)``.
+    """
+
+    log_marginals: torch.Tensor
+    log_partition: torch.Tensor
+    map_states: torch.Tensor
+    residual: torch.Tensor
+    factor_log_beliefs: dict[str, torch.Tensor] = field(default_factory=dict)
+    cards: torch.Tensor | None = None
+    lookup: Callable[[Hashable], int] | None = None
+    names: Callable[[int], Hashable] | None = None
+    iterations: int = 0
+
+    @property
+    def probs(self) -> torch.Tensor:
+        """Marginal probabilities, padded states 0. Shape: ``(B, V, K)``."""
+        return self.log_marginals.exp()
+
+    def _cards(self) -> list[int]:
+        assert self.cards is not None
+        return [int(c) for c in self.cards.tolist()]
+
+    @property
+    def marginals(self) -> NamedView:
+        """Mapping name -> marginal probabilities ``(B, k)`` (or ``(k,)``)."""
+        assert self.lookup is not None and self.names is not None
+        cards = self._cards()
+        probs = self.probs
+        return NamedView(lambda i: probs[..., i, : cards[i]], self.lookup, self.names, len(cards))
+
+    @property
+    def map(self) -> NamedView:
+        """Mapping name -> arg-max state ``(B,)`` (or 0-dim)."""
+        assert self.lookup is not None and self.names is not None
+        states = self.map_states
+        return NamedView(lambda i: states[..., i], self.lookup, self.names, states.shape[-1])
+
+    def converged(self, tol: float = 1e-6) -> torch.Tensor:
+        """Bool tensor: did the last iteration change every message by at most ``tol``?"""
+        return self.residual <= tol

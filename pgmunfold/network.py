@@ -1,0 +1,579 @@
+"""`UnfoldedNetwork`: T iterations of loopy BP or mean-field as an ``nn.Module``.
+
+:func:`compile` walks the graph once (numpy): it builds the wiring (flat index buffers), the
+schedule (colour classes for sequential updates) and the parameter plan (which iterations share a
+copy of each factor group's log-potentials). ``forward`` is then pure batched tensor operations:
+a static loop over iterations, colour classes and factor groups, never over factors, variables or
+edges.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pgmunfold.beliefs import Beliefs
+from pgmunfold.compile.schedule import factor_colouring, variable_colouring
+from pgmunfold.compile.wiring import GroupWiring, Wiring, build_wiring
+from pgmunfold.graph import FactorGraph, GraphError, VariableArray
+from pgmunfold.infer.bp import (
+    bp_cavities,
+    bp_factor_log_beliefs,
+    bp_factor_messages,
+    variable_beliefs,
+)
+from pgmunfold.infer.free_energy import bethe_log_partition, mean_field_bound, score_states
+from pgmunfold.infer.meanfield import mf_expected_potentials, mf_field
+from pgmunfold.infer.ops import NEG, log_normalize
+
+__all__ = ["UnfoldedNetwork", "compile"]
+
+Algorithm = Literal["bp", "mf"]
+Schedule = Literal["parallel", "sequential"]
+SemiringName = Literal["sum", "max"]
+
+UntieSpec = bool | Iterable[str]
+
+
+def _param_key(name: str, taken: set[str]) -> str:
+    key = re.sub(r"[^0-9A-Za-z_\[\]x#-]", "_", name) or "group"
+    base, k = key, 1
+    while key in taken:
+        k += 1
+        key = f"{base}_{k}"
+    taken.add(key)
+    return key
+
+
+def _refine_plan(plan: tuple[int, ...], start: int) -> tuple[int, ...]:
+    """Give every iteration ``t >= start`` its own copy; earlier ones keep ``plan``'s sharing.
+
+    Copies are renumbered in order of first use, so the result is ``0, 1, ...`` dense.
+    """
+    labels: list[tuple[int, int]] = [
+        (0, plan[t]) if t < start else (1, t) for t in range(len(plan))
+    ]
+    ids: dict[tuple[int, int], int] = {}
+    return tuple(ids.setdefault(lab, len(ids)) for lab in labels)
+
+
+class UnfoldedNetwork(nn.Module):
+    """Loopy BP or mean-field on a factor graph, unfolded into ``iterations`` layers.
+
+    The trainable parameters are the factor groups' log-potentials, in :attr:`potentials`
+    (``nn.ParameterDict``, one entry per group, keyed by the group's name), each of shape
+    ``(P, F, *cards)``: ``P`` copies (1 when tied; one per untied iteration otherwise) of the
+    group's ``F`` stacked tables (``F = 1`` for a shared table). Iteration ``t`` uses copy
+    ``copy_index[key][t]``.
+
+    Args:
+        graph: the factor graph (read once; later changes to it are not seen).
+        algorithm: ``"bp"`` (loopy belief propagation) or ``"mf"`` (naive mean-field).
+        iterations: number of layers ``T`` (BP: flooding iterations or sequential sweeps; MF:
+            parallel updates or sequential sweeps over the variable colour classes).
+        damping: ``d`` in ``[0, 1)``; BP mixes log-messages ``(1-d) new + d old``, MF mixes
+            marginals the same way.
+        schedule: ``"parallel"`` (flooding) or ``"sequential"`` (colour classes: factors for BP,
+            variables for MF, updated one class after another within each iteration).
+        semiring: ``"sum"`` (marginals) or ``"max"`` (max-marginals, MAP decode); BP only.
+        untie: ``False`` (one copy of the potentials for all iterations), ``True`` (one copy per
+            iteration, every group), or an iterable of group names to untie.
+        untie_last: untie only the last ``C`` iterations (earlier ones share one copy).
+        exact_cavity: form BP cavities as exclusive sums (exact with hard zeros) rather than by
+            subtraction; default: only when some table holds ``-inf``.
+        dtype: floating dtype of the potentials and float buffers (default: torch's default).
+            Pass ``torch.float64`` rather than calling ``.to(torch.float64)`` afterwards, which
+            would keep the float32 rounding of the declared tables (or call
+            :meth:`reset_parameters` after the move).
+
+    Shape:
+        ``forward(evidence, unary)`` returns :class:`~pgmunfold.Beliefs` whose tensors have a
+        leading batch dimension ``B`` when ``unary`` or ``evidence`` carried one.
+    """
+
+    var_slots: torch.Tensor
+    edge_slot: torch.Tensor
+    edge_var: torch.Tensor
+    cards: torch.Tensor
+    degree: torch.Tensor
+    base_unary: torch.Tensor
+    colour_masks: torch.Tensor
+
+    def __init__(
+        self,
+        graph: FactorGraph,
+        algorithm: Algorithm = "bp",
+        iterations: int = 50,
+        damping: float = 0.0,
+        schedule: Schedule = "parallel",
+        semiring: SemiringName = "sum",
+        untie: UntieSpec = False,
+        untie_last: int | None = None,
+        exact_cavity: bool | None = None,
+        dtype: torch.dtype | None = None,
+        *,
+        _wiring: Wiring | None = None,
+        _plan: Mapping[str, tuple[int, ...]] | None = None,
+    ) -> None:
+        super().__init__()
+        if algorithm not in ("bp", "mf"):
+            raise ValueError(f"algorithm must be 'bp' or 'mf', got {algorithm!r}")
+        if schedule not in ("parallel", "sequential"):
+            raise ValueError(f"schedule must be 'parallel' or 'sequential', got {schedule!r}")
+        if semiring not in ("sum", "max"):
+            raise ValueError(f"semiring must be 'sum' or 'max', got {semiring!r}")
+        if algorithm == "mf" and semiring != "sum":
+            raise ValueError("mean-field has no max-product form: use semiring='sum' with 'mf'")
+        if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
+            raise ValueError(f"iterations must be an integer >= 1, got {iterations!r}")
+        if not (isinstance(damping, int | float) and 0.0 <= float(damping) < 1.0):
+            raise ValueError(f"damping must be a number in [0, 1), got {damping!r}")
+        self.graph = graph
+        self.algorithm: Algorithm = algorithm
+        self.iterations = iterations
+        self.damping = float(damping)
+        self.schedule: Schedule = schedule
+        self.semiring: SemiringName = semiring
+        w = _wiring if _wiring is not None else build_wiring(graph)
+        self._wiring = w
+        self._groups: tuple[GroupWiring, ...] = w.groups
+        self.num_variables = w.num_variables
+        self.max_card = w.max_card
+        tables = [g.log_potentials for g in graph.groups]
+        if len(tables) != len(w.groups):
+            raise GraphError("the factor graph changed between wiring and compilation")
+        has_zero = any(bool(np.isneginf(t).any()) for t in tables)
+        self.exact_cavity = has_zero if exact_cavity is None else bool(exact_cavity)
+        fdtype = torch.get_default_dtype() if dtype is None else dtype
+        if not fdtype.is_floating_point:
+            raise ValueError(f"dtype must be a floating dtype, got {dtype}")
+
+        def buf(name: str, value: np.ndarray | torch.Tensor) -> None:
+            t = torch.as_tensor(np.array(value) if isinstance(value, np.ndarray) else value)
+            self.register_buffer(name, t, persistent=False)
+
+        buf("var_slots", w.var_slots)
+        buf("edge_slot", w.edge_slot)
+        buf("edge_var", w.edge_var)
+        buf("cards", w.cards)
+        buf("degree", torch.as_tensor(w.degree, dtype=fdtype))
+        base = np.where(w.state_valid, 0.0, NEG)
+        buf("base_unary", torch.as_tensor(base, dtype=fdtype))
+        for i, sc in enumerate(w.scopes):
+            buf(f"scope_{i}", sc)
+
+        # ---- parameter plan
+        taken: set[str] = set()
+        self._keys = [_param_key(g.name, taken) for g in w.groups]
+        names = {g.name for g in w.groups}
+        if untie is True or untie is False:
+            untied = set(names) if untie else set()
+        else:
+            untied = set(untie)
+            unknown = untied - names
+            if unknown:
+                raise ValueError(
+                    f"untie names unknown factor groups {sorted(unknown)}; groups: {sorted(names)}"
+                )
+        if untie_last is not None and not (
+            isinstance(untie_last, int) and 1 <= untie_last <= iterations
+        ):
+            raise ValueError(f"untie_last must be in [1, {iterations}], got {untie_last!r}")
+        if untie_last is not None and untie is False:
+            untied = set(names)
+        start = 0 if untie_last is None else iterations - untie_last
+        self.copy_index: dict[str, tuple[int, ...]] = {}
+        self.potentials = nn.ParameterDict()
+        for g, key, table in zip(w.groups, self._keys, tables, strict=True):
+            if _plan is not None:
+                idx = _plan[key]
+            elif g.name in untied:
+                idx = _refine_plan((0,) * iterations, start)
+            else:
+                idx = (0,) * iterations
+            self.copy_index[key] = idx
+            n_copies = max(idx) + 1
+            t = torch.as_tensor(table, dtype=fdtype)
+            t = t.unsqueeze(0) if g.shared else t
+            self.potentials[key] = nn.Parameter(t.unsqueeze(0).repeat(n_copies, *([1] * t.dim())))
+
+        # ---- schedule
+        self._blocks: list[list[tuple[int, int]]] = []  # per colour: (group index, buffer id)
+        if schedule == "sequential" and algorithm == "bp":
+            cols = factor_colouring(w)
+            n_col = max((int(c.max()) + 1 for c in cols if c.size), default=0)
+            bid = 0
+            for c in range(n_col):
+                blocks = []
+                edges = []
+                for gi, (g, col) in enumerate(zip(w.groups, cols, strict=True)):
+                    fidx = np.nonzero(col == c)[0]
+                    if fidx.size == 0:
+                        continue
+                    buf(f"block_factors_{bid}", fidx)
+                    e = g.edge_start + (fidx[:, None] * g.arity + np.arange(g.arity)).reshape(-1)
+                    edges.append(e)
+                    blocks.append((gi, bid))
+                    bid += 1
+                buf(f"colour_edges_{c}", np.concatenate(edges))
+                self._blocks.append(blocks)
+        self.num_colours = 0
+        if schedule == "sequential" and algorithm == "mf":
+            vcol = variable_colouring(w)
+            self.num_colours = int(vcol.max()) + 1 if vcol.size else 0
+            buf("colour_masks", vcol[None, :] == np.arange(self.num_colours)[:, None])
+
+    # ------------------------------------------------------------------ parameters
+    def reset_parameters(self) -> None:
+        """Re-initialise every copy of the potentials from the declared tables."""
+        with torch.no_grad():
+            for g, key in zip(self.graph.groups, self._keys, strict=True):
+                p = self.potentials[key]
+                t = torch.as_tensor(g.log_potentials, dtype=p.dtype, device=p.device)
+                p.copy_((t.unsqueeze(0) if g.shared else t).unsqueeze(0).expand_as(p))
+
+    @property
+    def group_names(self) -> list[str]:
+        return [g.name for g in self._groups]
+
+    def _key(self, group: str) -> str:
+        for g, key in zip(self._groups, self._keys, strict=True):
+            if g.name == group or key == group:
+                return key
+        raise KeyError(f"unknown factor group {group!r}; groups: {self.group_names}")
+
+    def log_potentials(self, group: str, iteration: int = -1) -> torch.Tensor:
+        """The log-potentials group ``group`` uses at ``iteration``.
+
+        Shape:
+            ``(F, *cards)`` (``F = 1`` for a shared table).
+        """
+        key = self._key(group)
+        return self.potentials[key][self.copy_index[key][iteration]]
+
+    def untie(
+        self, groups: Iterable[str] | None = None, last: int | None = None
+    ) -> UnfoldedNetwork:
+        """A new network with one copy of the potentials per iteration, initialised from this one.
+
+        Args:
+            groups: names of the groups to untie (default: all); others keep their plan.
+            last: untie only the last ``last`` iterations (earlier ones share one copy).
+
+        The new network computes exactly the same function until its copies are trained apart.
+        """
+        names = set(self.group_names) if groups is None else set(groups)
+        unknown = names - set(self.group_names)
+        if unknown:
+            raise ValueError(f"unknown factor groups {sorted(unknown)}; groups: {self.group_names}")
+        T = self.iterations
+        if last is not None and not (isinstance(last, int) and 1 <= last <= T):
+            raise ValueError(f"last must be in [1, {T}], got {last!r}")
+        start = 0 if last is None else T - last
+        plan = {
+            k: _refine_plan(self.copy_index[k], start) if g.name in names else self.copy_index[k]
+            for g, k in zip(self._groups, self._keys, strict=True)
+        }
+        new = UnfoldedNetwork(
+            self.graph,
+            algorithm=self.algorithm,
+            iterations=T,
+            damping=self.damping,
+            schedule=self.schedule,
+            semiring=self.semiring,
+            exact_cavity=self.exact_cavity,
+            dtype=self.base_unary.dtype,
+            _wiring=self._wiring,
+            _plan=plan,
+        )
+        ref = next(iter(self.potentials.values()), None)
+        if ref is not None:
+            new = new.to(device=ref.device, dtype=ref.dtype)
+        with torch.no_grad():
+            for key in self._keys:
+                src, dst = self.potentials[key], new.potentials[key]
+                for t in range(T):
+                    dst[new.copy_index[key][t]].copy_(src[self.copy_index[key][t]])
+        new.train(self.training)
+        return new
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def extra_repr(self) -> str:
+        w = self._wiring
+        untied = [
+            g.name
+            for g, k in zip(self._groups, self._keys, strict=True)
+            if max(self.copy_index[k]) > 0
+        ]
+        tied_n = sum(p[0].numel() for p in self.potentials.values())
+        return (
+            f"algorithm={self.algorithm}, semiring={self.semiring}, schedule={self.schedule}, "
+            f"iterations={self.iterations}, damping={self.damping}, variables={w.num_variables}, "
+            f"factors={sum(g.num_factors for g in w.groups)}, edges={w.num_edges}, "
+            f"groups={len(w.groups)}, parameters={self.num_parameters()} "
+            f"(one copy: {tied_n}; untied groups: {untied or 'none'})"
+        )
+
+    # ------------------------------------------------------------------ inputs
+    def _resolve(self, key: Any) -> tuple[torch.Tensor, int, tuple[int, ...]]:
+        """(ids, cardinality, array shape) of a unary/evidence key."""
+        if isinstance(key, VariableArray):
+            return torch.as_tensor(key.ids.reshape(-1)), key.cardinality, key.shape
+        vid = self.graph.variable_id(key)
+        return torch.tensor([vid]), int(self._wiring.cards[vid]), ()
+
+    def prepare_inputs(
+        self,
+        evidence: Mapping[Any, Any] | None = None,
+        unary: Mapping[Any, torch.Tensor] | torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, bool]:
+        """Validate ``evidence``/``unary`` and turn them into one dense unary tensor.
+
+        Args:
+            evidence: ``{name: state}`` clamps; a state is an int, or an int tensor ``(B,)`` for
+                per-instance evidence. A :class:`VariableArray` key takes states of the array's
+                shape (optionally with a leading ``B``).
+            unary: ``{name: Tensor (B, k) or (k,)}`` added log-potentials (a
+                :class:`VariableArray` key takes ``(B, *shape, k)``), or a dense tensor
+                ``(B, V, K)`` / ``(V, K)`` (states beyond a variable's cardinality are ignored).
+
+        Returns:
+            ``(u, batched)``: the dense unary ``(B, V, K)`` (``B = 1`` when nothing is batched)
+            and whether the outputs keep the batch dimension.
+        """
+        base = self.base_unary
+        V, K = base.shape
+        adds: list[tuple[torch.Tensor, torch.Tensor, str]] = []
+        batched = False
+        B = 1
+        dense = None
+        if isinstance(unary, torch.Tensor):
+            if unary.shape[-2:] != (V, K) or unary.dim() not in (2, 3):
+                raise ValueError(
+                    f"dense unary must have shape (B, {V}, {K}) or ({V}, {K}), "
+                    f"got {tuple(unary.shape)}"
+                )
+            dense = unary.to(base.dtype)
+            if unary.dim() == 3:
+                batched, B = True, unary.shape[0]
+        elif unary is not None:
+            for key, val in unary.items():
+                ids, k, shp = self._resolve(key)
+                val = torch.as_tensor(val, dtype=base.dtype, device=base.device)
+                full = (*shp, k)
+                if tuple(val.shape) == full:
+                    val = val.reshape(1, ids.numel(), k)
+                elif val.dim() == len(full) + 1 and tuple(val.shape[1:]) == full:
+                    batched = True
+                    val = val.reshape(val.shape[0], ids.numel(), k)
+                else:
+                    raise ValueError(
+                        f"unary for variable {key!r}: expected shape {full} or "
+                        f"(B, {', '.join(map(str, full))}), "
+                        f"got {tuple(val.shape)}"
+                    )
+                if torch.isnan(val).any():
+                    raise ValueError(f"unary for variable {key!r} contains NaN")
+                if k < K:
+                    val = F.pad(val, (0, K - k))
+                adds.append((ids, val, repr(key)))
+        for key, state in (evidence or {}).items():
+            ids, k, shp = self._resolve(key)
+            st = torch.as_tensor(state, device=base.device)
+            if st.dtype.is_floating_point or st.dtype == torch.bool:
+                raise ValueError(
+                    f"evidence for variable {key!r}: states must be integers, got {st.dtype}"
+                )
+            if tuple(st.shape) == shp:
+                st = st.reshape(1, ids.numel())
+            elif st.dim() == len(shp) + 1 and tuple(st.shape[1:]) == shp:
+                batched = True
+                st = st.reshape(st.shape[0], ids.numel())
+            else:
+                raise ValueError(
+                    f"evidence for variable {key!r}: expected a state of shape {shp} or "
+                    f"(B, *{shp}), got {tuple(st.shape)}"
+                )
+            if st.numel() and (int(st.min()) < 0 or int(st.max()) >= k):
+                bad = int(st[(st < 0) | (st >= k)][0])
+                raise ValueError(
+                    f"evidence for variable {key!r}: state {bad} out of range [0, {k})"
+                )
+            clamp = torch.full(
+                (st.shape[0], ids.numel(), K), NEG, dtype=base.dtype, device=base.device
+            )
+            clamp.scatter_(2, st.long().unsqueeze(2), 0.0)
+            adds.append((ids, clamp, repr(key)))
+        sizes = {v.shape[0] for _, v, _ in adds if v.shape[0] != 1}
+        if dense is not None and dense.dim() == 3:
+            sizes.add(dense.shape[0])
+        if len(sizes) > 1:
+            raise ValueError(f"unary/evidence batch sizes disagree: {sorted(sizes)}")
+        B = sizes.pop() if sizes else 1
+        u = base.unsqueeze(0).expand(B, V, K)
+        if dense is not None:
+            u = u + dense.masked_fill(base == NEG, 0.0)
+        for ids, val, _ in adds:
+            u = u.index_add(1, ids.to(base.device), val.expand(B, -1, -1))
+        return u, batched
+
+    # ------------------------------------------------------------------ forward
+    def _thetas(self) -> list[torch.Tensor]:
+        return [self.potentials[k].clamp_min(NEG) for k in self._keys]
+
+    def _at(self, thetas: list[torch.Tensor], t: int) -> list[torch.Tensor]:
+        return [th[self.copy_index[k][t]] for th, k in zip(thetas, self._keys, strict=True)]
+
+    def forward(
+        self,
+        evidence: Mapping[Any, Any] | None = None,
+        unary: Mapping[Any, torch.Tensor] | torch.Tensor | None = None,
+    ) -> Beliefs:
+        """Run the unfolded inference.
+
+        Args:
+            evidence: clamps ``{name: state}`` (see :meth:`prepare_inputs`).
+            unary: per-instance log-potentials ``{name: (B, k)}`` or dense ``(B, V, K)``.
+
+        Returns:
+            :class:`~pgmunfold.Beliefs`.
+
+        Shape:
+            ``log_marginals``: ``(B, V, K)``; ``log_partition``: ``(B,)``; the ``B`` dimension is
+            dropped when neither input is batched.
+        """
+        u, batched = self.prepare_inputs(evidence, unary)
+        thetas = self._thetas()
+        if self.algorithm == "bp":
+            out = self._run_bp(u, thetas)
+        else:
+            out = self._run_mf(u, thetas)
+        if not batched:
+            out.log_marginals = out.log_marginals.squeeze(0)
+            out.log_partition = out.log_partition.squeeze(0)
+            out.map_states = out.map_states.squeeze(0)
+            out.residual = out.residual.squeeze(0)
+            out.factor_log_beliefs = {k: v.squeeze(0) for k, v in out.factor_log_beliefs.items()}
+        out.cards = self.cards
+        out.lookup = self.graph.variable_id
+        out.names = self.graph.variable_name
+        out.iterations = self.iterations
+        return out
+
+    def _bp_step(self, msg: torch.Tensor, u: torch.Tensor, th: list[torch.Tensor]) -> torch.Tensor:
+        d = self.damping
+        if self.schedule == "parallel":
+            cav = bp_cavities(msg, u, self.var_slots, self.edge_slot, self.exact_cavity)
+            new = bp_factor_messages(cav, th, self._groups, self.semiring)
+            return new if d == 0.0 else ((1.0 - d) * new + d * msg)
+        for c, blocks in enumerate(self._blocks):
+            cav = bp_cavities(msg, u, self.var_slots, self.edge_slot, self.exact_cavity)
+            edges = self._buffer(f"colour_edges_{c}")
+            groups, ths, rows = [], [], []
+            for gi, bid in blocks:
+                g = self._groups[gi]
+                fidx = self._buffer(f"block_factors_{bid}")
+                groups.append(g)
+                ths.append(th[gi] if g.shared else th[gi][fidx])
+                rows.append(int(fidx.shape[0]))
+            new = bp_factor_messages(cav[:, edges], ths, groups, self.semiring, rows)
+            if d != 0.0:
+                new = (1.0 - d) * new + d * msg[:, edges]
+            msg = msg.index_copy(1, edges, new)
+        return msg
+
+    def _run_bp(self, u: torch.Tensor, thetas: list[torch.Tensor]) -> Beliefs:
+        B = u.shape[0]
+        msg = self.base_unary[self.edge_var].unsqueeze(0).expand(B, -1, -1)
+        msg = log_normalize(msg) if msg.shape[1] else msg
+        prev = msg
+        for t in range(self.iterations):
+            prev = msg
+            msg = self._bp_step(msg, u, self._at(thetas, t))
+        residual = (msg - prev).abs().amax(dim=(1, 2)) if msg.shape[1] else u.new_zeros(B)
+        th = self._at(thetas, self.iterations - 1)
+        log_marg = log_normalize(variable_beliefs(msg, u, self.var_slots))
+        states = log_marg.argmax(dim=2)
+        fbel: dict[str, torch.Tensor] = {}
+        if self.semiring == "sum":
+            cav = bp_cavities(msg, u, self.var_slots, self.edge_slot, self.exact_cavity)
+            lfb = bp_factor_log_beliefs(cav, th, self._groups)
+            logz = bethe_log_partition(log_marg, u, self.degree, lfb, th)
+            fbel = {g.name: b for g, b in zip(self._groups, lfb, strict=True)}
+        else:
+            logz = score_states(states, u, th, self._groups, self._scopes())
+        return Beliefs(log_marg, logz, states, residual, fbel)
+
+    def _scopes(self) -> list[torch.Tensor]:
+        return [self._buffer(f"scope_{i}") for i in range(len(self._groups))]
+
+    def _buffer(self, name: str) -> torch.Tensor:
+        t = self._buffers[name]
+        assert t is not None
+        return t
+
+    def _run_mf(self, u: torch.Tensor, thetas: list[torch.Tensor]) -> Beliefs:
+        d = self.damping
+        q = torch.softmax(u, dim=2)
+        prev = q
+        for t in range(self.iterations):
+            prev = q
+            th = self._at(thetas, t)
+            if self.schedule == "parallel":
+                new = torch.softmax(
+                    mf_field(q, u, th, self._groups, self.edge_var, self.var_slots), 2
+                )
+                q = new if d == 0.0 else (1.0 - d) * new + d * q
+            else:
+                masks = self.colour_masks
+                for c in range(self.num_colours):
+                    field = mf_field(q, u, th, self._groups, self.edge_var, self.var_slots)
+                    new = torch.softmax(field, dim=2)
+                    if d != 0.0:
+                        new = (1.0 - d) * new + d * q
+                    q = torch.where(masks[c].view(1, -1, 1), new, q)
+        residual = (q - prev).abs().amax(dim=(1, 2))
+        th = self._at(thetas, self.iterations - 1)
+        slot0 = [m[0] for m in mf_expected_potentials(q, th, self._groups, self.edge_var)]
+        logz = mean_field_bound(q, u, slot0, self._groups, self.edge_var)
+        log_q = q.clamp_min(torch.finfo(q.dtype).tiny).log()
+        log_marg = torch.where(q > 0, log_q, torch.full_like(log_q, NEG))
+        return Beliefs(log_marg, logz, log_marg.argmax(dim=2), residual, {})
+
+
+def compile(
+    graph: FactorGraph,
+    algorithm: Algorithm = "bp",
+    iterations: int = 50,
+    damping: float = 0.0,
+    schedule: Schedule = "parallel",
+    semiring: SemiringName = "sum",
+    untie: UntieSpec = False,
+    untie_last: int | None = None,
+    exact_cavity: bool | None = None,
+    dtype: torch.dtype | None = None,
+) -> UnfoldedNetwork:
+    """Compile ``graph`` into an :class:`UnfoldedNetwork` (see its documentation for arguments).
+
+    All graph walking, grouping, index building and schedule construction happen here, once.
+    """
+    return UnfoldedNetwork(
+        graph,
+        algorithm=algorithm,
+        iterations=iterations,
+        damping=damping,
+        schedule=schedule,
+        semiring=semiring,
+        untie=untie,
+        untie_last=untie_last,
+        exact_cavity=exact_cavity,
+        dtype=dtype,
+    )

@@ -1,0 +1,105 @@
+"""Independent references for the tests: brute-force enumeration and random graph builders."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Hashable
+
+import numpy as np
+from hypothesis import strategies as st
+
+import pgmunfold as pu
+
+
+def brute_force(fg: pu.FactorGraph, evidence: dict | None = None):
+    """Enumerate every joint state: (log Z, marginals dict name -> np (K,), best score, argmax).
+
+    Written with plain loops over ``fg.factors()``: shares no code with the library's inference.
+    """
+    cards = [int(c) for c in fg.cardinalities]
+    facs = list(fg.factors())
+    ev = {fg.variable_id(k): v for k, v in (evidence or {}).items()}
+    logp = []
+    states = []
+    for x in itertools.product(*[range(c) for c in cards]):
+        if any(x[v] != s for v, s in ev.items()):
+            continue
+        s = 0.0
+        for scope, table in facs:
+            s += float(table[tuple(x[v] for v in scope)])
+        logp.append(s)
+        states.append(x)
+    logp = np.array(logp)
+    m = logp.max()
+    logz = m + np.log(np.exp(logp - m).sum()) if np.isfinite(m) else -np.inf
+    p = np.exp(logp - logz) if np.isfinite(logz) else np.zeros_like(logp)
+    marg: dict[Hashable, np.ndarray] = {}
+    for v, c in enumerate(cards):
+        mv = np.zeros(c)
+        for prob, x in zip(p, states, strict=True):
+            mv[x[v]] += prob
+        marg[fg.variable_name(v)] = mv
+    best = int(np.argmax(logp))
+    return logz, marg, float(logp[best]), states[best]
+
+
+@st.composite
+def random_graphs(draw, max_vars=5, max_factors=6, hard_zeros=True, tree=False, max_card=4):
+    """A small random factor graph: arity 1-3, cards 1-4, unsorted/duplicate scopes, cycles,
+    isolated variables, optional -inf entries (at least one finite entry per table)."""
+    n = draw(st.integers(1, max_vars))
+    cards = [draw(st.integers(1, max_card)) for _ in range(n)]
+    seed = draw(st.integers(0, 2**31 - 1))
+    rng = np.random.default_rng(seed)
+    fg = pu.FactorGraph()
+    for i, c in enumerate(cards):
+        fg.add_variable(f"v{i}", c)
+    nf = draw(st.integers(0, max_factors))
+    if tree:
+        # each new factor touches at most one already-connected variable: a forest
+        order = list(rng.permutation(n))
+        used: list[int] = [order.pop()] if order else []
+        for _ in range(nf):
+            if not order:
+                break
+            arity = int(rng.integers(2, 4))
+            fresh = [order.pop() for _ in range(min(arity - 1, len(order)))]
+            scope = [int(rng.choice(used)), *fresh]
+            used += fresh
+            rng.shuffle(scope)
+            _add(fg, rng, [int(s) for s in scope], cards, hard_zeros)
+        for v in range(n):
+            if rng.random() < 0.5:
+                _add(fg, rng, [v], cards, hard_zeros)
+    else:
+        for _ in range(nf):
+            arity = int(rng.integers(1, min(3, n) + 1))
+            scope = [int(s) for s in rng.choice(n, size=arity, replace=False)]
+            _add(fg, rng, scope, cards, hard_zeros)
+    return fg
+
+
+def _add(fg, rng, scope, cards, hard_zeros):
+    shape = tuple(cards[v] for v in scope)
+    table = rng.normal(size=shape)
+    if hard_zeros and rng.random() < 0.4:
+        mask = rng.random(size=shape) < 0.3
+        mask.reshape(-1)[int(rng.integers(table.size))] = False
+        table[mask] = -np.inf
+    fg.add_factor(tuple(f"v{v}" for v in scope), table)
+
+
+def grid(n: int, k: int = 2, coupling: float = 0.5, seed: int = 0, hard: bool = False):
+    """An n x n Potts/Ising-like grid with random tables (a loopy test model)."""
+    rng = np.random.default_rng(seed)
+    fg = pu.FactorGraph()
+    x = fg.add_variables("x", (n, n), k)
+    h = np.stack([x.ids[:, :-1], x.ids[:, 1:]], -1).reshape(-1, 2)
+    v = np.stack([x.ids[:-1], x.ids[1:]], -1).reshape(-1, 2)
+    pair = np.concatenate([h, v])
+    fg.add_factors(x.ids.reshape(-1, 1), rng.normal(size=(n * n, k)), name="unary")
+    tabs = coupling * rng.normal(size=(len(pair), k, k))
+    if hard:
+        tabs[:, 0, k - 1] = -np.inf
+    fg.add_factors(pair, tabs, name="pairwise")
+    return fg, x

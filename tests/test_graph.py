@@ -1,0 +1,99 @@
+import numpy as np
+import pytest
+import torch
+
+import pgmunfold as pu
+
+
+def test_declare_variables_and_arrays():
+    fg = pu.FactorGraph()
+    assert fg.add_variable("a", 2) == 0
+    assert fg.add_variable(("b", "c"), 3) == 1
+    x = fg.add_variables("x", (2, 3), 4)
+    assert x.ids.shape == (2, 3) and x.ids[1, 2] == 7
+    assert fg.variable_id(("x", 1, 2)) == 7 and fg.variable_name(7) == ("x", 1, 2)
+    assert fg.variable_name(1) == ("b", "c")
+    assert fg.cardinalities.tolist() == [2, 3] + [4] * 6
+    assert ("x", 0, 0) in fg and ("x", 2, 0) not in fg
+    assert fg.variables[:3] == ["a", ("b", "c"), ("x", 0, 0)]
+
+
+@pytest.mark.parametrize(
+    ("action", "match"),
+    [
+        (lambda fg: fg.add_variable("a", 3), "'a' is declared twice"),
+        (lambda fg: fg.add_variable(("x", 0, 1), 2), r"\('x', 0, 1\) is declared twice"),
+        (lambda fg: fg.add_variables("x", 3, 2), "'x' is declared twice"),
+        (lambda fg: fg.add_variable("z", 0), "'z': cardinality must be an integer >= 1"),
+        (lambda fg: fg.add_factor(("a", "q"), np.zeros((2, 2))), "unknown variable 'q'"),
+        (
+            lambda fg: fg.add_factor(("a", "b"), np.zeros((2, 2))),
+            r"shape \(2, 2\), expected \(2, 3\)",
+        ),
+        (lambda fg: fg.add_factor(("a", "a"), np.zeros((2, 2))), "repeats a variable"),
+        (lambda fg: fg.add_factor(("a",), [0.0, np.nan]), r"'a',\).*NaN at \(1,\)"),
+        (lambda fg: fg.add_factor(("a",), [0.0, np.inf]), r"\+inf"),
+        (lambda fg: fg.add_factor(("a",), [-np.inf, -np.inf]), "every entry.*-inf"),
+        (
+            lambda fg: fg.add_factors([("a", "b"), ("b", "a")], np.zeros((2, 3))),
+            r"factor 1 over \('b', 'a'\) has cardinalities \(3, 2\)",
+        ),
+        (lambda fg: fg.add_factors(np.array([[0, 99]]), np.zeros((2, 2))), "variable id 99"),
+        (
+            lambda fg: fg.add_factors(np.array([[0, 1]]), np.zeros((5, 2, 3))),
+            r"expected \(1, 2, 3\) \(stacked\) or \(2, 3\)",
+        ),
+        (
+            lambda fg: fg.add_factors(np.array([[2, 3], [4, 4]]), np.zeros((2, 2))),
+            r"factor 1 scope .*repeats",
+        ),
+    ],
+)
+def test_declaration_errors_name_what_is_wrong(action, match):
+    fg = pu.FactorGraph()
+    fg.add_variable("a", 2)
+    fg.add_variable("b", 3)
+    fg.add_variables("x", (2, 2), 2)
+    with pytest.raises(pu.GraphError, match=match):
+        action(fg)
+
+
+def test_group_name_twice_and_empty_graph():
+    fg = pu.FactorGraph()
+    with pytest.raises(pu.GraphError, match="empty"):
+        pu.compile(fg)
+    fg.add_variable("a", 2)
+    fg.add_factors([("a",)], np.zeros(2), name="u")
+    with pytest.raises(pu.GraphError, match="'u' is used twice"):
+        fg.add_factors([("a",)], np.zeros(2), name="u")
+
+
+def test_singles_are_grouped_by_shape_and_torch_tables_accepted():
+    fg = pu.FactorGraph()
+    for n in "abc":
+        fg.add_variable(n, 2)
+    fg.add_factor(("a", "b"), torch.zeros(2, 2, requires_grad=True))
+    fg.add_factor(("b", "c"), np.ones((2, 2)))
+    fg.add_factor(("c",), np.ones(2))
+    shapes = sorted((g.cards, g.num_factors) for g in fg.groups)
+    assert shapes == [((2,), 1), ((2, 2), 2)]
+
+
+def test_to_networkx_and_tree_test():
+    fg = pu.FactorGraph()
+    x = fg.add_variables("x", 4, 2)
+    fg.add_factors(np.stack([x.ids[:-1], x.ids[1:]], 1), np.zeros((2, 2)))
+    g = fg.to_networkx()
+    assert g.number_of_nodes() == 4 + 3 and g.number_of_edges() == 6
+    assert g.nodes[("v", 0)]["name"] == ("x", 0) and g.nodes[("f", 0, 1)]["scope"] == (1, 2)
+    assert fg.is_tree()
+    fg.add_factors(np.array([[0, 3]]), np.zeros((2, 2)))
+    assert not fg.is_tree()
+
+
+def test_million_variable_grid_declares_from_arrays():
+    fg = pu.FactorGraph()
+    x = fg.add_variables("x", (300, 300), 2)
+    pairs = np.stack([x.ids[:, :-1], x.ids[:, 1:]], -1).reshape(-1, 2)
+    fg.add_factors(pairs, np.zeros((len(pairs), 2, 2)))
+    assert fg.num_factors == 300 * 299 and len(fg) == 90000

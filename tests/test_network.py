@@ -1,0 +1,119 @@
+import io
+
+import numpy as np
+import pytest
+import torch
+from helpers import grid
+
+import pgmunfold as pu
+
+
+def test_untie_preserves_outputs_and_trains_copies_apart():
+    fg, x = grid(3, k=2, coupling=0.5, seed=0)
+    net = pu.compile(fg, iterations=4, dtype=torch.float64)
+    deep = net.untie()
+    assert deep.num_parameters() == 4 * net.num_parameters()
+    u = torch.randn(2, 3, 3, 2, dtype=torch.float64)
+    torch.testing.assert_close(net(unary={x: u}).log_marginals, deep(unary={x: u}).log_marginals)
+    loss = deep(unary={x: u}).log_marginals[..., 0].sum()
+    loss.backward()
+    p = deep.potentials["pairwise"]
+    assert p.grad is not None and all(p.grad[t].abs().sum() > 0 for t in range(4))
+    with torch.no_grad():
+        p -= 0.1 * p.grad
+    assert not torch.equal(p[0], p[3])
+
+
+def test_partial_untie_by_group_and_last_iterations():
+    fg, _ = grid(3, k=2, seed=1)
+    net = pu.compile(fg, iterations=5, untie=["pairwise"], untie_last=2, dtype=torch.float64)
+    assert net.copy_index["pairwise"] == (0, 0, 0, 1, 2)
+    assert net.copy_index["unary"] == (0,) * 5
+    full = pu.compile(fg, iterations=5, dtype=torch.float64)
+    torch.testing.assert_close(net().log_marginals, full().log_marginals)
+    deeper = net.untie(groups=["unary"], last=1)
+    assert deeper.copy_index["unary"] == (0, 0, 0, 0, 1)
+    assert deeper.copy_index["pairwise"] == (0, 0, 0, 1, 2)
+    torch.testing.assert_close(deeper().log_marginals, full().log_marginals)
+    assert "untied groups" in repr(deeper)
+    with pytest.raises(ValueError, match="unknown factor groups"):
+        net.untie(groups=["nope"])
+
+
+def test_state_dict_round_trip_and_dtype_moves():
+    fg, _ = grid(3, k=3, seed=2)
+    net = pu.compile(fg, iterations=3, untie=True)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(torch.randn_like(p))
+    buf = io.BytesIO()
+    torch.save(net.state_dict(), buf)
+    buf.seek(0)
+    other = pu.compile(fg, iterations=3, untie=True)
+    other.load_state_dict(torch.load(buf, weights_only=True))
+    torch.testing.assert_close(net().log_marginals, other().log_marginals)
+    assert set(net.state_dict()) == {"potentials.unary", "potentials.pairwise"}
+    d = net.to(torch.float64)
+    assert d.base_unary.dtype == torch.float64 and d().log_partition.dtype == torch.float64
+    assert d.var_slots.dtype == torch.int64
+
+
+def test_reset_parameters_restores_declared_tables():
+    fg, _ = grid(2, seed=3)
+    net = pu.compile(fg, iterations=2, untie=True, dtype=torch.float64)
+    ref = net().log_partition.detach()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.zero_()
+    net.reset_parameters()
+    torch.testing.assert_close(net().log_partition, ref)
+
+
+def test_forward_input_errors_and_no_mutation():
+    fg, _x = grid(2, k=3, seed=4)
+    net = pu.compile(fg, iterations=2)
+    with pytest.raises(ValueError, match=r"\('x', 0, 0\).*state 3 out of range \[0, 3\)"):
+        net(evidence={("x", 0, 0): 3})
+    with pytest.raises(pu.GraphError, match="unknown variable 'nope'"):
+        net(evidence={"nope": 0})
+    with pytest.raises(
+        ValueError, match=r"unary for variable \('x', 0, 1\): expected shape \(3,\)"
+    ):
+        net(unary={("x", 0, 1): torch.zeros(4)})
+    with pytest.raises(ValueError, match="batch sizes disagree"):
+        net(unary={("x", 0, 1): torch.zeros(2, 3), ("x", 1, 1): torch.zeros(3, 3)})
+    with pytest.raises(ValueError, match="damping"):
+        pu.compile(fg, damping=1.0)
+    with pytest.raises(ValueError, match="iterations"):
+        pu.compile(fg, iterations=0)
+    u = torch.randn(2, 3)
+    before = u.clone()
+    net(unary={("x", 0, 1): u})
+    assert torch.equal(u, before)
+
+
+def test_dense_unary_equals_dict_unary():
+    fg, x = grid(2, k=2, seed=5)
+    net = pu.compile(fg, iterations=3, dtype=torch.float64)
+    u = torch.randn(3, 2, 2, 2, dtype=torch.float64)
+    a = net(unary={x: u})
+    b = net(unary=u.reshape(3, 4, 2))
+    torch.testing.assert_close(a.log_marginals, b.log_marginals)
+    assert a.marginals[("x", 1, 0)].shape == (3, 2)
+    assert a.map[("x", 1, 0)].shape == (3,)
+
+
+def test_mixed_cardinalities_pad_correctly():
+    fg = pu.FactorGraph()
+    fg.add_variable("a", 1)
+    fg.add_variable("b", 4)
+    fg.add_variable("c", 2)
+    rng = np.random.default_rng(0)
+    fg.add_factor(("b", "a", "c"), rng.normal(size=(4, 1, 2)))
+    fg.add_factor(("c", "b"), rng.normal(size=(2, 4)))
+    out = pu.compile(fg, iterations=10, dtype=torch.float64)()
+    ex = pu.exact_marginals(fg)
+    assert out.marginals["a"].tolist() == [1.0]
+    assert out.probs[0, 1:].abs().max() == 0 and out.probs[2, 2:].abs().max() == 0
+    err = max(float((out.marginals[k] - ex[k]).abs().max()) for k in ex)
+    assert err < 0.05
