@@ -22,6 +22,11 @@ from pgmunfold.beliefs import Beliefs
 from pgmunfold.compile.schedule import factor_colouring, variable_colouring
 from pgmunfold.compile.wiring import GroupWiring, Wiring, build_wiring
 from pgmunfold.graph import FactorGraph, GraphError, VariableArray
+from pgmunfold.infer.binary import (
+    binary_factor_messages,
+    log_odds_to_log_messages,
+    pairwise_coefficients,
+)
 from pgmunfold.infer.bp import (
     bp_cavities,
     bp_factor_log_beliefs,
@@ -91,6 +96,9 @@ class UnfoldedNetwork(nn.Module):
             Pass ``torch.float64`` rather than calling ``.to(torch.float64)`` afterwards, which
             would keep the float32 rounding of the declared tables (or call
             :meth:`reset_parameters` after the move).
+        fast_path: use specialised kernels where they apply (binary variables with unary and
+            pairwise factors only, finite tables, flooding BP: scalar log-odds messages). The
+            general path computes the same function; ``False`` forces it.
 
     Shape:
         ``forward(evidence, unary)`` returns :class:`~pgmunfold.Beliefs` whose tensors have a
@@ -104,6 +112,9 @@ class UnfoldedNetwork(nn.Module):
     degree: torch.Tensor
     base_unary: torch.Tensor
     colour_masks: torch.Tensor
+    slots_t: torch.Tensor
+    partner_edge: torch.Tensor
+    partner_var: torch.Tensor
 
     def __init__(
         self,
@@ -117,6 +128,7 @@ class UnfoldedNetwork(nn.Module):
         untie_last: int | None = None,
         exact_cavity: bool | None = None,
         dtype: torch.dtype | None = None,
+        fast_path: bool = True,
         *,
         _wiring: Wiring | None = None,
         _plan: Mapping[str, tuple[int, ...]] | None = None,
@@ -150,6 +162,16 @@ class UnfoldedNetwork(nn.Module):
             raise GraphError("the factor graph changed between wiring and compilation")
         has_zero = any(bool(np.isneginf(t).any()) for t in tables)
         self.exact_cavity = has_zero if exact_cavity is None else bool(exact_cavity)
+        self.fast_path = fast_path
+        self.binary_fast = (
+            fast_path
+            and algorithm == "bp"
+            and schedule == "parallel"
+            and not self.exact_cavity
+            and w.num_edges > 0
+            and bool((w.cards == 2).all())
+            and all(g.arity <= 2 for g in w.groups)
+        )
         fdtype = torch.get_default_dtype() if dtype is None else dtype
         if not fdtype.is_floating_point:
             raise ValueError(f"dtype must be a floating dtype, got {dtype}")
@@ -167,6 +189,17 @@ class UnfoldedNetwork(nn.Module):
         buf("base_unary", torch.as_tensor(base, dtype=fdtype))
         for i, sc in enumerate(w.scopes):
             buf(f"scope_{i}", sc)
+        if self.binary_fast:
+            # slots_t: (D * V,) var_slots transposed, so a variable's sum runs over a leading dim
+            # partner_edge / partner_var: (E,) the other edge of a pairwise factor and its variable
+            buf("slots_t", w.var_slots.T.reshape(-1))
+            partner = np.arange(w.num_edges, dtype=np.int64)
+            for g in w.groups:
+                if g.arity == 2:
+                    local = np.arange(g.edge_stop - g.edge_start, dtype=np.int64)
+                    partner[g.edge_start : g.edge_stop] = g.edge_start + (local ^ 1)
+            buf("partner_edge", partner)
+            buf("partner_var", w.edge_var[partner])
 
         # ---- parameter plan
         taken: set[str] = set()
@@ -289,6 +322,7 @@ class UnfoldedNetwork(nn.Module):
             semiring=self.semiring,
             exact_cavity=self.exact_cavity,
             dtype=self.base_unary.dtype,
+            fast_path=self.fast_path,
             _wiring=self._wiring,
             _plan=plan,
         )
@@ -471,11 +505,15 @@ class UnfoldedNetwork(nn.Module):
     def _bp_step(self, msg: torch.Tensor, u: torch.Tensor, th: list[torch.Tensor]) -> torch.Tensor:
         d = self.damping
         if self.schedule == "parallel":
-            cav = bp_cavities(msg, u, self.var_slots, self.edge_slot, self.exact_cavity)
+            cav = bp_cavities(
+                msg, u, self.var_slots, self.edge_slot, self.edge_var, self.exact_cavity
+            )
             new = bp_factor_messages(cav, th, self._groups, self.semiring)
             return new if d == 0.0 else ((1.0 - d) * new + d * msg)
         for c, blocks in enumerate(self._blocks):
-            cav = bp_cavities(msg, u, self.var_slots, self.edge_slot, self.exact_cavity)
+            cav = bp_cavities(
+                msg, u, self.var_slots, self.edge_slot, self.edge_var, self.exact_cavity
+            )
             edges = self._buffer(f"colour_edges_{c}")
             groups, ths, rows = [], [], []
             for gi, bid in blocks:
@@ -490,21 +528,60 @@ class UnfoldedNetwork(nn.Module):
             msg = msg.index_copy(1, edges, new)
         return msg
 
+    def _run_binary(
+        self, u: torch.Tensor, thetas: list[torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Flooding BP in the log-odds domain (binary variables, arity <= 2, finite tables)."""
+        d = self.damping
+        B = u.shape[0]
+        V, D = self.var_slots.shape
+        ul = u[:, :, 1] - u[:, :, 0]
+        lo = u.new_zeros(B, self._wiring.num_edges)
+        prev = lo
+        coeffs: dict[tuple[int, ...], list[tuple[torch.Tensor, ...]]] = {}
+        for t in range(self.iterations):
+            prev = lo
+            key = tuple(self.copy_index[k][t] for k in self._keys)
+            if key not in coeffs:  # once per distinct combination of copies
+                coeffs[key] = [
+                    (th[:, 1] - th[:, 0],) if g.arity == 1 else pairwise_coefficients(th)
+                    for g, th in zip(self._groups, self._at(thetas, t), strict=True)
+                ]
+            pad = torch.cat([lo, lo.new_zeros(B, 1)], dim=1)
+            belief = ul + pad.index_select(1, self.slots_t).view(B, D, V).sum(dim=1)
+            new = binary_factor_messages(
+                belief,
+                lo,
+                coeffs[key],
+                self._groups,
+                self.partner_var,
+                self.partner_edge,
+                self.semiring,
+            )
+            lo = new if d == 0.0 else (1.0 - d) * new + d * lo
+        residual = (lo - prev).abs().amax(dim=1) if lo.shape[1] else u.new_zeros(B)
+        return log_odds_to_log_messages(lo), residual
+
     def _run_bp(self, u: torch.Tensor, thetas: list[torch.Tensor]) -> Beliefs:
         B = u.shape[0]
-        msg = self.base_unary[self.edge_var].unsqueeze(0).expand(B, -1, -1)
-        msg = log_normalize(msg) if msg.shape[1] else msg
-        prev = msg
-        for t in range(self.iterations):
+        if self.binary_fast:
+            msg, residual = self._run_binary(u, thetas)
+        else:
+            msg = self.base_unary[self.edge_var].unsqueeze(0).expand(B, -1, -1)
+            msg = log_normalize(msg) if msg.shape[1] else msg
             prev = msg
-            msg = self._bp_step(msg, u, self._at(thetas, t))
-        residual = (msg - prev).abs().amax(dim=(1, 2)) if msg.shape[1] else u.new_zeros(B)
+            for t in range(self.iterations):
+                prev = msg
+                msg = self._bp_step(msg, u, self._at(thetas, t))
+            residual = (msg - prev).abs().amax(dim=(1, 2)) if msg.shape[1] else u.new_zeros(B)
         th = self._at(thetas, self.iterations - 1)
         log_marg = log_normalize(variable_beliefs(msg, u, self.var_slots))
         states = log_marg.argmax(dim=2)
         fbel: dict[str, torch.Tensor] = {}
         if self.semiring == "sum":
-            cav = bp_cavities(msg, u, self.var_slots, self.edge_slot, self.exact_cavity)
+            cav = bp_cavities(
+                msg, u, self.var_slots, self.edge_slot, self.edge_var, self.exact_cavity
+            )
             lfb = bp_factor_log_beliefs(cav, th, self._groups)
             logz = bethe_log_partition(log_marg, u, self.degree, lfb, th)
             fbel = {g.name: b for g, b in zip(self._groups, lfb, strict=True)}
@@ -560,6 +637,7 @@ def compile(
     untie_last: int | None = None,
     exact_cavity: bool | None = None,
     dtype: torch.dtype | None = None,
+    fast_path: bool = True,
 ) -> UnfoldedNetwork:
     """Compile ``graph`` into an :class:`UnfoldedNetwork` (see its documentation for arguments).
 
@@ -576,4 +654,5 @@ def compile(
         untie_last=untie_last,
         exact_cavity=exact_cavity,
         dtype=dtype,
+        fast_path=fast_path,
     )

@@ -62,6 +62,7 @@ def bp_cavities(
     unary: torch.Tensor,
     var_slots: torch.Tensor,
     edge_slot: torch.Tensor,
+    edge_var: torch.Tensor,
     exact: bool,
 ) -> torch.Tensor:
     """Variable-to-factor log-messages (cavities) of every edge.
@@ -72,15 +73,14 @@ def bp_cavities(
 
     Shape:
         ``msg``: ``(B, E, K)``; ``unary``: ``(B, V, K)``; ``var_slots``: ``(V, D)``;
-        ``edge_slot``: ``(E,)``; output: ``(B, E, K)``.
+        ``edge_slot``, ``edge_var``: ``(E,)``; output: ``(B, E, K)``.
     """
     B, _, K = msg.shape
     g = gather_slots(msg, var_slots)
     if exact:
         cav = unary.unsqueeze(2) + exclusive_sum(g, dim=2)
-    else:
-        cav = (unary + g.sum(dim=2)).unsqueeze(2) - g
-    return cav.reshape(B, -1, K)[:, edge_slot]
+        return cav.reshape(B, -1, K)[:, edge_slot]
+    return (unary + g.sum(dim=2))[:, edge_var] - msg
 
 
 def _split(cav: torch.Tensor, g: GroupWiring, rows: int) -> list[torch.Tensor]:

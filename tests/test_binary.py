@@ -1,0 +1,82 @@
+"""The binary log-odds fast path equals the general K-state path."""
+
+import numpy as np
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+import pgmunfold as pu
+
+
+@st.composite
+def binary_graphs(draw):
+    n = draw(st.integers(2, 7))
+    rng = np.random.default_rng(draw(st.integers(0, 2**31 - 1)))
+    fg = pu.FactorGraph()
+    x = fg.add_variables("x", n, 2)
+    m = draw(st.integers(1, 10))
+    pairs = np.array([rng.choice(n, 2, replace=False) for _ in range(m)])
+    scale = draw(st.sampled_from([0.1, 1.0, 5.0]))
+    if draw(st.booleans()):  # an odd number of edges before the pairwise block
+        fg.add_factors(x.ids[:1, None], rng.normal(size=(1, 2)), name="first")
+    fg.add_factors(pairs, scale * rng.normal(size=(m, 2, 2)), name="pair")
+    if draw(st.booleans()):
+        fg.add_factors(pairs[:1], rng.normal(size=(2, 2)), name="shared")
+    fg.add_factors(x.ids[:, None], rng.normal(size=(n, 2)), name="unary")
+    return fg, x
+
+
+@given(
+    binary_graphs(),
+    st.sampled_from(["sum", "max"]),
+    st.sampled_from([0.0, 0.4]),
+    st.integers(1, 3),
+    st.booleans(),
+)
+def test_fast_path_equals_general(gx, semiring, damping, B, with_evidence):
+    fg, x = gx
+    kw = dict(iterations=6, damping=damping, semiring=semiring, dtype=torch.float64)
+    fast = pu.compile(fg, **kw)
+    slow = pu.compile(fg, fast_path=False, **kw)
+    assert fast.binary_fast and not slow.binary_fast
+    u = torch.randn(B, len(fg), 2, dtype=torch.float64)
+    ev = {("x", 0): torch.randint(0, 2, (B,))} if with_evidence else None
+    a, b = fast(unary={x: u}, evidence=ev), slow(unary={x: u}, evidence=ev)
+    torch.testing.assert_close(a.log_marginals, b.log_marginals, atol=1e-9, rtol=1e-9)
+    torch.testing.assert_close(a.log_partition, b.log_partition, atol=1e-8, rtol=1e-9)
+    torch.testing.assert_close(a.map_states, b.map_states)
+
+
+def test_fast_path_gradients_equal_general():
+    rng = np.random.default_rng(0)
+    fg = pu.FactorGraph()
+    x = fg.add_variables("x", (3, 3), 2)
+    pairs = np.concatenate(
+        [
+            np.stack([x.ids[:, :-1], x.ids[:, 1:]], -1).reshape(-1, 2),
+            np.stack([x.ids[:-1], x.ids[1:]], -1).reshape(-1, 2),
+        ]
+    )
+    fg.add_factors(pairs, rng.normal(size=(len(pairs), 2, 2)))
+    grads = []
+    for fast in (True, False):
+        net = pu.compile(fg, iterations=5, damping=0.3, dtype=torch.float64, fast_path=fast)
+        u = torch.as_tensor(rng.normal(size=(2, 3, 3, 2)) if not grads else u0)
+        u0 = u
+        u = u.clone().requires_grad_()
+        out = net(unary={x: u})
+        (out.log_partition.sum() + out.log_marginals[..., 1].sum()).backward()
+        grads.append((u.grad, next(net.parameters()).grad))
+    torch.testing.assert_close(grads[0][0], grads[1][0])
+    torch.testing.assert_close(grads[0][1], grads[1][1])
+
+
+def test_fast_path_gradcheck():
+    rng = np.random.default_rng(1)
+    fg = pu.FactorGraph()
+    x = fg.add_variables("x", 4, 2)
+    fg.add_factors(np.array([[0, 1], [1, 2], [2, 3], [3, 0]]), rng.normal(size=(4, 2, 2)))
+    net = pu.compile(fg, iterations=4, damping=0.2, dtype=torch.float64)
+    assert net.binary_fast
+    u = torch.randn(2, 4, 2, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda u: net(unary={x: u}).log_partition, (u,))
