@@ -84,7 +84,8 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     torch.manual_seed(0)
     rows = []
-    hdr = f"{'alg':<4}{'N':>6}{'K':>4}{'decl s':>9}{'comp s':>9}{'s/iter':>11}{'Mmsg/s':>9}{'RSS GB':>8}"
+    hdr = f"{'alg':<4}{'N':>6}{'K':>4}{'decl s':>9}{'comp s':>9}{'s/iter':>11}"
+    hdr += f"{'Mmsg/s':>9}{'RSS GB':>8}"
     print(hdr + ("  bwd/fwd" if args.backward else ""))
     for alg in args.algorithms:
         for k in args.ks:

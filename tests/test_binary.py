@@ -59,11 +59,10 @@ def test_fast_path_gradients_equal_general():
     )
     fg.add_factors(pairs, rng.normal(size=(len(pairs), 2, 2)))
     grads = []
+    u0 = torch.as_tensor(rng.normal(size=(2, 3, 3, 2)))
     for fast in (True, False):
         net = pu.compile(fg, iterations=5, damping=0.3, dtype=torch.float64, fast_path=fast)
-        u = torch.as_tensor(rng.normal(size=(2, 3, 3, 2)) if not grads else u0)
-        u0 = u
-        u = u.clone().requires_grad_()
+        u = u0.clone().requires_grad_()
         out = net(unary={x: u})
         (out.log_partition.sum() + out.log_marginals[..., 1].sum()).backward()
         grads.append((u.grad, next(net.parameters()).grad))
