@@ -16,6 +16,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
 from pgmunfold.beliefs import Beliefs
@@ -99,6 +100,9 @@ class UnfoldedNetwork(nn.Module):
         fast_path: use specialised kernels where they apply (binary variables with unary and
             pairwise factors only, finite tables, flooding BP: scalar log-odds messages). The
             general path computes the same function; ``False`` forces it.
+        checkpoint: memory-bounded training: each iteration's intermediate activations are
+            recomputed in the backward pass (``torch.utils.checkpoint``), so only the messages
+            between iterations are kept; costs about one extra forward pass.
 
     Shape:
         ``forward(evidence, unary)`` returns :class:`~pgmunfold.Beliefs` whose tensors have a
@@ -129,6 +133,7 @@ class UnfoldedNetwork(nn.Module):
         exact_cavity: bool | None = None,
         dtype: torch.dtype | None = None,
         fast_path: bool = True,
+        checkpoint: bool = False,
         *,
         _wiring: Wiring | None = None,
         _plan: Mapping[str, tuple[int, ...]] | None = None,
@@ -163,6 +168,7 @@ class UnfoldedNetwork(nn.Module):
         has_zero = any(bool(np.isneginf(t).any()) for t in tables)
         self.exact_cavity = has_zero if exact_cavity is None else bool(exact_cavity)
         self.fast_path = fast_path
+        self.checkpoint = bool(checkpoint)
         self.binary_fast = (
             fast_path
             and algorithm == "bp"
@@ -254,7 +260,12 @@ class UnfoldedNetwork(nn.Module):
                     edges.append(e)
                     blocks.append((gi, bid))
                     bid += 1
-                buf(f"colour_edges_{c}", np.concatenate(edges))
+                ce = np.concatenate(edges)
+                buf(f"colour_edges_{c}", ce)
+                # (n, D): the slot table row of each edge's variable, its own slot set to padding
+                others = w.var_slots[w.edge_var[ce]].copy()
+                others[others == ce[:, None]] = w.num_edges
+                buf(f"colour_other_slots_{c}", others)
                 self._blocks.append(blocks)
         self.num_colours = 0
         if schedule == "sequential" and algorithm == "mf":
@@ -323,6 +334,7 @@ class UnfoldedNetwork(nn.Module):
             exact_cavity=self.exact_cavity,
             dtype=self.base_unary.dtype,
             fast_path=self.fast_path,
+            checkpoint=self.checkpoint,
             _wiring=self._wiring,
             _plan=plan,
         )
@@ -510,11 +522,15 @@ class UnfoldedNetwork(nn.Module):
             )
             new = bp_factor_messages(cav, th, self._groups, self.semiring)
             return new if d == 0.0 else ((1.0 - d) * new + d * msg)
+        B, _, K = msg.shape
         for c, blocks in enumerate(self._blocks):
-            cav = bp_cavities(
-                msg, u, self.var_slots, self.edge_slot, self.edge_var, self.exact_cavity
-            )
             edges = self._buffer(f"colour_edges_{c}")
+            # exact cavities of this class's edges only: the variable's other slots, summed
+            others = self._buffer(f"colour_other_slots_{c}")  # (n, D), own slot -> padding
+            padded = torch.cat([msg, msg.new_zeros(B, 1, K)], dim=1)
+            n, D = others.shape
+            gathered = padded.index_select(1, others.reshape(-1)).view(B, n, D, K).sum(dim=2)
+            cav_c = u.index_select(1, self.edge_var[edges]) + gathered
             groups, ths, rows = [], [], []
             for gi, bid in blocks:
                 g = self._groups[gi]
@@ -522,19 +538,39 @@ class UnfoldedNetwork(nn.Module):
                 groups.append(g)
                 ths.append(th[gi] if g.shared else th[gi][fidx])
                 rows.append(int(fidx.shape[0]))
-            new = bp_factor_messages(cav[:, edges], ths, groups, self.semiring, rows)
+            new = bp_factor_messages(cav_c, ths, groups, self.semiring, rows)
             if d != 0.0:
                 new = (1.0 - d) * new + d * msg[:, edges]
             msg = msg.index_copy(1, edges, new)
         return msg
 
+    def _layer(self, step: Any, state: torch.Tensor, *args: Any) -> torch.Tensor:
+        """One iteration; under ``checkpoint=True`` (and autograd) its activations are recomputed
+        in the backward pass instead of stored."""
+        if self.checkpoint and torch.is_grad_enabled():
+            out = torch.utils.checkpoint.checkpoint(step, state, *args, use_reentrant=False)
+            assert isinstance(out, torch.Tensor)
+            return out
+        return step(state, *args)
+
+    def _binary_step(
+        self, lo: torch.Tensor, ul: torch.Tensor, coeffs: list[tuple[torch.Tensor, ...]]
+    ) -> torch.Tensor:
+        d = self.damping
+        B = lo.shape[0]
+        V, D = self.var_slots.shape
+        pad = torch.cat([lo, lo.new_zeros(B, 1)], dim=1)
+        belief = ul + pad.index_select(1, self.slots_t).view(B, D, V).sum(dim=1)
+        new = binary_factor_messages(
+            belief, lo, coeffs, self._groups, self.partner_var, self.partner_edge, self.semiring
+        )
+        return new if d == 0.0 else (1.0 - d) * new + d * lo
+
     def _run_binary(
         self, u: torch.Tensor, thetas: list[torch.Tensor]
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Flooding BP in the log-odds domain (binary variables, arity <= 2, finite tables)."""
-        d = self.damping
         B = u.shape[0]
-        V, D = self.var_slots.shape
         ul = u[:, :, 1] - u[:, :, 0]
         lo = u.new_zeros(B, self._wiring.num_edges)
         prev = lo
@@ -547,18 +583,7 @@ class UnfoldedNetwork(nn.Module):
                     (th[:, 1] - th[:, 0],) if g.arity == 1 else pairwise_coefficients(th)
                     for g, th in zip(self._groups, self._at(thetas, t), strict=True)
                 ]
-            pad = torch.cat([lo, lo.new_zeros(B, 1)], dim=1)
-            belief = ul + pad.index_select(1, self.slots_t).view(B, D, V).sum(dim=1)
-            new = binary_factor_messages(
-                belief,
-                lo,
-                coeffs[key],
-                self._groups,
-                self.partner_var,
-                self.partner_edge,
-                self.semiring,
-            )
-            lo = new if d == 0.0 else (1.0 - d) * new + d * lo
+            lo = self._layer(self._binary_step, lo, ul, coeffs[key])
         residual = (lo - prev).abs().amax(dim=1) if lo.shape[1] else u.new_zeros(B)
         return log_odds_to_log_messages(lo), residual
 
@@ -572,7 +597,7 @@ class UnfoldedNetwork(nn.Module):
             prev = msg
             for t in range(self.iterations):
                 prev = msg
-                msg = self._bp_step(msg, u, self._at(thetas, t))
+                msg = self._layer(self._bp_step, msg, u, self._at(thetas, t))
             residual = (msg - prev).abs().amax(dim=(1, 2)) if msg.shape[1] else u.new_zeros(B)
         th = self._at(thetas, self.iterations - 1)
         log_marg = log_normalize(variable_beliefs(msg, u, self.var_slots))
@@ -597,26 +622,27 @@ class UnfoldedNetwork(nn.Module):
         assert t is not None
         return t
 
-    def _run_mf(self, u: torch.Tensor, thetas: list[torch.Tensor]) -> Beliefs:
+    def _mf_step(self, q: torch.Tensor, u: torch.Tensor, th: list[torch.Tensor]) -> torch.Tensor:
         d = self.damping
+        if self.schedule == "parallel":
+            field = mf_field(q, u, th, self._groups, self.edge_var, self.var_slots)
+            new = torch.softmax(field, dim=2)
+            return new if d == 0.0 else (1.0 - d) * new + d * q
+        masks = self.colour_masks
+        for c in range(self.num_colours):
+            field = mf_field(q, u, th, self._groups, self.edge_var, self.var_slots)
+            new = torch.softmax(field, dim=2)
+            if d != 0.0:
+                new = (1.0 - d) * new + d * q
+            q = torch.where(masks[c].view(1, -1, 1), new, q)
+        return q
+
+    def _run_mf(self, u: torch.Tensor, thetas: list[torch.Tensor]) -> Beliefs:
         q = torch.softmax(u, dim=2)
         prev = q
         for t in range(self.iterations):
             prev = q
-            th = self._at(thetas, t)
-            if self.schedule == "parallel":
-                new = torch.softmax(
-                    mf_field(q, u, th, self._groups, self.edge_var, self.var_slots), 2
-                )
-                q = new if d == 0.0 else (1.0 - d) * new + d * q
-            else:
-                masks = self.colour_masks
-                for c in range(self.num_colours):
-                    field = mf_field(q, u, th, self._groups, self.edge_var, self.var_slots)
-                    new = torch.softmax(field, dim=2)
-                    if d != 0.0:
-                        new = (1.0 - d) * new + d * q
-                    q = torch.where(masks[c].view(1, -1, 1), new, q)
+            q = self._layer(self._mf_step, q, u, self._at(thetas, t))
         residual = (q - prev).abs().amax(dim=(1, 2))
         th = self._at(thetas, self.iterations - 1)
         slot0 = [m[0] for m in mf_expected_potentials(q, th, self._groups, self.edge_var)]
@@ -638,6 +664,7 @@ def compile(
     exact_cavity: bool | None = None,
     dtype: torch.dtype | None = None,
     fast_path: bool = True,
+    checkpoint: bool = False,
 ) -> UnfoldedNetwork:
     """Compile ``graph`` into an :class:`UnfoldedNetwork` (see its documentation for arguments).
 
@@ -655,4 +682,5 @@ def compile(
         exact_cavity=exact_cavity,
         dtype=dtype,
         fast_path=fast_path,
+        checkpoint=checkpoint,
     )

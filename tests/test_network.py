@@ -117,3 +117,33 @@ def test_mixed_cardinalities_pad_correctly():
     assert out.probs[0, 1:].abs().max() == 0 and out.probs[2, 2:].abs().max() == 0
     err = max(float((out.marginals[k] - ex[k]).abs().max()) for k in ex)
     assert err < 0.05
+
+
+@pytest.mark.parametrize(
+    ("k", "algorithm", "schedule"),
+    [
+        (2, "bp", "parallel"),
+        (3, "bp", "parallel"),
+        (3, "bp", "sequential"),
+        (3, "mf", "sequential"),
+    ],
+)
+def test_checkpointing_gives_identical_gradients(k, algorithm, schedule):
+    fg, x = grid(3, k=k, seed=6)
+    grads = []
+    for ck in (False, True):
+        net = pu.compile(
+            fg,
+            algorithm=algorithm,
+            schedule=schedule,
+            iterations=4,
+            damping=0.2,
+            dtype=torch.float64,
+            checkpoint=ck,
+            untie=True,
+        )
+        out = net(unary={x: torch.ones(2, 3, 3, k, dtype=torch.float64)})
+        (out.log_partition.sum() + out.log_marginals[..., 0].sum()).backward()
+        grads.append([p.grad for p in net.parameters()])
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b)
