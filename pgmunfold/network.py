@@ -183,7 +183,11 @@ class UnfoldedNetwork(nn.Module):
             raise ValueError(f"dtype must be a floating dtype, got {dtype}")
 
         def buf(name: str, value: np.ndarray | torch.Tensor) -> None:
-            t = torch.as_tensor(np.array(value) if isinstance(value, np.ndarray) else value)
+            if isinstance(value, np.ndarray):
+                value = np.ascontiguousarray(value)
+                t = torch.from_numpy(value if value.flags.writeable else value.copy())
+            else:
+                t = torch.as_tensor(value)
             self.register_buffer(name, t, persistent=False)
 
         buf("var_slots", w.var_slots)
