@@ -56,8 +56,8 @@ class Beliefs:
         map_states: arg-max state of every variable's belief (for max-product BP, the MAP
             decode).
         factor_log_beliefs: per factor group name, normalised log factor beliefs (BP only).
-        residual: largest absolute change of a message (BP) or marginal (MF) in the last
-            iteration; a convergence diagnostic.
+        residual: largest absolute change of a (normalised) message probability (BP) or of a
+            marginal (MF) in the last iteration; a convergence diagnostic in ``[0, 1]``.
         marginals: mapping name -> marginal probabilities.
         map: mapping name -> state.
 

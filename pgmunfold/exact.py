@@ -10,7 +10,7 @@ exceeds ``max_table_size``.
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -36,7 +36,7 @@ _Factor = tuple[tuple[int, ...], torch.Tensor]
 
 
 def _collect(
-    fg: FactorGraph, evidence: Mapping[Hashable, int] | None, unaries: dict[int, torch.Tensor]
+    fg: FactorGraph, evidence: Mapping[Any, int] | None, unaries: dict[int, torch.Tensor]
 ) -> list[_Factor]:
     fg.validate()
     cards = fg.cardinalities
@@ -121,7 +121,7 @@ def _eliminate(
 
 def exact_log_partition(
     fg: FactorGraph,
-    evidence: Mapping[Hashable, int] | None = None,
+    evidence: Mapping[Any, int] | None = None,
     *,
     max_table_size: int = DEFAULT_MAX_TABLE,
 ) -> torch.Tensor:
@@ -141,7 +141,7 @@ def _finite_or_neg_inf(x: torch.Tensor) -> torch.Tensor:
 
 def exact_marginals(
     fg: FactorGraph,
-    evidence: Mapping[Hashable, int] | None = None,
+    evidence: Mapping[Any, int] | None = None,
     *,
     max_table_size: int = DEFAULT_MAX_TABLE,
 ) -> dict[Hashable, torch.Tensor]:
@@ -168,7 +168,7 @@ def exact_marginals(
 
 def exact_map(
     fg: FactorGraph,
-    evidence: Mapping[Hashable, int] | None = None,
+    evidence: Mapping[Any, int] | None = None,
     *,
     max_table_size: int = DEFAULT_MAX_TABLE,
 ) -> tuple[dict[Hashable, int], torch.Tensor]:

@@ -57,6 +57,16 @@ def _param_key(name: str, taken: set[str]) -> str:
     return key
 
 
+def _neg_inf_below_sentinel(x: torch.Tensor) -> torch.Tensor:
+    """Report log-values in the hard-zero regime as ``-inf``.
+
+    Estimates below ``1e-15 * NEG = -1e15`` only arise from probability mass on ``-inf``
+    entries (each contributes a multiple of the sentinel ``NEG``), where the exact value is
+    ``-inf``.
+    """
+    return torch.where(x < 1e-15 * NEG, torch.full_like(x, -torch.inf), x)
+
+
 def _refine_plan(plan: tuple[int, ...], start: int) -> tuple[int, ...]:
     """Give every iteration ``t >= start`` its own copy; earlier ones keep ``plan``'s sharing.
 
@@ -160,6 +170,10 @@ class UnfoldedNetwork(nn.Module):
         w = _wiring if _wiring is not None else build_wiring(graph)
         self._wiring = w
         self._groups: tuple[GroupWiring, ...] = w.groups
+        # groups that send messages (arity >= 1); arity-0 groups are constants of log Z only
+        self._msg_idx = tuple(i for i, g in enumerate(w.groups) if g.arity > 0)
+        self._const_idx = tuple(i for i, g in enumerate(w.groups) if g.arity == 0)
+        self._mgroups: tuple[GroupWiring, ...] = tuple(w.groups[i] for i in self._msg_idx)
         self.num_variables = w.num_variables
         self.max_card = w.max_card
         tables = [g.log_potentials for g in graph.groups]
@@ -255,7 +269,8 @@ class UnfoldedNetwork(nn.Module):
             for c in range(n_col):
                 blocks = []
                 edges = []
-                for gi, (g, col) in enumerate(zip(w.groups, cols, strict=True)):
+                for gi, mi in enumerate(self._msg_idx):  # gi indexes the message groups
+                    g, col = w.groups[mi], cols[mi]
                     fidx = np.nonzero(col == c)[0]
                     if fidx.size == 0:
                         continue
@@ -480,7 +495,17 @@ class UnfoldedNetwork(nn.Module):
         return [self.potentials[k].clamp_min(NEG) for k in self._keys]
 
     def _at(self, thetas: list[torch.Tensor], t: int) -> list[torch.Tensor]:
-        return [th[self.copy_index[k][t]] for th, k in zip(thetas, self._keys, strict=True)]
+        """Log-potentials of the message-sending groups at iteration ``t``."""
+        return [thetas[i][self.copy_index[self._keys[i]][t]] for i in self._msg_idx]
+
+    def _constant(self, thetas: list[torch.Tensor], t: int) -> torch.Tensor | float:
+        """Sum of the arity-0 (constant) factors at iteration ``t``: a term of ``log Z``."""
+        total: torch.Tensor | float = 0.0
+        for i in self._const_idx:
+            th = thetas[i][self.copy_index[self._keys[i]][t]]
+            g = self._groups[i]
+            total = total + th.sum() * (g.num_factors if g.shared else 1)
+        return total
 
     def forward(
         self,
@@ -524,7 +549,7 @@ class UnfoldedNetwork(nn.Module):
             cav = bp_cavities(
                 msg, u, self.var_slots, self.edge_slot, self.edge_var, self.exact_cavity
             )
-            new = bp_factor_messages(cav, th, self._groups, self.semiring)
+            new = bp_factor_messages(cav, th, self._mgroups, self.semiring)
             return new if d == 0.0 else ((1.0 - d) * new + d * msg)
         B, _, K = msg.shape
         for c, blocks in enumerate(self._blocks):
@@ -537,7 +562,7 @@ class UnfoldedNetwork(nn.Module):
             cav_c = u.index_select(1, self.edge_var[edges]) + gathered
             groups, ths, rows = [], [], []
             for gi, bid in blocks:
-                g = self._groups[gi]
+                g = self._mgroups[gi]
                 fidx = self._buffer(f"block_factors_{bid}")
                 groups.append(g)
                 ths.append(th[gi] if g.shared else th[gi][fidx])
@@ -566,7 +591,7 @@ class UnfoldedNetwork(nn.Module):
         pad = torch.cat([lo, lo.new_zeros(B, 1)], dim=1)
         belief = ul + pad.index_select(1, self.slots_t).view(B, D, V).sum(dim=1)
         new = binary_factor_messages(
-            belief, lo, coeffs, self._groups, self.partner_var, self.partner_edge, self.semiring
+            belief, lo, coeffs, self._mgroups, self.partner_var, self.partner_edge, self.semiring
         )
         return new if d == 0.0 else (1.0 - d) * new + d * lo
 
@@ -585,10 +610,15 @@ class UnfoldedNetwork(nn.Module):
             if key not in coeffs:  # once per distinct combination of copies
                 coeffs[key] = [
                     (th[:, 1] - th[:, 0],) if g.arity == 1 else pairwise_coefficients(th)
-                    for g, th in zip(self._groups, self._at(thetas, t), strict=True)
+                    for g, th in zip(self._mgroups, self._at(thetas, t), strict=True)
                 ]
             lo = self._layer(self._binary_step, lo, ul, coeffs[key])
-        residual = (lo - prev).abs().amax(dim=1) if lo.shape[1] else u.new_zeros(B)
+        # convergence measured on message probabilities, immune to hard-zero sentinels
+        residual = (
+            (torch.sigmoid(lo) - torch.sigmoid(prev)).abs().amax(dim=1)
+            if lo.shape[1]
+            else u.new_zeros(B)
+        )
         return log_odds_to_log_messages(lo), residual
 
     def _run_bp(self, u: torch.Tensor, thetas: list[torch.Tensor]) -> Beliefs:
@@ -602,7 +632,9 @@ class UnfoldedNetwork(nn.Module):
             for t in range(self.iterations):
                 prev = msg
                 msg = self._layer(self._bp_step, msg, u, self._at(thetas, t))
-            residual = (msg - prev).abs().amax(dim=(1, 2)) if msg.shape[1] else u.new_zeros(B)
+            residual = (
+                (msg.exp() - prev.exp()).abs().amax(dim=(1, 2)) if msg.shape[1] else u.new_zeros(B)
+            )
         th = self._at(thetas, self.iterations - 1)
         log_marg = log_normalize(variable_beliefs(msg, u, self.var_slots))
         states = log_marg.argmax(dim=2)
@@ -611,15 +643,16 @@ class UnfoldedNetwork(nn.Module):
             cav = bp_cavities(
                 msg, u, self.var_slots, self.edge_slot, self.edge_var, self.exact_cavity
             )
-            lfb = bp_factor_log_beliefs(cav, th, self._groups)
+            lfb = bp_factor_log_beliefs(cav, th, self._mgroups)
             logz = bethe_log_partition(log_marg, u, self.degree, lfb, th)
-            fbel = {g.name: b for g, b in zip(self._groups, lfb, strict=True)}
+            fbel = {g.name: b for g, b in zip(self._mgroups, lfb, strict=True)}
         else:
-            logz = score_states(states, u, th, self._groups, self._scopes())
+            logz = score_states(states, u, th, self._mgroups, self._scopes())
+        logz = _neg_inf_below_sentinel(logz + self._constant(thetas, self.iterations - 1))
         return Beliefs(log_marg, logz, states, residual, fbel)
 
     def _scopes(self) -> list[torch.Tensor]:
-        return [self._buffer(f"scope_{i}") for i in range(len(self._groups))]
+        return [self._buffer(f"scope_{i}") for i in self._msg_idx]
 
     def _buffer(self, name: str) -> torch.Tensor:
         t = self._buffers[name]
@@ -629,12 +662,12 @@ class UnfoldedNetwork(nn.Module):
     def _mf_step(self, q: torch.Tensor, u: torch.Tensor, th: list[torch.Tensor]) -> torch.Tensor:
         d = self.damping
         if self.schedule == "parallel":
-            field = mf_field(q, u, th, self._groups, self.edge_var, self.var_slots)
+            field = mf_field(q, u, th, self._mgroups, self.edge_var, self.var_slots)
             new = torch.softmax(field, dim=2)
             return new if d == 0.0 else (1.0 - d) * new + d * q
         masks = self.colour_masks
         for c in range(self.num_colours):
-            field = mf_field(q, u, th, self._groups, self.edge_var, self.var_slots)
+            field = mf_field(q, u, th, self._mgroups, self.edge_var, self.var_slots)
             new = torch.softmax(field, dim=2)
             if d != 0.0:
                 new = (1.0 - d) * new + d * q
@@ -649,10 +682,11 @@ class UnfoldedNetwork(nn.Module):
             q = self._layer(self._mf_step, q, u, self._at(thetas, t))
         residual = (q - prev).abs().amax(dim=(1, 2))
         th = self._at(thetas, self.iterations - 1)
-        slot0 = [m[0] for m in mf_expected_potentials(q, th, self._groups, self.edge_var)]
-        logz = mean_field_bound(q, u, slot0, self._groups, self.edge_var)
+        slot0 = [m[0] for m in mf_expected_potentials(q, th, self._mgroups, self.edge_var)]
+        logz = mean_field_bound(q, u, slot0, self._mgroups, self.edge_var)
         log_q = q.clamp_min(torch.finfo(q.dtype).tiny).log()
         log_marg = torch.where(q > 0, log_q, torch.full_like(log_q, NEG))
+        logz = _neg_inf_below_sentinel(logz + self._constant(thetas, self.iterations - 1))
         return Beliefs(log_marg, logz, log_marg.argmax(dim=2), residual, {})
 
 

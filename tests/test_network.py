@@ -147,3 +147,30 @@ def test_checkpointing_gives_identical_gradients(k, algorithm, schedule):
         grads.append([p.grad for p in net.parameters()])
     for a, b in zip(*grads, strict=True):
         torch.testing.assert_close(a, b)
+
+
+def test_constant_factors_enter_log_z_only():
+    fg = pu.FactorGraph()
+    fg.add_variable("a", 2)
+    fg.add_variable("b", 3)
+    rng = np.random.default_rng(0)
+    fg.add_factors(np.zeros((2, 0), dtype=np.int64), np.array([0.7, -0.2]), name="const")
+    fg.add_factor(("a", "b"), rng.normal(size=(2, 3)))
+    exact = float(pu.exact_log_partition(fg))
+    for algorithm, schedule in [("bp", "parallel"), ("bp", "sequential")]:
+        out = pu.compile(fg, algorithm=algorithm, schedule=schedule, dtype=torch.float64)()
+        assert float(out.log_partition) == pytest.approx(exact, abs=1e-10)
+    _, best = pu.exact_map(fg)
+    out = pu.compile(fg, semiring="max", dtype=torch.float64)()
+    assert float(out.log_partition) == pytest.approx(float(best), abs=1e-10)
+
+
+def test_mean_field_bound_is_minus_inf_when_q_hits_a_hard_zero():
+    fg = pu.FactorGraph()
+    fg.add_variable("a", 2)
+    fg.add_variable("b", 2)
+    fg.add_factor(("a", "b"), np.array([[0.0, -np.inf], [-np.inf, 0.0]]))
+    out = pu.compile(fg, algorithm="mf", iterations=3, dtype=torch.float64)()
+    # uniform start: MF keeps mass on the forbidden pairs, so its bound is -inf, not a sentinel
+    assert float(out.log_partition) == -np.inf
+    assert not torch.isnan(out.log_marginals).any()

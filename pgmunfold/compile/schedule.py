@@ -51,7 +51,8 @@ def factor_colouring(w: Wiring) -> list[np.ndarray]:
     f = 0
     for g, sc in zip(w.groups, w.scopes, strict=True):
         for row in sc:
-            colour[f] = _smallest_free(colour[np.concatenate([var_facs[v] for v in row])])
+            if len(row):  # constant (arity-0) factors are never scheduled: colour -1
+                colour[f] = _smallest_free(colour[np.concatenate([var_facs[v] for v in row])])
             f += 1
         out.append(colour[f - g.num_factors : f])
     return out
