@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m pgmunfold``."""
     argv = list(argv or [])
     if argv:
-        from pgmunfold import cli  # type: ignore[attr-defined]
+        from pgmunfold import cli
 
         return int(cli.main(argv))
     return _grid_demo()
