@@ -32,19 +32,25 @@ def binary_graphs(draw):
     st.sampled_from([0.0, 0.4]),
     st.integers(1, 3),
     st.booleans(),
+    st.integers(0, 2**31 - 1),
 )
-def test_fast_path_equals_general(gx, semiring, damping, B, with_evidence):
+def test_fast_path_equals_general(gx, semiring, damping, B, with_evidence, seed):
     fg, x = gx
     kw = dict(iterations=6, damping=damping, semiring=semiring, dtype=torch.float64)
     fast = pu.compile(fg, **kw)
     slow = pu.compile(fg, fast_path=False, **kw)
     assert fast.binary_fast and not slow.binary_fast
-    u = torch.randn(B, len(fg), 2, dtype=torch.float64)
-    ev = {("x", 0): torch.randint(0, 2, (B,))} if with_evidence else None
+    gen = torch.Generator().manual_seed(seed)
+    u = torch.randn(B, len(fg), 2, dtype=torch.float64, generator=gen)
+    ev = {("x", 0): torch.randint(0, 2, (B,), generator=gen)} if with_evidence else None
     a, b = fast(unary={x: u}, evidence=ev), slow(unary={x: u}, evidence=ev)
     torch.testing.assert_close(a.log_marginals, b.log_marginals, atol=1e-9, rtol=1e-9)
-    torch.testing.assert_close(a.log_partition, b.log_partition, atol=1e-8, rtol=1e-9)
-    torch.testing.assert_close(a.map_states, b.map_states)
+    # max-product: log_partition scores the arg-max decode, which is ambiguous under ties
+    lm = a.log_marginals.detach()
+    decisive = bool(((lm[..., 0] - lm[..., 1]).abs() > 1e-6).all())
+    if semiring == "sum" or decisive:
+        torch.testing.assert_close(a.map_states, b.map_states)
+        torch.testing.assert_close(a.log_partition, b.log_partition, atol=1e-8, rtol=1e-9)
 
 
 def test_fast_path_gradients_equal_general():
