@@ -4,6 +4,7 @@ Declare a discrete Markov random field as a :class:`FactorGraph`, then :func:`co
 propagation or mean-field inference on it into an ``nn.Module`` whose layers are the iterations.
 """
 
+from pgmunfold import models, train
 from pgmunfold.beliefs import Beliefs
 from pgmunfold.draw import draw, draw_beliefs, draw_unfolded
 from pgmunfold.exact import (
@@ -43,11 +44,13 @@ __all__ = [
     "exact_map",
     "exact_marginals",
     "from_pgmpy",
+    "models",
     "read_fg",
     "read_uai",
     "read_uai_evidence",
     "read_uai_mar",
     "to_pgmpy",
+    "train",
     "write_fg",
     "write_uai",
     "write_uai_mar",

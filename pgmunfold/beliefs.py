@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from pgmunfold.graph import VariableArray
+
 __all__ = ["Beliefs", "NamedView"]
 
 
@@ -22,10 +24,14 @@ class NamedView(Mapping[Hashable, torch.Tensor]):
         lookup: Callable[[Hashable], int],
         names: Callable[[int], Hashable],
         size: int,
+        array_getter: Callable[[VariableArray], torch.Tensor] | None = None,
     ) -> None:
         self._get, self._lookup, self._names, self._size = getter, lookup, names, size
+        self._array_get = array_getter
 
     def __getitem__(self, name: Hashable) -> torch.Tensor:
+        if isinstance(name, VariableArray) and self._array_get is not None:
+            return self._array_get(name)
         return self._get(self._lookup(name))
 
     def __iter__(self) -> Iterator[Hashable]:
@@ -88,18 +94,32 @@ class Beliefs:
 
     @property
     def marginals(self) -> NamedView:
-        """Mapping name -> marginal probabilities ``(B, k)`` (or ``(k,)``)."""
+        """Mapping name -> marginal probabilities ``(B, k)`` (or ``(k,)``); a
+        :class:`~pgmunfold.VariableArray` key gives ``(B, *shape, k)``."""
         assert self.lookup is not None and self.names is not None
         cards = self._cards()
         probs = self.probs
-        return NamedView(lambda i: probs[..., i, : cards[i]], self.lookup, self.names, len(cards))
+
+        def array(a: VariableArray) -> torch.Tensor:
+            flat = probs[..., a.start : a.start + a.size, : a.cardinality]
+            return flat.reshape(*flat.shape[:-2], *a.shape, a.cardinality)
+
+        return NamedView(
+            lambda i: probs[..., i, : cards[i]], self.lookup, self.names, len(cards), array
+        )
 
     @property
     def map(self) -> NamedView:
-        """Mapping name -> arg-max state ``(B,)`` (or 0-dim)."""
+        """Mapping name -> arg-max state ``(B,)`` (or 0-dim); a
+        :class:`~pgmunfold.VariableArray` key gives ``(B, *shape)``."""
         assert self.lookup is not None and self.names is not None
         states = self.map_states
-        return NamedView(lambda i: states[..., i], self.lookup, self.names, states.shape[-1])
+
+        def array(a: VariableArray) -> torch.Tensor:
+            flat = states[..., a.start : a.start + a.size]
+            return flat.reshape(*flat.shape[:-1], *a.shape)
+
+        return NamedView(lambda i: states[..., i], self.lookup, self.names, states.shape[-1], array)
 
     def converged(self, tol: float = 1e-6) -> torch.Tensor:
         """Bool tensor: did the last iteration change every message by at most ``tol``?"""

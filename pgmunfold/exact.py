@@ -154,15 +154,16 @@ def exact_marginals(
         GraphError: when the model has probability zero everywhere (given the evidence).
     """
     cards = fg.cardinalities
-    unaries = {
-        v: torch.zeros(int(cards[v]), dtype=torch.float64, requires_grad=True)
-        for v in range(len(cards))
-    }
-    facs = _collect(fg, evidence, unaries)
-    logz = _eliminate(facs, cards, "sum", max_table_size)
-    if not torch.isfinite(_finite_or_neg_inf(logz.detach())):
-        raise GraphError("the model has probability zero everywhere (log Z = -inf)")
-    grads = torch.autograd.grad(logz, list(unaries.values()))
+    with torch.enable_grad():  # marginals are a gradient: works inside torch.no_grad() too
+        unaries = {
+            v: torch.zeros(int(cards[v]), dtype=torch.float64, requires_grad=True)
+            for v in range(len(cards))
+        }
+        facs = _collect(fg, evidence, unaries)
+        logz = _eliminate(facs, cards, "sum", max_table_size)
+        if not torch.isfinite(_finite_or_neg_inf(logz.detach())):
+            raise GraphError("the model has probability zero everywhere (log Z = -inf)")
+        grads = torch.autograd.grad(logz, list(unaries.values()))
     return {fg.variable_name(v): g.detach() for v, g in zip(unaries, grads, strict=True)}
 
 

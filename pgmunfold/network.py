@@ -601,7 +601,17 @@ class UnfoldedNetwork(nn.Module):
         """Flooding BP in the log-odds domain (binary variables, arity <= 2, finite tables)."""
         B = u.shape[0]
         ul = u[:, :, 1] - u[:, :, 0]
-        lo = u.new_zeros(B, self._wiring.num_edges)
+        # unary factors send their table from the start; pairwise messages start uniform
+        th0 = self._at(thetas, 0)
+        lo = torch.cat(
+            [
+                (th[:, 1] - th[:, 0]).expand(B, g.num_factors)
+                if g.arity == 1
+                else u.new_zeros(B, g.edge_stop - g.edge_start)
+                for g, th in zip(self._mgroups, th0, strict=True)
+            ],
+            dim=1,
+        )
         prev = lo
         coeffs: dict[tuple[int, ...], list[tuple[torch.Tensor, ...]]] = {}
         for t in range(self.iterations):
@@ -621,13 +631,61 @@ class UnfoldedNetwork(nn.Module):
         )
         return log_odds_to_log_messages(lo), residual
 
+    def _initial_messages(self, u: torch.Tensor, th0: list[torch.Tensor]) -> torch.Tensor:
+        """Uniform messages, except that unary factors send their (normalised) table at once.
+
+        Shape:
+            output: ``(B, E, K)``.
+        """
+        B, _, K = u.shape
+        if not self._mgroups:
+            return u.new_zeros(B, 0, K)
+        parts = []
+        for g, th in zip(self._mgroups, th0, strict=True):
+            ev = self.edge_var[g.edge_start : g.edge_stop]
+            if g.arity == 1:
+                tab = F.pad(th, (0, K - th.shape[-1]), value=NEG) if th.shape[-1] < K else th
+                parts.append(tab.unsqueeze(0).expand(B, g.num_factors, K))
+            else:
+                parts.append(self.base_unary[ev].unsqueeze(0).expand(B, -1, -1))
+        return log_normalize(torch.cat(parts, dim=1))
+
+    def score(
+        self,
+        states: torch.Tensor,
+        evidence: Mapping[Any, Any] | None = None,
+        unary: Mapping[Any, torch.Tensor] | torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Unnormalised log-probability of joint states under the last iteration's potentials
+        (plus ``unary``/``evidence`` inputs; a state violating a hard zero scores ``-inf``).
+
+        Shape:
+            ``states``: ``(B, V)`` or ``(V,)`` int64 variable states in id order; output:
+            ``(B,)`` or 0-dim.
+        """
+        u, _ = self.prepare_inputs(evidence, unary)
+        st = torch.as_tensor(states, device=u.device).long()
+        single = st.dim() == 1
+        st = st.unsqueeze(0) if single else st
+        if st.shape[-1] != self.num_variables:
+            raise ValueError(
+                f"states must have {self.num_variables} columns, got {tuple(st.shape)}"
+            )
+        if bool(((st < 0) | (st >= self.cards)).any()):
+            raise ValueError("states out of range of the variables' cardinalities")
+        u = u.expand(st.shape[0], -1, -1)
+        thetas = self._thetas()
+        th = self._at(thetas, self.iterations - 1)
+        s = score_states(st, u, th, self._mgroups, self._scopes())
+        s = _neg_inf_below_sentinel(s + self._constant(thetas, self.iterations - 1))
+        return s.squeeze(0) if single else s
+
     def _run_bp(self, u: torch.Tensor, thetas: list[torch.Tensor]) -> Beliefs:
         B = u.shape[0]
         if self.binary_fast:
             msg, residual = self._run_binary(u, thetas)
         else:
-            msg = self.base_unary[self.edge_var].unsqueeze(0).expand(B, -1, -1)
-            msg = log_normalize(msg) if msg.shape[1] else msg
+            msg = self._initial_messages(u, self._at(thetas, 0))
             prev = msg
             for t in range(self.iterations):
                 prev = msg

@@ -174,3 +174,41 @@ def test_mean_field_bound_is_minus_inf_when_q_hits_a_hard_zero():
     # uniform start: MF keeps mass on the forbidden pairs, so its bound is -inf, not a sentinel
     assert float(out.log_partition) == -np.inf
     assert not torch.isnan(out.log_marginals).any()
+
+
+def test_score_matches_table_sums_and_hard_zeros():
+    fg, _ = grid(2, k=3, seed=8, hard=True)
+    net = pu.compile(fg, iterations=2, dtype=torch.float64)
+    rng = np.random.default_rng(0)
+    states = torch.as_tensor(rng.integers(0, 3, size=(5, 4)))
+    ref = []
+    for row in states.tolist():
+        total = sum(float(t[tuple(row[v] for v in s)]) for s, t in fg.factors())
+        ref.append(total)
+    torch.testing.assert_close(net.score(states), torch.tensor(ref, dtype=torch.float64))
+    mx = pu.compile(fg, iterations=10, semiring="max", dtype=torch.float64)
+    out = mx()
+    torch.testing.assert_close(mx.score(out.map_states), out.log_partition)
+
+
+def test_unary_factors_act_from_the_first_iteration():
+    fg = pu.FactorGraph()
+    fg.add_variable("a", 3)
+    fg.add_variable("b", 2)
+    fg.add_factor(("a",), np.array([0.0, 1.0, 2.0]))
+    fg.add_factor(("a", "b"), np.array([[0.0, 1.0], [1.0, 0.0], [0.5, 0.5]]))
+    exact = pu.exact_marginals(fg)
+    for fast in (True, False):
+        out = pu.compile(fg, iterations=1, dtype=torch.float64, fast_path=fast)()
+        torch.testing.assert_close(out.marginals["b"], exact["b"])
+        torch.testing.assert_close(out.marginals["a"], exact["a"])
+
+
+def test_exact_marginals_under_no_grad_and_array_views():
+    fg, x = grid(2, k=2, seed=9)
+    with torch.no_grad():
+        ex = pu.exact_marginals(fg)
+        out = pu.compile(fg, iterations=3)(unary={x: torch.zeros(3, 2, 2, 2)})
+    assert ex[("x", 0, 1)].shape == (2,)
+    assert out.marginals[x].shape == (3, 2, 2, 2) and out.map[x].shape == (3, 2, 2)
+    torch.testing.assert_close(out.marginals[x][:, 1, 0], out.marginals[("x", 1, 0)])
