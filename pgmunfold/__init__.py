@@ -4,7 +4,7 @@ Declare a discrete Markov random field as a :class:`FactorGraph`, then :func:`co
 propagation or mean-field inference on it into an ``nn.Module`` whose layers are the iterations.
 """
 
-from pgmunfold import models, train
+from pgmunfold import models, nmf, train
 from pgmunfold.beliefs import Beliefs
 from pgmunfold.draw import draw, draw_beliefs, draw_unfolded
 from pgmunfold.exact import (
@@ -45,6 +45,7 @@ __all__ = [
     "exact_marginals",
     "from_pgmpy",
     "models",
+    "nmf",
     "read_fg",
     "read_uai",
     "read_uai_evidence",

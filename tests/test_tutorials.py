@@ -46,3 +46,20 @@ def test_tutorial_02_unfolded_bp_for_ising_denoising(tmp_path):
     assert rows["untied BP trained"]["accuracy"] > rows["pixelwise (unaries only)"]["accuracy"]
     for h in res["histories"].values():
         assert h[-1] < h[0]  # discriminative training lowered the training loss
+
+
+def test_tutorial_03_deep_nmf_speech_enhancement(tmp_path):
+    import os
+    import shutil
+
+    missing = [t for t in ("espeak-ng", "sox") if shutil.which(t) is None]
+    if missing and not os.environ.get("CI"):
+        pytest.skip(f"needs {missing} (apt-get install -y espeak-ng sox); CI installs them")
+    stdout = _run("03_deep_nmf_speech_enhancement.py", tmp_path)
+    assert "deep NMF" in stdout
+    for name in ("results.json", "results.png", "results.md"):
+        assert (tmp_path / name).stat().st_size > 0
+    res = json.loads((tmp_path / "results.json").read_text())["results"]
+    assert len(res) == 4
+    # every method enhances: positive SI-SDR improvement on held-out voices
+    assert all(row["si_sdri"]["avg"] > 0 for row in res.values())
