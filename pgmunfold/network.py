@@ -36,7 +36,13 @@ from pgmunfold.infer.bp import (
 )
 from pgmunfold.infer.free_energy import bethe_log_partition, mean_field_bound, score_states
 from pgmunfold.infer.meanfield import mf_expected_potentials, mf_field
-from pgmunfold.infer.ops import NEG, log_normalize
+from pgmunfold.infer.ops import (
+    NEG,
+    DensePairwise,
+    dense_pairwise,
+    dense_range_limit,
+    log_normalize,
+)
 
 __all__ = ["UnfoldedNetwork", "compile"]
 
@@ -113,6 +119,13 @@ class UnfoldedNetwork(nn.Module):
         checkpoint: memory-bounded training: each iteration's intermediate activations are
             recomputed in the backward pass (``torch.utils.checkpoint``), so only the messages
             between iterations are kept; costs about one extra forward pass.
+        contraction: how flooding sum-product BP contracts pairwise tables. ``"logsumexp"``:
+            the general log-domain reduction. ``"matmul"``: one batched matrix-vector product
+            in the exp domain per group (:func:`~pgmunfold.infer.ops.dense_pairwise_messages`),
+            exact while a table's log-range is below 60 (float32) / 600 (float64) nats.
+            ``"auto"`` (default) picks ``"matmul"`` per group and forward when the range check
+            passes (one scalar read per group per forward: use ``"matmul"`` or
+            ``"logsumexp"`` explicitly under CUDA-graph capture).
 
     Shape:
         ``forward(evidence, unary)`` returns :class:`~pgmunfold.Beliefs` whose tensors have a
@@ -144,6 +157,7 @@ class UnfoldedNetwork(nn.Module):
         dtype: torch.dtype | None = None,
         fast_path: bool = True,
         checkpoint: bool = False,
+        contraction: Literal["auto", "logsumexp", "matmul"] = "auto",
         *,
         _wiring: Wiring | None = None,
         _plan: Mapping[str, tuple[int, ...]] | None = None,
@@ -183,6 +197,9 @@ class UnfoldedNetwork(nn.Module):
         self.exact_cavity = has_zero if exact_cavity is None else bool(exact_cavity)
         self.fast_path = fast_path
         self.checkpoint = bool(checkpoint)
+        if contraction not in ("auto", "logsumexp", "matmul"):
+            raise ValueError(f"contraction must be auto, logsumexp or matmul, got {contraction!r}")
+        self.contraction = contraction
         self.binary_fast = (
             fast_path
             and algorithm == "bp"
@@ -354,6 +371,7 @@ class UnfoldedNetwork(nn.Module):
             dtype=self.base_unary.dtype,
             fast_path=self.fast_path,
             checkpoint=self.checkpoint,
+            contraction=self.contraction,
             _wiring=self._wiring,
             _plan=plan,
         )
@@ -543,13 +561,37 @@ class UnfoldedNetwork(nn.Module):
         out.iterations = self.iterations
         return out
 
-    def _bp_step(self, msg: torch.Tensor, u: torch.Tensor, th: list[torch.Tensor]) -> torch.Tensor:
+    def _dense_plans(self, th: list[torch.Tensor]) -> list[DensePairwise | None] | None:
+        """Exp-domain plans for pairwise groups whose tables allow the matmul contraction.
+
+        ``contraction="auto"`` checks each table's log-range (one scalar read per group and
+        forward, outside the iteration loop); ``"matmul"`` trusts the user; ``"logsumexp"``
+        never uses it.
+        """
+        if self.contraction == "logsumexp" or self.semiring != "sum":
+            return None
+        limit = dense_range_limit(self.base_unary.dtype)
+        plans: list[DensePairwise | None] = []
+        for g, t in zip(self._mgroups, th, strict=True):
+            ok = g.arity == 2 and (
+                self.contraction == "matmul" or float(t.detach().amax() - t.detach().amin()) < limit
+            )
+            plans.append(dense_pairwise(t) if ok else None)
+        return plans if any(p is not None for p in plans) else None
+
+    def _bp_step(
+        self,
+        msg: torch.Tensor,
+        u: torch.Tensor,
+        th: list[torch.Tensor],
+        plans: list[DensePairwise | None] | None = None,
+    ) -> torch.Tensor:
         d = self.damping
         if self.schedule == "parallel":
             cav = bp_cavities(
                 msg, u, self.var_slots, self.edge_slot, self.edge_var, self.exact_cavity
             )
-            new = bp_factor_messages(cav, th, self._mgroups, self.semiring)
+            new = bp_factor_messages(cav, th, self._mgroups, self.semiring, dense=plans)
             return new if d == 0.0 else ((1.0 - d) * new + d * msg)
         B, _, K = msg.shape
         for c, blocks in enumerate(self._blocks):
@@ -687,9 +729,14 @@ class UnfoldedNetwork(nn.Module):
         else:
             msg = self._initial_messages(u, self._at(thetas, 0))
             prev = msg
+            plans: dict[tuple[int, ...], list[DensePairwise | None] | None] = {}
             for t in range(self.iterations):
                 prev = msg
-                msg = self._layer(self._bp_step, msg, u, self._at(thetas, t))
+                key = tuple(self.copy_index[k][t] for k in self._keys)
+                th = self._at(thetas, t)
+                if self.schedule == "parallel" and key not in plans:
+                    plans[key] = self._dense_plans(th)
+                msg = self._layer(self._bp_step, msg, u, th, plans.get(key))
             residual = (
                 (msg.exp() - prev.exp()).abs().amax(dim=(1, 2)) if msg.shape[1] else u.new_zeros(B)
             )
@@ -761,6 +808,7 @@ def compile(
     dtype: torch.dtype | None = None,
     fast_path: bool = True,
     checkpoint: bool = False,
+    contraction: Literal["auto", "logsumexp", "matmul"] = "auto",
 ) -> UnfoldedNetwork:
     """Compile ``graph`` into an :class:`UnfoldedNetwork` (see its documentation for arguments).
 
@@ -779,4 +827,5 @@ def compile(
         dtype=dtype,
         fast_path=fast_path,
         checkpoint=checkpoint,
+        contraction=contraction,
     )

@@ -13,7 +13,8 @@ non-negative network, untie the bases of the last layers and train the stack dis
    *supervised NMF* baseline is ``UnfoldedNMF`` with shared bases, i.e. K plain updates;
 3. unties the last layers (``net.untie(last=C)``) and trains the *deep NMF* with the
    signal-approximation loss; trains two sigmoid DNN mask estimators (about 8x and about 1x the
-   deep NMF's parameters) with the same loss and the same wall-clock training budget;
+   deep NMF's parameters) with the same loss and the same training budget (process CPU
+   seconds, so that other jobs on the machine do not favour one model);
 4. prints SI-SDR improvements per input SNR on the held-out voices and saves a plot.
 
 Run ``python tutorials/03_deep_nmf_speech_enhancement.py --size ci`` (about 40 utterances, under
@@ -474,6 +475,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
             "parameters": count_parameters(model),
             "trained_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
             **asdict(log),
+            "loss": None if math.isnan(log.loss) else log.loss,  # strict JSON has no NaN
             "si_sdri": {("avg" if math.isnan(k) else f"{k:+.0f}"): v for k, v in scores.items()},
         }
         loss = "n/a" if math.isnan(log.loss) else f"{log.loss:.3f}"

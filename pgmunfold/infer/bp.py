@@ -18,7 +18,9 @@ import torch.nn.functional as F
 from pgmunfold.compile.wiring import GroupWiring
 from pgmunfold.infer.ops import (
     NEG,
+    DensePairwise,
     Semiring,
+    dense_pairwise_messages,
     exclusive_sum,
     factor_joint,
     factor_to_variable,
@@ -95,11 +97,14 @@ def bp_factor_messages(
     groups: Sequence[GroupWiring],
     semiring: Semiring,
     rows: Sequence[int] | None = None,
+    dense: Sequence[DensePairwise | None] | None = None,
 ) -> torch.Tensor:
     """New normalised factor-to-variable log-messages for the edges in ``cav``.
 
     ``cav`` holds the cavities of the listed groups' edges, concatenated group by group: all
     edges of the graph, or (sequential schedules) ``rows[g]`` factors of each group.
+    ``dense[g]``, where given, is the exp-domain form of a pairwise group (sum-product): its
+    messages are then one batched matrix-vector product (:func:`dense_pairwise_messages`).
 
     Shape:
         ``cav``: ``(B, E', K)``; ``thetas[g]``: ``(F'_g, *cards_g)`` (``F'_g`` = factors of the
@@ -111,10 +116,14 @@ def bp_factor_messages(
     out = []
     start = 0
     counts = [g.num_factors for g in groups] if rows is None else rows
-    for g, th, n in zip(groups, thetas, counts, strict=True):
+    plans = [None] * len(groups) if dense is None else dense
+    for g, th, n, plan in zip(groups, thetas, counts, plans, strict=True):
         block = cav.narrow(1, start, n * g.arity)
         start += n * g.arity
-        ms = factor_to_variable(th, _split(block, g, n), semiring)
+        if plan is not None:
+            ms = dense_pairwise_messages(plan, *_split(block, g, n))
+        else:
+            ms = factor_to_variable(th, _split(block, g, n), semiring)
         ms = [F.pad(m, (0, K - m.shape[-1]), value=NEG) if m.shape[-1] < K else m for m in ms]
         stacked = torch.stack([m.expand(B, n, K) for m in ms], dim=2)
         out.append(stacked.reshape(B, n * g.arity, K))
