@@ -36,10 +36,24 @@ def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
 
 
-def run(n: int, k: int, algorithm: str, iters: int, device: str, backward: bool) -> dict:
+def run(
+    n: int,
+    k: int,
+    algorithm: str,
+    iters: int,
+    device: str,
+    backward: bool,
+    contraction: str = "auto",
+) -> dict:
     fg, t_decl = build(n, k)
     t0 = time.perf_counter()
-    net = pu.compile(fg, algorithm=algorithm, iterations=iters, damping=0.5)  # type: ignore[arg-type]
+    net = pu.compile(
+        fg,
+        algorithm=algorithm,  # type: ignore[arg-type]
+        iterations=iters,
+        damping=0.5,
+        contraction=contraction,  # type: ignore[arg-type]
+    )
     net = net.to(device)
     t_comp = time.perf_counter() - t0
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
@@ -102,6 +116,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--backward", action="store_true", help="also time forward+backward")
     ap.add_argument("--json", default=None)
+    ap.add_argument(
+        "--contraction",
+        default="auto",
+        choices=["auto", "logsumexp", "matmul"],
+        help="pairwise contraction; CUDA-graph capture needs logsumexp or matmul (no host read)",
+    )
     args = ap.parse_args(argv)
     torch.manual_seed(0)
     rows = []
@@ -111,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
     for alg in args.algorithms:
         for k in args.ks:
             for n in args.sizes:
-                r = run(n, k, alg, args.iters, args.device, args.backward)
+                r = run(n, k, alg, args.iters, args.device, args.backward, args.contraction)
                 rows.append(r)
                 line = (
                     f"{alg:<4}{n:>6}{k:>4}{r['declare_s']:>9.2f}{r['compile_s']:>9.2f}"
