@@ -310,6 +310,26 @@ class UnfoldedNetwork(nn.Module):
             buf("colour_masks", vcol[None, :] == np.arange(self.num_colours)[:, None])
 
     # ------------------------------------------------------------------ parameters
+    def _apply(self, fn: Any, recurse: bool = True) -> UnfoldedNetwork:
+        """``nn.Module._apply`` (behind ``.to``, ``.double()``, ...), plus one refinement: a
+        group whose parameters still hold the declared tables, rounded to the old precision,
+        is reloaded from the declared float64 tables when moved to a finer dtype. So
+        ``pu.compile(fg).to(torch.float64)`` is as exact as ``pu.compile(fg, dtype=float64)``;
+        trained parameters are converted as usual."""
+        before = {k: p.dtype for k, p in self.potentials.items()}
+        super()._apply(fn, recurse)
+        with torch.no_grad():
+            for g, key in zip(self.graph.groups, self._keys, strict=True):
+                p = self.potentials[key]
+                old, new = before[key], p.dtype
+                if not new.is_floating_point or torch.finfo(new).bits <= torch.finfo(old).bits:
+                    continue
+                exact = torch.as_tensor(g.log_potentials, dtype=new, device=p.device)
+                exact = (exact.unsqueeze(0) if g.shared else exact).unsqueeze(0).expand_as(p)
+                if exact.shape == p.shape and torch.equal(p, exact.to(old).to(new)):
+                    p.copy_(exact)
+        return self
+
     def reset_parameters(self) -> None:
         """Re-initialise every copy of the potentials from the declared tables."""
         with torch.no_grad():

@@ -212,3 +212,23 @@ def test_exact_marginals_under_no_grad_and_array_views():
     assert ex[("x", 0, 1)].shape == (2,)
     assert out.marginals[x].shape == (3, 2, 2, 2) and out.map[x].shape == (3, 2, 2)
     torch.testing.assert_close(out.marginals[x][:, 1, 0], out.marginals[("x", 1, 0)])
+
+
+def test_moving_to_float64_restores_declared_precision():
+    tree = pu.FactorGraph()
+    tree.add_variables("v", 4, 3)
+    rng = np.random.default_rng(1)
+    tree.add_factors(np.array([[0, 1], [1, 2], [1, 3]]), rng.normal(size=(3, 3, 3)))
+    net = pu.compile(tree, iterations=4).to(torch.float64)  # compiled in float32, then moved
+    out = net()
+    ex = pu.exact_marginals(tree)
+    assert float(out.log_partition) == pytest.approx(float(pu.exact_log_partition(tree)), abs=1e-12)
+    torch.testing.assert_close(out.marginals[("v", 3)], ex[("v", 3)], atol=1e-12, rtol=0)
+    # trained (changed) parameters are converted as usual, not reset
+    fg, _ = grid(3, k=3, seed=10)
+    net32 = pu.compile(fg, iterations=2)
+    with torch.no_grad():
+        net32.potentials["pairwise"].add_(0.1)
+    before = net32.potentials["pairwise"].detach().double()
+    moved = net32.to(torch.float64)
+    torch.testing.assert_close(moved.potentials["pairwise"].detach(), before)
