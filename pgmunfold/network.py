@@ -110,9 +110,8 @@ class UnfoldedNetwork(nn.Module):
         exact_cavity: form BP cavities as exclusive sums (exact with hard zeros) rather than by
             subtraction; default: only when some table holds ``-inf``.
         dtype: floating dtype of the potentials and float buffers (default: torch's default).
-            Pass ``torch.float64`` rather than calling ``.to(torch.float64)`` afterwards, which
-            would keep the float32 rounding of the declared tables (or call
-            :meth:`reset_parameters` after the move).
+            A later ``.to(torch.float64)`` is equally exact for potentials that still hold
+            their declared values (they are reloaded from the float64 tables; see ``_apply``).
         fast_path: use specialised kernels where they apply (binary variables with unary and
             pairwise factors only, finite tables, flooding BP: scalar log-odds messages). The
             general path computes the same function; ``False`` forces it.
