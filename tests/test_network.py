@@ -232,3 +232,14 @@ def test_moving_to_float64_restores_declared_precision():
     before = net32.potentials["pairwise"].detach().double()
     moved = net32.to(torch.float64)
     torch.testing.assert_close(moved.potentials["pairwise"].detach(), before)
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_torch_compile_gives_identical_outputs(k):
+    fg, x = grid(3, k=k, seed=11)
+    net = pu.compile(fg, iterations=4, damping=0.2, contraction="matmul")
+    u = torch.randn(2, 3, 3, k)
+    ref = net(unary={x: u})
+    out = torch.compile(net, backend="aot_eager")(unary={x: u})
+    torch.testing.assert_close(out.log_marginals, ref.log_marginals, atol=1e-6, rtol=0)
+    torch.testing.assert_close(out.log_partition, ref.log_partition, atol=1e-5, rtol=0)
