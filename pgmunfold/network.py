@@ -25,6 +25,8 @@ from pgmunfold.compile.wiring import GroupWiring, Wiring, build_wiring
 from pgmunfold.graph import FactorGraph, GraphError, VariableArray
 from pgmunfold.infer.binary import (
     binary_factor_messages,
+    exp_form_coefficients,
+    exp_form_limit,
     log_odds_to_log_messages,
     pairwise_coefficients,
 )
@@ -643,6 +645,17 @@ class UnfoldedNetwork(nn.Module):
             return out
         return step(state, *args)
 
+    def _binary_pairwise(self, th: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Log-odds constants of a binary pairwise group: the short exp form for sum-product
+        when the contraction setting allows it (``auto`` checks ``|a - b|``, one scalar read
+        per group and forward), else the generic stable form."""
+        off, a, b = pairwise_coefficients(th)
+        if self.semiring == "sum" and self.contraction != "logsumexp":
+            limit = exp_form_limit(th.dtype)
+            if self.contraction == "matmul" or float((a - b).detach().abs().amax()) < limit:
+                return exp_form_coefficients(off, a, b)
+        return off, a, b
+
     def _binary_step(
         self, lo: torch.Tensor, ul: torch.Tensor, coeffs: list[tuple[torch.Tensor, ...]]
     ) -> torch.Tensor:
@@ -680,7 +693,7 @@ class UnfoldedNetwork(nn.Module):
             key = tuple(self.copy_index[k][t] for k in self._keys)
             if key not in coeffs:  # once per distinct combination of copies
                 coeffs[key] = [
-                    (th[:, 1] - th[:, 0],) if g.arity == 1 else pairwise_coefficients(th)
+                    (th[:, 1] - th[:, 0],) if g.arity == 1 else self._binary_pairwise(th)
                     for g, th in zip(self._mgroups, self._at(thetas, t), strict=True)
                 ]
             lo = self._layer(self._binary_step, lo, ul, coeffs[key])

@@ -15,6 +15,7 @@ path (``tests/test_binary.py``).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -23,7 +24,10 @@ from pgmunfold.compile.wiring import GroupWiring
 from pgmunfold.infer.ops import NEG, Semiring
 
 __all__ = [
+    "ExpForm",
     "binary_factor_messages",
+    "exp_form_coefficients",
+    "exp_form_limit",
     "log_odds_to_log_messages",
     "pairwise_coefficients",
     "stable_g_diff",
@@ -63,6 +67,42 @@ def pairwise_coefficients(theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     return off, a, b
 
 
+class ExpForm(NamedTuple):
+    """Sum-product constants of :func:`exp_form_coefficients` (see there).
+
+    Shape:
+        every field ``(F, 2)`` (``F = 1`` for a shared table).
+    """
+
+    off: torch.Tensor
+    shift: torch.Tensor
+    kappa: torch.Tensor
+    sign: torch.Tensor
+
+
+def exp_form_limit(dtype: torch.dtype) -> float:
+    """Largest ``|a - b|`` for which ``expm1(|a - b|)`` is finite with margin in ``dtype``."""
+    return 700.0 if dtype == torch.float64 else 80.0
+
+
+def exp_form_coefficients(off: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> ExpForm:
+    """Rewrite ``softplus(c + a) - softplus(c + b)`` as ``sign log1p(kappa sigmoid(c + shift))``.
+
+    With ``d = a - b >= 0``: ``1 + expm1(d) sigmoid(c + b) = (1 + e^(c+a)) / (1 + e^(c+b))``; for
+    ``d < 0`` swap ``a`` and ``b`` and negate. Five elementwise passes per iteration instead of
+    about a dozen, exact for every ``c`` (sigmoid saturates cleanly at the +-1e30 clamps) as
+    long as ``|d| < exp_form_limit`` (checked by the caller). ``kappa`` is formed branch by
+    branch so that its gradient at ``d = 0`` is the true one (not the zero subgradient of
+    ``|d|``).
+    """
+    d = a - b
+    pos = d >= 0
+    kappa = torch.where(pos, torch.expm1(d), torch.expm1(-d))
+    shift = torch.where(pos, b, a)
+    sign = torch.where(pos, 1.0, -1.0).to(d.dtype)
+    return ExpForm(off, shift, kappa, sign)
+
+
 def binary_factor_messages(
     belief: torch.Tensor,
     lo: torch.Tensor,
@@ -77,8 +117,8 @@ def binary_factor_messages(
     Args:
         belief: log-odds beliefs of the variables.
         lo: current messages (log-odds) in edge order.
-        coeffs: per group, ``(unary_log_odds,)`` for arity 1 (shape ``(F or 1,)``) or
-            :func:`pairwise_coefficients` for arity 2.
+        coeffs: per group, ``(unary_log_odds,)`` for arity 1 (shape ``(F or 1,)``),
+            :func:`pairwise_coefficients` for arity 2, or their :class:`ExpForm` (sum-product).
         partner_var, partner_edge: per edge, the variable and the edge of the *other* slot of
             its factor (pairwise groups; anything for unary ones).
 
@@ -92,10 +132,14 @@ def binary_factor_messages(
         if g.arity == 1:
             out[:, s:e] = co[0].expand(B, g.num_factors)
             continue
-        off, a, b = co
         c = belief.index_select(1, partner_var[s:e]) - lo.index_select(1, partner_edge[s:e])
         c = c.view(B, g.num_factors, 2)
-        out[:, s:e] = (off + stable_g_diff(c, a, b, semiring)).view(B, -1)
+        if isinstance(co, ExpForm):  # sum-product, |a - b| checked small enough
+            f = torch.log1p(co.kappa * torch.sigmoid(c + co.shift))
+            out[:, s:e] = torch.addcmul(co.off, co.sign, f).view(B, -1)
+        else:
+            off, a, b = co
+            out[:, s:e] = (off + stable_g_diff(c, a, b, semiring)).view(B, -1)
     return out
 
 
