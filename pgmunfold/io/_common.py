@@ -342,3 +342,20 @@ def marginal_list(marginals: Mapping[Any, Any] | Sequence[Any]) -> list[np.ndarr
             )
         return [as_numpy(marginals[i]).reshape(-1) for i in range(n)]
     return [as_numpy(m).reshape(-1) for m in marginals]
+
+
+def first_repeated_scope(arities: np.ndarray, ids: np.ndarray) -> tuple[int, list[int]] | None:
+    """The first factor whose scope names a variable twice, with that scope, or ``None``.
+
+    Shape:
+        ``arities``: ``(F,)``; ``ids``: ``(sum(arities),)``, the scopes concatenated.
+    """
+    fidx = np.repeat(np.arange(len(arities)), arities)
+    order = np.lexsort((ids, fidx))
+    fs, vs = fidx[order], ids[order]
+    dup = (fs[1:] == fs[:-1]) & (vs[1:] == vs[:-1])
+    if not dup.any():
+        return None
+    f = int(fs[1:][dup].min())
+    before = int(np.cumsum(arities)[f] - arities[f])
+    return f, ids[before : before + int(arities[f])].tolist()

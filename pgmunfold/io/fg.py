@@ -41,6 +41,7 @@ from pgmunfold.io._common import (
     bad_integer,
     build_graph,
     describe,
+    first_repeated_scope,
     group_probabilities,
     log_of,
     ragged,
@@ -236,15 +237,11 @@ def _check_labels(
     w: NumberWalker, arities: np.ndarray, labels: np.ndarray, card_pos: np.ndarray, head: np.ndarray
 ) -> None:
     """No label twice in a factor; one cardinality per label across the file."""
-    fidx = np.repeat(np.arange(len(arities)), arities)
-    order = np.lexsort((labels, fidx))
-    fs, ls = fidx[order], labels[order]
-    dup = (fs[1:] == fs[:-1]) & (ls[1:] == ls[:-1])
-    if dup.any():
-        f = int(fs[1:][dup].min())
-        before = int(np.cumsum(arities)[f] - arities[f])
-        lab = labels[before : before + int(arities[f])].tolist()
+    found = first_repeated_scope(arities, labels)
+    if found is not None:
+        f, lab = found
         raise w.error_at(int(head[f]), f"factor {f}: the labels {lab} repeat a variable")
+    fidx = np.repeat(np.arange(len(arities)), arities)
     cards = w.values[card_pos].astype(np.int64)
     _, first, inv = np.unique(labels, return_index=True, return_inverse=True)
     first_of = first[inv.reshape(-1)]

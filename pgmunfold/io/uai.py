@@ -41,6 +41,7 @@ from pgmunfold.io._common import (
     bad_integer,
     build_graph,
     describe,
+    first_repeated_scope,
     format_rows,
     group_probabilities,
     log_of,
@@ -192,14 +193,9 @@ def _check_repeats(
     w: NumberWalker, arities: np.ndarray, ids: np.ndarray, factor_pos: np.ndarray
 ) -> None:
     """Raise at the first factor whose scope repeats a variable."""
-    fidx = np.repeat(np.arange(len(arities)), arities)
-    order = np.lexsort((ids, fidx))
-    fs, vs = fidx[order], ids[order]
-    dup = (fs[1:] == fs[:-1]) & (vs[1:] == vs[:-1])
-    if dup.any():
-        f = int(fs[1:][dup].min())
-        before = int(np.cumsum(arities)[f] - arities[f])
-        scope = ids[before : before + int(arities[f])].tolist()
+    found = first_repeated_scope(arities, ids)
+    if found is not None:
+        f, scope = found
         raise w.error_at(int(factor_pos[f]), f"function {f}: the scope {scope} repeats a variable")
 
 
