@@ -105,7 +105,31 @@ class LayeredGraph(NamedTuple):
     layers: dict[int, VariableArray]
 
 
-class LayeredBinaryMRF(nn.Module):
+class _LayerCounts:
+    """``num_layers`` and ``group_names`` of anything with layer ``sizes``."""
+
+    sizes: tuple[int, ...]
+
+    @property
+    def num_layers(self) -> int:
+        """``L``: the number of unobserved layers.
+
+        Shape:
+            a Python int.
+        """
+        return len(self.sizes) - 1
+
+    @property
+    def group_names(self) -> list[str]:
+        """Parameter group names ``["W1", "b1", ..., "WL", "bL"]``.
+
+        Shape:
+            a list of ``2 L`` strings.
+        """
+        return _layer_names(self.num_layers)
+
+
+class LayeredBinaryMRF(_LayerCounts, nn.Module):
     """A layered binary MRF ``sum_l x_l^T W_l x_{l-1} + b_l^T x_l`` with layer 0 observed.
 
     Args:
@@ -150,24 +174,6 @@ class LayeredBinaryMRF(nn.Module):
         )
         self.biases = nn.ParameterList([nn.Parameter(torch.empty(n, **kw)) for n in sz[1:]])
         self.reset_parameters()
-
-    @property
-    def num_layers(self) -> int:
-        """``L``: the number of unobserved layers.
-
-        Shape:
-            a Python int.
-        """
-        return len(self.sizes) - 1
-
-    @property
-    def group_names(self) -> list[str]:
-        """Parameter group names ``["W1", "b1", ..., "WL", "bL"]``.
-
-        Shape:
-            a list of ``2 L`` strings.
-        """
-        return _layer_names(self.num_layers)
 
     def parameter(self, name: str) -> nn.Parameter:
         """The parameter of group ``name`` (``"W<l>"`` or ``"b<l>"``).
@@ -467,7 +473,7 @@ def _refine_plan(plan: tuple[int, ...] | None, steps: int, start: int) -> tuple[
     return tuple(ids.setdefault(lab, len(ids)) for lab in labels)
 
 
-class UnfoldedLayered(nn.Module):
+class UnfoldedLayered(_LayerCounts, nn.Module):
     """Common machinery of :class:`LayeredMeanField` and :class:`LayeredBP`.
 
     The parameters live in :attr:`params` (``nn.ParameterDict`` keyed ``"W1", "b1", ...``).
@@ -531,24 +537,6 @@ class UnfoldedLayered(nn.Module):
         self.copy_index: dict[str, tuple[int, ...] | None] = {n: plan[n] for n in names}
 
     # ------------------------------------------------------------------ parameters
-    @property
-    def num_layers(self) -> int:
-        """``L``: the number of unobserved layers.
-
-        Shape:
-            a Python int.
-        """
-        return len(self.sizes) - 1
-
-    @property
-    def group_names(self) -> list[str]:
-        """Parameter group names ``["W1", "b1", ..., "WL", "bL"]``.
-
-        Shape:
-            a list of ``2 L`` strings.
-        """
-        return _layer_names(self.num_layers)
-
     def _get(self, name: str, step: int) -> torch.Tensor:
         p = self.params[name]
         idx = self.copy_index[name]
