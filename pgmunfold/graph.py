@@ -434,7 +434,9 @@ class FactorGraph:
         if hasattr(scopes, "detach"):
             scopes = scopes.detach().cpu().numpy()
         if isinstance(scopes, np.ndarray) and scopes.dtype.kind in "iu":
-            sc = scopes.astype(np.int64, copy=False)
+            sc = np.array(
+                scopes, dtype=np.int64, order="C"
+            )  # own copy: later edits of the input never leak in
             if sc.ndim == 1:
                 sc = sc[:, None]
             if sc.ndim != 2:

@@ -14,7 +14,7 @@ import numpy as np
 
 from pgmunfold.graph import FactorGraph
 
-__all__ = ["GroupWiring", "Wiring", "build_wiring"]
+__all__ = ["GroupWiring", "Wiring", "build_wiring", "slot_table"]
 
 
 @dataclass(frozen=True)
@@ -81,6 +81,30 @@ class Wiring:
         return int(self.var_slots.shape[1])
 
 
+def _slots_and_rank(edge_var: np.ndarray, num_vars: int) -> tuple[np.ndarray, np.ndarray]:
+    E = edge_var.shape[0]
+    degree = np.bincount(edge_var, minlength=num_vars)
+    D = max(int(degree.max(initial=0)), 1)
+    # stable sort of edges by variable: rank of each edge among its variable's edges
+    order = np.argsort(edge_var, kind="stable")
+    first = np.concatenate([[0], np.cumsum(degree)[:-1]])
+    rank = np.empty(E, dtype=np.int64)
+    rank[order] = np.arange(E, dtype=np.int64) - first[edge_var[order]]
+    slots = np.full((num_vars, D), E, dtype=np.int64)
+    slots[edge_var, rank] = np.arange(E, dtype=np.int64)
+    return slots, rank
+
+
+def slot_table(edge_var: np.ndarray, num_vars: int) -> np.ndarray:
+    """``(V, D)``: row ``v`` lists the edges of variable ``v`` in edge order, padded with ``E``
+    (``D`` = the largest degree, at least 1).
+
+    Shape:
+        ``edge_var``: ``(E,)`` int64; output: ``(V, D)`` int64.
+    """
+    return _slots_and_rank(edge_var, num_vars)[0]
+
+
 def build_wiring(fg: FactorGraph) -> Wiring:
     """Build the :class:`Wiring` of ``fg`` (numpy, vectorised, deterministic)."""
     fg.validate()
@@ -98,17 +122,9 @@ def build_wiring(fg: FactorGraph) -> Wiring:
     edge_var = (
         np.concatenate([s.reshape(-1) for s in scopes]) if scopes else np.zeros(0, dtype=np.int64)
     )
-    E = edge_var.shape[0]
     degree = np.bincount(edge_var, minlength=V).astype(np.int64)
-    D = max(int(degree.max(initial=0)), 1)
-    # stable sort of edges by variable: rank of each edge among its variable's edges
-    order = np.argsort(edge_var, kind="stable")
-    first = np.concatenate([[0], np.cumsum(degree)[:-1]])
-    rank = np.empty(E, dtype=np.int64)
-    rank[order] = np.arange(E, dtype=np.int64) - first[edge_var[order]]
-    var_slots = np.full((V, D), E, dtype=np.int64)
-    var_slots[edge_var, rank] = np.arange(E, dtype=np.int64)
-    edge_slot = edge_var * D + rank
+    var_slots, rank = _slots_and_rank(edge_var, V)
+    edge_slot = edge_var * var_slots.shape[1] + rank
     state_valid = np.arange(K)[None, :] < cards[:, None]
     return Wiring(
         cards=cards,

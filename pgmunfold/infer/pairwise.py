@@ -1,0 +1,168 @@
+"""Fast path: flooding loopy BP on graphs whose factors are all unary or pairwise over variables
+of one cardinality ``K``, in a *state-major* layout and in base-2 log units.
+
+Why a second layout: with ``K`` a small innermost dimension (the public ``(B, item, K)``
+layout), every per-state reduction and broadcast of a CPU kernel runs over 4-16 contiguous
+values and does not vectorise. Here messages are ``(B, K, P)``: every elementwise op and every
+reduction over states runs along the long edge axis. The ``K x K`` contraction of a pairwise
+group becomes ``K`` fused multiply-adds over ``(B, K, F)`` slabs (a static loop over *states*,
+never over factors or edges), reading each table once per direction. Base-2 units (bits) are
+used because ``log2``/``exp2`` are several times cheaper than ``log``/``exp`` on CPU;
+``log2(sum 2^x)`` is the same semiring as ``log(sum e^x)`` up to the constant factor ``ln 2``,
+applied to the inputs once per forward and to the messages once at the end.
+
+Unary factors send their (normalised) table whatever the cavity, so they are folded into the
+variables' field instead of occupying message columns.
+
+The naive twin is the general path (:mod:`pgmunfold.infer.bp`); ``tests/test_pairwise.py``
+checks the two against each other.
+
+Column layout of the pairwise messages ``msg`` ``(B, K, P + 1)``: group by group, the ``F_g``
+messages to the variables in scope position 0, then the ``F_g`` messages to scope position 1;
+the last column is a padding column that always holds 0.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Literal, NamedTuple
+
+import torch
+
+from pgmunfold.infer.ops import NEG, Semiring
+
+__all__ = [
+    "LOG2E",
+    "PairwiseTables",
+    "pairwise_messages",
+    "pairwise_tables",
+    "state_major_to_edges",
+]
+
+LOG2E = 1.0 / math.log(2.0)
+"""Bits per nat."""
+
+
+class PairwiseTables(NamedTuple):
+    """One pairwise group's tables, prepared once per forward, one contiguous copy per direction.
+
+    Attributes:
+        form: ``"exp"``: entries ``2^(theta_bits - max)``, for sum-product whose tables'
+            log-range is below :func:`pgmunfold.infer.ops.dense_range_limit` (checked). Then
+            every normalised message is above ``-limit`` and the cavities, formed from beliefs
+            shifted to a maximum of 0, are below ``+limit``: ``2^q`` neither overflows nor
+            loses the arg-max state, and no per-edge shift is needed.
+            ``"exp_shifted"``: the same entries with the range unchecked
+            (``contraction="matmul"``): each cavity is shifted by its maximum before ``2^q``.
+            ``"log"``: entries ``theta_bits`` (max-product, or sum-product of wide tables).
+        to0: ``to0[c, a, f]`` = entry of state ``a`` of scope position 0 and ``c`` of position 1
+            (slab ``to0[c]`` is what a message to position 0 needs when ``c`` is summed out).
+        to1: ``to1[a, c, f]``, the same entries for messages to position 1.
+
+    Shape:
+        ``to0``, ``to1``: ``(K, K, F)`` (``F = 1`` for a shared table).
+    """
+
+    form: Literal["exp", "exp_shifted", "log"]
+    to0: torch.Tensor
+    to1: torch.Tensor
+
+
+def pairwise_tables(
+    theta: torch.Tensor, form: Literal["exp", "exp_shifted", "log"]
+) -> PairwiseTables:
+    """State-major tables in bits of a pairwise group of natural log-potentials.
+
+    Shape:
+        ``theta``: ``(F, K, K)`` or ``(1, K, K)``; output tables: ``(K, K, F)``.
+    """
+    bits = theta * LOG2E
+    if form != "log":
+        bits = torch.exp2(bits - bits.detach().amax(dim=(1, 2), keepdim=True))
+    F, K, _ = bits.shape
+    flat = bits.reshape(F, K * K).t()  # (a * K + c, F): a 2-d transpose copies fast
+    to1 = flat.contiguous().view(K, K, F)
+    to0 = to1.transpose(0, 1).contiguous()
+    return PairwiseTables(form, to0, to1)
+
+
+def _normalise_bits(x: torch.Tensor) -> torch.Tensor:
+    """Shift log2-values so that they log2-sum-exp2 to 0 over dim 1 (states)."""
+    y = x - x.detach().amax(dim=1, keepdim=True)
+    return (y - torch.exp2(y).sum(dim=1, keepdim=True).log2()).clamp_min(NEG)
+
+
+def _contract(tab: torch.Tensor, form: str, q: torch.Tensor, semiring: Semiring) -> torch.Tensor:
+    """Normalised messages to one scope position from the cavities ``q`` of the other.
+
+    ``out[b, a, f] = reduce_j (tab[j, a, f] + q[b, j, f])`` in bits (``q`` from beliefs shifted
+    to a maximum of 0, see :class:`PairwiseTables`), ``reduce`` log2-sum-exp2 or
+    max; ``tab`` is :attr:`PairwiseTables.to0` or ``to1``. The loop runs over the ``K`` states
+    being summed out; accumulators are updated in place (autograd-safe: neither ``mul`` nor
+    ``addcmul`` saves the tensor it overwrites).
+
+    Shape:
+        ``tab``: ``(K, K, F)``; ``q``: ``(B, K, F)``; output: ``(B, K, F)``.
+    """
+    K = q.shape[1]
+    if form != "log":  # sum-product, exp domain: a batched matrix-vector product
+        p = torch.exp2(q if form == "exp" else q - q.detach().amax(dim=1, keepdim=True))
+        acc = tab[0] * p[:, 0:1]
+        for j in range(1, K):
+            acc.addcmul_(tab[j], p[:, j : j + 1])
+        return (acc.log2() - acc.sum(dim=1, keepdim=True).log2()).clamp_min_(NEG)
+    top = tab[0] + q[:, 0:1]
+    for j in range(1, K):
+        top = torch.maximum(top, tab[j] + q[:, j : j + 1])
+    if semiring == "max":
+        return _normalise_bits(top)
+    shift = top.detach()  # the result does not depend on it, nor does the gradient
+    acc = torch.exp2(tab[0] + q[:, 0:1] - shift)
+    for j in range(1, K):
+        acc = acc + torch.exp2(tab[j] + q[:, j : j + 1] - shift)
+    return _normalise_bits(acc.log2() + shift)
+
+
+def pairwise_messages(
+    q: torch.Tensor,
+    tables: Sequence[PairwiseTables],
+    sizes: Sequence[int],
+    semiring: Semiring,
+) -> torch.Tensor:
+    """New normalised messages of every pairwise column, plus the zero padding column.
+
+    Args:
+        q: cavities (variable-to-factor messages) of every column, in the column layout of the
+            module docstring (without padding).
+        tables: per group, :func:`pairwise_tables`.
+        sizes: per group, its number of factors ``F_g`` (the group spans ``2 F_g`` columns).
+
+    Shape:
+        ``q``: ``(B, K, P)``; output: ``(B, K, P + 1)``.
+    """
+    B, K, _ = q.shape
+    parts = []
+    start = 0
+    for tab, n in zip(tables, sizes, strict=True):
+        parts.append(_contract(tab.to0, tab.form, q.narrow(2, start + n, n), semiring))
+        parts.append(_contract(tab.to1, tab.form, q.narrow(2, start, n), semiring))
+        start += 2 * n
+    parts.append(q.new_zeros(B, K, 1))
+    return torch.cat(parts, dim=2)
+
+
+def state_major_to_edges(msg: torch.Tensor, sizes: Sequence[int]) -> list[torch.Tensor]:
+    """Per group, natural-log messages in the general path's edge order ``(f, position)``.
+
+    Shape:
+        ``msg``: ``(B, K, P + 1)`` bits; output ``[g]``: ``(B, 2 F_g, K)``.
+    """
+    B, K, _ = msg.shape
+    out = []
+    start = 0
+    for n in sizes:
+        block = msg.narrow(2, start, 2 * n).reshape(B, K, 2, n)
+        out.append(block.permute(0, 3, 2, 1).reshape(B, 2 * n, K) / LOG2E)
+        start += 2 * n
+    return out

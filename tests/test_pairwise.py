@@ -1,0 +1,190 @@
+"""The pairwise state-major fast path (infer/pairwise.py) equals the general K-state path."""
+
+import numpy as np
+import pytest
+import torch
+from helpers import grid
+from hypothesis import given
+from hypothesis import strategies as st
+
+import pgmunfold as pu
+
+
+@st.composite
+def pairwise_graphs(draw):
+    n = draw(st.integers(2, 7))
+    k = draw(st.integers(3, 5))
+    rng = np.random.default_rng(draw(st.integers(0, 2**31 - 1)))
+    fg = pu.FactorGraph()
+    x = fg.add_variables("x", n, k)
+    m = draw(st.integers(1, 10))
+    pairs = np.array([rng.choice(n, 2, replace=False) for _ in range(m)])
+    # 1000: past the float64 range limit of the exp-domain contraction (log form instead)
+    scale = draw(st.sampled_from([0.0, 0.1, 1.0, 5.0, 1000.0]))
+    if draw(st.booleans()):  # a unary group before the pairwise block
+        fg.add_factors(x.ids[:1, None], rng.normal(size=(1, k)), name="first")
+    fg.add_factors(pairs, scale * rng.normal(size=(m, k, k)), name="pair")
+    if draw(st.booleans()):  # a second pairwise group, one shared table
+        fg.add_factors(pairs[::-1], rng.normal(size=(k, k)), name="shared")
+    if draw(st.booleans()):
+        fg.add_factors(x.ids[:, None], rng.normal(size=(n, k)), name="unary")
+    return fg, x
+
+
+def _assert_same(a, b, semiring, tol=1e-9):
+    torch.testing.assert_close(a.log_marginals, b.log_marginals, atol=tol, rtol=tol)
+    torch.testing.assert_close(a.residual, b.residual, atol=tol, rtol=tol)
+    lm = a.log_marginals.detach()
+    top2 = lm.topk(2, dim=-1).values
+    decisive = bool(((top2[..., 0] - top2[..., 1]).abs() > 1e-6).all())
+    if semiring == "sum" or decisive:  # max-product scores the (tie-sensitive) decode
+        torch.testing.assert_close(a.map_states, b.map_states)
+        torch.testing.assert_close(a.log_partition, b.log_partition, atol=tol, rtol=tol)
+    for name, fb in b.factor_log_beliefs.items():
+        torch.testing.assert_close(a.factor_log_beliefs[name], fb, atol=tol, rtol=tol)
+
+
+@given(
+    pairwise_graphs(),
+    st.sampled_from(["sum", "max"]),
+    st.sampled_from(["auto", "logsumexp"]),
+    st.sampled_from([0.0, 0.4]),
+    st.integers(1, 3),
+    st.booleans(),
+    st.integers(0, 2**31 - 1),
+)
+def test_fast_path_equals_general(gx, semiring, contraction, damping, B, with_evidence, seed):
+    fg, x = gx
+    kw = dict(
+        iterations=6,
+        damping=damping,
+        semiring=semiring,
+        contraction=contraction,
+        dtype=torch.float64,
+    )
+    fast = pu.compile(fg, **kw)
+    slow = pu.compile(fg, fast_path=False, **kw)
+    assert fast.pairwise_fast and not slow.pairwise_fast and not fast.binary_fast
+    gen = torch.Generator().manual_seed(seed)
+    k = int(fast.max_card)
+    u = torch.randn(B, len(fg), k, dtype=torch.float64, generator=gen)
+    ev = {("x", 0): torch.randint(0, k, (B,), generator=gen)} if with_evidence else None
+    _assert_same(fast(unary={x: u}, evidence=ev), slow(unary={x: u}, evidence=ev), semiring)
+
+
+@pytest.mark.parametrize("semiring", ["sum", "max"])
+@pytest.mark.parametrize("untie_last", [None, 2])
+def test_untied_gradients_equal_general(semiring, untie_last):
+    rng = np.random.default_rng(3)
+    fg, x = grid(3, k=4, coupling=1.0, seed=3)
+    fg.add_factors(x.ids.reshape(-1, 1), rng.normal(size=(9, 4)), name="unary2")
+    outs, grads = [], []
+    u0 = torch.as_tensor(rng.normal(size=(2, 3, 3, 4)))
+    for fast in (True, False):
+        net = pu.compile(
+            fg,
+            iterations=5,
+            damping=0.3,
+            semiring=semiring,
+            untie=True,
+            untie_last=untie_last,
+            dtype=torch.float64,
+            fast_path=fast,
+        )
+        assert net.pairwise_fast == fast
+        gen = torch.Generator().manual_seed(11)
+        with torch.no_grad():  # distinct copies (the same in both nets), so untying matters
+            for p in net.parameters():
+                p.add_(0.3 * torch.randn(p.shape, dtype=p.dtype, generator=gen))
+        u = u0.clone().requires_grad_()
+        out = net(unary={x: u})
+        (out.log_partition.sum() + out.log_marginals[..., 1].sum()).backward()
+        outs.append(out)
+        grads.append([u.grad, *[p.grad for p in net.parameters()]])
+    _assert_same(outs[0], outs[1], semiring)
+    for a, b in zip(grads[0], grads[1], strict=True):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("semiring", ["sum", "max"])
+def test_gradcheck(semiring):
+    rng = np.random.default_rng(1)
+    fg = pu.FactorGraph()
+    x = fg.add_variables("x", 4, 3)
+    fg.add_factors(np.array([[0, 1], [1, 2], [2, 3], [3, 0]]), rng.normal(size=(4, 3, 3)))
+    net = pu.compile(fg, iterations=4, damping=0.2, semiring=semiring, dtype=torch.float64)
+    assert net.pairwise_fast
+    u = torch.randn(2, 4, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda u: net(unary={x: u}).log_marginals, (u,))
+
+
+def test_checkpoint_gradients_identical():
+    fg, _ = grid(3, k=3, coupling=1.0, seed=4)
+    grads = []
+    for ckpt in (False, True):
+        net = pu.compile(fg, iterations=4, damping=0.5, checkpoint=ckpt, dtype=torch.float64)
+        assert net.pairwise_fast
+        net(unary=torch.ones(1, 9, 3, dtype=torch.float64)).log_partition.sum().backward()
+        grads.append([p.grad for p in net.parameters()])
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+
+
+def test_float32_huge_potentials_and_evidence():
+    fg, x = grid(4, k=5, coupling=1e4, seed=5)  # log form: far past the exp-form range
+    u = 1e4 * torch.randn(2, 4, 4, 5)
+    ev = {("x", 0, 0): torch.tensor([1, 4])}
+    fast = pu.compile(fg, iterations=8, damping=0.5)(unary={x: u}, evidence=ev)
+    slow = pu.compile(fg, iterations=8, damping=0.5, fast_path=False)(unary={x: u}, evidence=ev)
+    assert torch.isfinite(fast.log_partition).all()
+    assert not torch.isnan(fast.log_marginals).any()
+    torch.testing.assert_close(
+        fast.log_marginals.exp(), slow.log_marginals.exp(), atol=1e-5, rtol=0
+    )
+    assert (fast.map_states[:, 0] == torch.tensor([1, 4])).all()
+
+
+def test_forced_matmul_past_the_checked_range_shifts_each_cavity():
+    rng = np.random.default_rng(6)
+    fg = pu.FactorGraph()
+    x = fg.add_variables("x", (4, 4), 4)
+    pairs = np.stack([x.ids[:, :-1], x.ids[:, 1:]], -1).reshape(-1, 2)
+    tabs = 75.0 * rng.random((len(pairs), 4, 4))
+    tabs[:, 0, 0], tabs[:, 1, 1] = 0.0, 75.0  # log-range 75 nats: past the float32 limit of 60
+    fg.add_factors(pairs, tabs)
+    net = pu.compile(fg, iterations=6, contraction="matmul")
+    th = net._at(net._thetas(), 0)[net._pw_idx[0]]
+    assert net._pairwise_form(th, 60.0) == "exp_shifted"
+    assert pu.compile(fg, iterations=6)._pairwise_form(th, 60.0) == "log"
+    ref = pu.compile(fg, iterations=6, contraction="logsumexp", dtype=torch.float64)()
+    out = net()
+    torch.testing.assert_close(
+        out.log_marginals.exp().double(), ref.log_marginals.exp(), atol=1e-4, rtol=0
+    )
+
+
+def test_applicability():
+    fg, _ = grid(3, k=3, seed=7)
+    assert pu.compile(fg).pairwise_fast
+    for kw in (
+        dict(schedule="sequential"),
+        dict(algorithm="mf"),
+        dict(fast_path=False),
+        dict(exact_cavity=True),
+    ):
+        assert not pu.compile(fg, **kw).pairwise_fast, kw
+    binary, _ = grid(3, k=2, seed=7)
+    net = pu.compile(binary)
+    assert net.binary_fast and not net.pairwise_fast
+    hard, _ = grid(3, k=3, seed=7, hard=True)  # -inf entries: exact cavities on the general path
+    assert not pu.compile(hard).pairwise_fast
+    mixed = pu.FactorGraph()
+    mixed.add_variable("a", 3)
+    mixed.add_variable("b", 4)
+    mixed.add_factor(["a", "b"], np.zeros((3, 4)))
+    assert not pu.compile(mixed).pairwise_fast
+    triple = pu.FactorGraph()
+    t = triple.add_variables("t", 3, 3)
+    triple.add_factors(t.ids[None, :], np.zeros((1, 3, 3, 3)))
+    triple.add_factors(t.ids[:2][None, :], np.zeros((1, 3, 3)))
+    assert not pu.compile(triple).pairwise_fast
