@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
 import numpy as np
@@ -25,7 +25,7 @@ from pgmunfold.compile.schedule import factor_colouring, variable_colouring
 from pgmunfold.compile.wiring import GroupWiring, Wiring, build_wiring, slot_table
 from pgmunfold.graph import FactorGraph, GraphError, VariableArray
 from pgmunfold.infer.binary import (
-    binary_factor_messages,
+    binary_messages,
     exp_form_coefficients,
     exp_form_limit,
     log_odds_to_log_messages,
@@ -99,6 +99,74 @@ def _refine_plan(plan: tuple[int, ...], start: int) -> tuple[int, ...]:
     return tuple(ids.setdefault(lab, len(ids)) for lab in labels)
 
 
+class _FoldedUnaries:
+    """Unary factors on the fast paths. A unary factor's message is its (normalised) table
+    whatever the cavity, so it is folded into the variables' field instead of occupying message
+    slots. Across untied copies its message is damped exactly as on the general path, and a
+    new message enters the next iteration's field.
+
+    ``message`` maps a group's tables ``(F or 1, K)`` to its messages: ``(F or 1, K)``
+    normalised log-messages (pairwise path) or ``(F or 1,)`` log-odds (binary path).
+    """
+
+    def __init__(
+        self,
+        net: UnfoldedNetwork,
+        thetas: list[torch.Tensor],
+        message: Callable[[torch.Tensor], torch.Tensor],
+    ) -> None:
+        self.net, self.message = net, message
+        idx = net._un_idx
+        self.dynamic = any(max(net.copy_index[net._keys[net._msg_idx[i]]]) > 0 for i in idx)
+        self.scopes = net._scopes()
+        self.messages = self._fresh(net._at(thetas, 0))
+        self.previous = self.messages
+
+    def _fresh(self, th: list[torch.Tensor]) -> dict[int, torch.Tensor]:
+        out = {}
+        for i in self.net._un_idx:
+            m = self.message(th[i])
+            out[i] = m.expand(self.net._mgroups[i].num_factors, *m.shape[1:])
+        return out
+
+    def field(self, base: torch.Tensor) -> torch.Tensor:
+        """``base`` plus every unary message, added to its variable.
+
+        Shape:
+            ``base``: ``(B, V, *S)``; output: the same.
+        """
+        for i, m in self.messages.items():
+            src = m.unsqueeze(0).expand(base.shape[0], *m.shape)
+            base = base.index_add(1, self.scopes[i][:, 0], src)
+        return base
+
+    def update(self, th: list[torch.Tensor]) -> bool:
+        """The new (damped) messages after an iteration with tables ``th``; whether they can
+        differ from the old ones (only when a unary group is untied)."""
+        self.previous = self.messages
+        if not self.dynamic:
+            return False
+        new = self._fresh(th)
+        d = self.net.damping
+        self.messages = {i: torch.lerp(m, self.messages[i], d) for i, m in new.items()}
+        return True
+
+    def residual(self, pairwise: torch.Tensor) -> torch.Tensor:
+        """The residual: the largest change of a message probability in the last iteration.
+
+        Shape:
+            ``pairwise``: ``(B,)``, the pairwise messages' part; output: ``(B,)``.
+        """
+        for i in self.messages if self.dynamic else ():
+            new, old = self.messages[i], self.previous[i]
+            if new.dim() == 1:  # log-odds
+                change = (torch.sigmoid(new) - torch.sigmoid(old)).abs().amax()
+            else:
+                change = (new.exp() - old.exp()).abs().amax()
+            pairwise = torch.maximum(pairwise, change)
+        return pairwise
+
+
 class UnfoldedNetwork(nn.Module):
     """Loopy BP or mean-field on a factor graph, unfolded into ``iterations`` layers.
 
@@ -152,11 +220,11 @@ class UnfoldedNetwork(nn.Module):
     degree: torch.Tensor
     base_unary: torch.Tensor
     colour_masks: torch.Tensor
-    slots_t: torch.Tensor
+    bin_slots_t: torch.Tensor
+    bin_partner_edge: torch.Tensor
+    bin_partner_var: torch.Tensor
     pw_var: torch.Tensor
     pw_slots_t: torch.Tensor
-    partner_edge: torch.Tensor
-    partner_var: torch.Tensor
 
     def __init__(
         self,
@@ -220,7 +288,7 @@ class UnfoldedNetwork(nn.Module):
             and algorithm == "bp"
             and schedule == "parallel"
             and not self.exact_cavity
-            and w.num_edges > 0
+            and any(g.arity == 2 for g in w.groups)
             and bool((w.cards == 2).all())
             and all(g.arity <= 2 for g in w.groups)
         )
@@ -256,33 +324,32 @@ class UnfoldedNetwork(nn.Module):
         buf("base_unary", torch.as_tensor(base, dtype=fdtype))
         for i, sc in enumerate(w.scopes):
             buf(f"scope_{i}", sc)
-        if self.binary_fast:
-            # slots_t: (D * V,) var_slots transposed, so a variable's sum runs over a leading dim
-            # partner_edge / partner_var: (E,) the other edge of a pairwise factor and its variable
-            buf("slots_t", w.var_slots.T.reshape(-1))
-            partner = np.arange(w.num_edges, dtype=np.int64)
-            for g in w.groups:
-                if g.arity == 2:
-                    local = np.arange(g.edge_stop - g.edge_start, dtype=np.int64)
-                    partner[g.edge_start : g.edge_stop] = g.edge_start + (local ^ 1)
-            buf("partner_edge", partner)
-            buf("partner_var", w.edge_var[partner])
-        # pairwise fast path (infer/pairwise.py): columns group by group, position 0 then 1
+        # fast paths (infer/binary.py, infer/pairwise.py): unary factors are folded into the
+        # variables' field; only the pairwise groups' edges carry messages
         self._pw_idx = tuple(i for i, g in enumerate(self._mgroups) if g.arity == 2)
         self._un_idx = tuple(i for i, g in enumerate(self._mgroups) if g.arity == 1)
         self._pw_sizes = tuple(self._mgroups[i].num_factors for i in self._pw_idx)
+        pw_scopes = [sc for g, sc in zip(w.groups, w.scopes, strict=True) if g.arity == 2]
+        if self.binary_fast:
+            # pairwise edges in the general path's order (group, factor, position), then one
+            # padding edge whose message is always 0 (its coefficients are all zero):
+            # bin_slots_t: (D' * V,) row d * V + v = the d-th pairwise edge of variable v, or
+            #   E' (the padding edge)
+            # bin_partner_edge: (E' + 1,) the other edge of the edge's factor (padding: itself)
+            # bin_partner_var: (E' + 1,) the variable of that other edge (padding: 0)
+            ev = np.concatenate([sc.reshape(-1) for sc in pw_scopes]).astype(np.int64)
+            n = ev.shape[0]
+            buf("bin_slots_t", slot_table(ev, w.num_variables).T.reshape(-1))
+            partner = np.append(np.arange(n, dtype=np.int64) ^ 1, n)
+            buf("bin_partner_edge", partner)
+            buf("bin_partner_var", np.append(ev, 0)[partner] * (partner < n))
         if self.pairwise_fast:
-            # pw_var: (P,) the variable that receives column p
+            # pw_var: (P,) the variable that receives column p (columns: group by group, the
+            #   messages to scope position 0, then to position 1)
             # pw_slots_t: (D' * V,) row d * V + v = the d-th pairwise column of variable v, or
             #   P (the zero padding column)
-            cols = [
-                sc[:, j]
-                for g, sc in zip(w.groups, w.scopes, strict=True)
-                if g.arity == 2
-                for j in (0, 1)
-            ]
-            pw_var = np.concatenate(cols).astype(np.int64)
-            buf("pw_var", pw_var)
+            pw_var = np.concatenate([sc[:, j] for sc in pw_scopes for j in (0, 1)])
+            buf("pw_var", pw_var.astype(np.int64))
             buf("pw_slots_t", slot_table(pw_var, w.num_variables).T.reshape(-1))
 
         # ---- parameter plan
@@ -687,68 +754,85 @@ class UnfoldedNetwork(nn.Module):
             return out
         return step(state, *args)
 
-    def _binary_pairwise(self, th: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Log-odds constants of a binary pairwise group: the short exp form for sum-product
-        when the contraction setting allows it (``auto`` checks ``|a - b|``, one scalar read
-        per group and forward), else the generic stable form."""
-        off, a, b = pairwise_coefficients(th)
+    def _binary_coefficients(self, th: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """Log-odds constants of all pairwise edges (plus the zero padding edge): the short exp
+        form for sum-product when the contraction setting allows it (``auto`` checks
+        ``|a - b|``, one scalar read per forward and copy), else the generic stable form.
+
+        Shape:
+            each output ``(E' + 1,)``.
+        """
+        parts = []
+        for i in self._pw_idx:
+            coeffs = pairwise_coefficients(th[i])
+            n = self._mgroups[i].num_factors
+            parts.append([c.expand(n, 2).reshape(-1) for c in coeffs])
+        off, a, b = (torch.cat([*cols, cols[0].new_zeros(1)]) for cols in zip(*parts, strict=True))
         if self.semiring == "sum" and self.contraction != "logsumexp":
-            limit = exp_form_limit(th.dtype)
+            limit = exp_form_limit(off.dtype)
             if self.contraction == "matmul" or float((a - b).detach().abs().amax()) < limit:
                 return exp_form_coefficients(off, a, b)
         return off, a, b
 
     def _binary_step(
-        self, lo: torch.Tensor, ul: torch.Tensor, coeffs: list[tuple[torch.Tensor, ...]]
+        self,
+        lo: torch.Tensor,
+        field: torch.Tensor,
+        coeffs: tuple[torch.Tensor, ...],
+        damping: torch.Tensor,
     ) -> torch.Tensor:
-        d = self.damping
-        B = lo.shape[0]
-        V, D = self.var_slots.shape
-        pad = torch.cat([lo, lo.new_zeros(B, 1)], dim=1)
-        belief = ul + pad.index_select(1, self.slots_t).view(B, D, V).sum(dim=1)
-        new = binary_factor_messages(
-            belief, lo, coeffs, self._mgroups, self.partner_var, self.partner_edge, self.semiring
-        )
-        return new if d == 0.0 else (1.0 - d) * new + d * lo
+        """One flooding iteration of the binary fast path (log-odds).
+
+        Shape:
+            ``lo``: ``(B, E' + 1)``; ``field``: ``(B, V)``; output: ``(B, E' + 1)``.
+        """
+        B, V = field.shape
+        belief = field + lo.index_select(1, self.bin_slots_t).view(B, -1, V).sum(dim=1)
+        c = belief.index_select(1, self.bin_partner_var) - lo.index_select(1, self.bin_partner_edge)
+        new = binary_messages(c, coeffs, self.semiring)
+        return new if self.damping == 0.0 else torch.lerp(new, lo, damping)
 
     def _run_binary(
         self, u: torch.Tensor, thetas: list[torch.Tensor]
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Flooding BP in the log-odds domain (binary variables, arity <= 2, finite tables)."""
+        """Flooding BP in the log-odds domain (binary variables, arity <= 2, finite tables);
+        returns the general path's ``(B, E, 2)`` log-messages and the residual."""
         B = u.shape[0]
+        unaries = _FoldedUnaries(self, thetas, lambda th: th[:, 1] - th[:, 0])
         ul = u[:, :, 1] - u[:, :, 0]
-        # unary factors send their table from the start; pairwise messages start uniform
-        th0 = self._at(thetas, 0)
-        lo = torch.cat(
-            [
-                (th[:, 1] - th[:, 0]).expand(B, g.num_factors)
-                if g.arity == 1
-                else u.new_zeros(B, g.edge_stop - g.edge_start)
-                for g, th in zip(self._mgroups, th0, strict=True)
-            ],
-            dim=1,
-        )
+        field = unaries.field(ul)
+        lo = u.new_zeros(B, self.bin_partner_edge.shape[0])  # pairwise messages start uniform
         prev = lo
-        coeffs: dict[tuple[int, ...], list[tuple[torch.Tensor, ...]]] = {}
+        damping = u.new_tensor(self.damping)
+        coeffs: dict[tuple[int, ...], tuple[torch.Tensor, ...]] = {}
         for t in range(self.iterations):
             prev = lo
-            key = tuple(self.copy_index[k][t] for k in self._keys)
+            th = self._at(thetas, t)
+            key = self._pairwise_key(t)
             if key not in coeffs:  # once per distinct combination of copies
-                coeffs[key] = [
-                    (th[:, 1] - th[:, 0],) if g.arity == 1 else self._binary_pairwise(th)
-                    for g, th in zip(self._mgroups, self._at(thetas, t), strict=True)
-                ]
-            lo = self._layer(self._binary_step, lo, ul, coeffs[key])
+                coeffs[key] = self._binary_coefficients(th)
+            lo = self._layer(self._binary_step, lo, field, coeffs[key], damping)
+            if unaries.update(th):
+                field = unaries.field(ul)
         # convergence measured on message probabilities, immune to hard-zero sentinels
-        residual = (
-            (torch.sigmoid(lo) - torch.sigmoid(prev)).abs().amax(dim=1)
-            if lo.shape[1]
-            else u.new_zeros(B)
-        )
-        return log_odds_to_log_messages(lo), residual
+        residual = unaries.residual((torch.sigmoid(lo) - torch.sigmoid(prev)).abs().amax(dim=1))
+        pw = iter(lo[:, :-1].split([2 * n for n in self._pw_sizes], dim=1))
+        parts = [
+            unaries.messages[i].expand(B, -1) if g.arity == 1 else next(pw)
+            for i, g in enumerate(self._mgroups)
+        ]
+        return log_odds_to_log_messages(torch.cat(parts, dim=1)), residual
+
+    def _pairwise_key(self, t: int) -> tuple[int, ...]:
+        """Which copy of each pairwise group iteration ``t`` uses."""
+        return tuple(self.copy_index[self._keys[self._msg_idx[i]]][t] for i in self._pw_idx)
 
     def _pairwise_step(
-        self, msg: torch.Tensor, field: torch.Tensor, tables: list[PairwiseTables]
+        self,
+        msg: torch.Tensor,
+        field: torch.Tensor,
+        tables: list[PairwiseTables],
+        damping: torch.Tensor,
     ) -> torch.Tensor:
         """One flooding iteration of the pairwise fast path (bits, state-major).
 
@@ -764,10 +848,7 @@ class UnfoldedNetwork(nn.Module):
         belief = (belief - belief.detach().amax(dim=1, keepdim=True)).view(B * K, V)
         q = belief.index_select(1, self.pw_var).view(B, K, -1) - msg[:, :, :-1]
         new = pairwise_messages(q, tables, self._pw_sizes, self.semiring)
-        if self.damping == 0.0:
-            return new
-        # a 0-dim weight: lerp with a Python-scalar weight is ~1.6x slower on CPU
-        return torch.lerp(new, msg, msg.new_tensor(self.damping))
+        return new if self.damping == 0.0 else torch.lerp(new, msg, damping)
 
     def _run_pairwise(
         self, u: torch.Tensor, thetas: list[torch.Tensor]
@@ -776,52 +857,32 @@ class UnfoldedNetwork(nn.Module):
         natural-log messages and the residual."""
         B, _, K = u.shape
         P = int(self.pw_var.shape[0])
-        th0 = self._at(thetas, 0)
-        # unary factors: their messages are their normalised tables (damped across untied
-        # copies exactly as on the general path), folded into the variables' field
-        um = {
-            i: log_normalize(th0[i]).expand(self._mgroups[i].num_factors, K) for i in self._un_idx
-        }
-        dynamic = any(max(self.copy_index[self._keys[self._msg_idx[i]]]) > 0 for i in self._un_idx)
-        scopes = self._scopes()
+        unaries = _FoldedUnaries(self, thetas, log_normalize)
 
-        def field_of(um: dict[int, torch.Tensor]) -> torch.Tensor:
-            tot = u
-            for i, m in um.items():
-                tot = tot.index_add(1, scopes[i][:, 0], m.unsqueeze(0).expand(B, -1, -1))
-            return (tot * LOG2E).transpose(1, 2).contiguous()
+        def field_of() -> torch.Tensor:
+            return (unaries.field(u) * LOG2E).transpose(1, 2).contiguous()
 
-        field = field_of(um)
+        field = field_of()
         msg = torch.cat([u.new_full((B, K, P), -math.log2(K)), u.new_zeros(B, K, 1)], dim=2)
-        prev, um_prev = msg, um
+        prev = msg
+        damping = u.new_tensor(self.damping)
         tables: dict[tuple[int, ...], list[PairwiseTables]] = {}
         limit = dense_range_limit(u.dtype)
         for t in range(self.iterations):
-            prev, um_prev = msg, um
+            prev = msg
             th = self._at(thetas, t)
-            key = tuple(self.copy_index[self._keys[self._msg_idx[i]]][t] for i in self._pw_idx)
+            key = self._pairwise_key(t)
             if key not in tables:  # once per distinct combination of copies
                 tables[key] = [
                     pairwise_tables(th[i], self._pairwise_form(th[i], limit)) for i in self._pw_idx
                 ]
-            msg = self._layer(self._pairwise_step, msg, field, tables[key])
-            # the unary factors' new messages enter the next iteration's field
-            if dynamic:
-                d = self.damping
-                um = {
-                    i: torch.lerp(
-                        log_normalize(th[i]).expand(self._mgroups[i].num_factors, K), um[i], d
-                    )
-                    for i in self._un_idx
-                }
-                field = field_of(um)
-        residual = (torch.exp2(msg) - torch.exp2(prev)).abs().amax(dim=(1, 2))
-        for i in self._un_idx if dynamic else ():
-            change = (um[i].exp() - um_prev[i].exp()).abs().amax()
-            residual = torch.maximum(residual, change)
+            msg = self._layer(self._pairwise_step, msg, field, tables[key], damping)
+            if unaries.update(th):
+                field = field_of()
+        residual = unaries.residual((torch.exp2(msg) - torch.exp2(prev)).abs().amax(dim=(1, 2)))
         pw = iter(state_major_to_edges(msg, self._pw_sizes))
         parts = [
-            um[i].unsqueeze(0).expand(B, -1, -1) if g.arity == 1 else next(pw)
+            unaries.messages[i].unsqueeze(0).expand(B, -1, -1) if g.arity == 1 else next(pw)
             for i, g in enumerate(self._mgroups)
         ]
         return torch.cat(parts, dim=1), residual

@@ -14,18 +14,16 @@ path (``tests/test_binary.py``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 
-from pgmunfold.compile.wiring import GroupWiring
 from pgmunfold.infer.ops import NEG, Semiring
 
 __all__ = [
     "ExpForm",
-    "binary_factor_messages",
+    "binary_messages",
     "exp_form_coefficients",
     "exp_form_limit",
     "log_odds_to_log_messages",
@@ -103,44 +101,25 @@ def exp_form_coefficients(off: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -
     return ExpForm(off, shift, kappa, sign)
 
 
-def binary_factor_messages(
-    belief: torch.Tensor,
-    lo: torch.Tensor,
-    coeffs: Sequence[tuple[torch.Tensor, ...]],
-    groups: Sequence[GroupWiring],
-    partner_var: torch.Tensor,
-    partner_edge: torch.Tensor,
-    semiring: Semiring,
+def binary_messages(
+    c: torch.Tensor, coeffs: tuple[torch.Tensor, ...], semiring: Semiring
 ) -> torch.Tensor:
-    """Factor-to-variable log-odds messages of every edge.
+    """Factor-to-variable log-odds messages of every pairwise edge.
 
     Args:
-        belief: log-odds beliefs of the variables.
-        lo: current messages (log-odds) in edge order.
-        coeffs: per group, ``(unary_log_odds,)`` for arity 1 (shape ``(F or 1,)``),
-            :func:`pairwise_coefficients` for arity 2, or their :class:`ExpForm` (sum-product).
-        partner_var, partner_edge: per edge, the variable and the edge of the *other* slot of
-            its factor (pairwise groups; anything for unary ones).
+        c: per edge, the cavity log-odds of the *other* variable of its factor.
+        coeffs: per edge, :func:`pairwise_coefficients` ``(off, a, b)`` or their
+            :class:`ExpForm` (sum-product), concatenated over groups. An edge whose
+            coefficients are all zero gets the message 0 exactly (the padding edge).
 
     Shape:
-        ``belief``: ``(B, V)``; ``lo``: ``(B, E)``; output: ``(B, E)``.
+        ``c``: ``(B, E)``; every coefficient ``(E,)``; output: ``(B, E)``.
     """
-    B, E = lo.shape
-    out = lo.new_empty(B, E)
-    for g, co in zip(groups, coeffs, strict=True):
-        s, e = g.edge_start, g.edge_stop
-        if g.arity == 1:
-            out[:, s:e] = co[0].expand(B, g.num_factors)
-            continue
-        c = belief.index_select(1, partner_var[s:e]) - lo.index_select(1, partner_edge[s:e])
-        c = c.view(B, g.num_factors, 2)
-        if isinstance(co, ExpForm):  # sum-product, |a - b| checked small enough
-            f = torch.log1p(co.kappa * torch.sigmoid(c + co.shift))
-            out[:, s:e] = torch.addcmul(co.off, co.sign, f).view(B, -1)
-        else:
-            off, a, b = co
-            out[:, s:e] = (off + stable_g_diff(c, a, b, semiring)).view(B, -1)
-    return out
+    if isinstance(coeffs, ExpForm):  # sum-product, |a - b| checked small enough
+        f = torch.log1p(coeffs.kappa * torch.sigmoid(c + coeffs.shift))
+        return torch.addcmul(coeffs.off, coeffs.sign, f)
+    off, a, b = coeffs
+    return off + stable_g_diff(c, a, b, semiring)
 
 
 def log_odds_to_log_messages(l: torch.Tensor) -> torch.Tensor:
