@@ -53,6 +53,7 @@ from pgmunfold.infer.pairwise import (
     pairwise_tables,
     state_major_to_edges,
 )
+from pgmunfold.infer.workspace import Workspace
 
 __all__ = ["UnfoldedNetwork", "compile"]
 
@@ -833,22 +834,37 @@ class UnfoldedNetwork(nn.Module):
         field: torch.Tensor,
         tables: list[PairwiseTables],
         damping: torch.Tensor,
+        ws: Workspace | None = None,
+        parity: int = 0,
     ) -> torch.Tensor:
-        """One flooding iteration of the pairwise fast path (bits, state-major).
+        """One flooding iteration of the pairwise fast path (bits, state-major). With an
+        enabled workspace (no-grad) every large intermediate, and the result, is written into
+        reused buffers: two message buffers alternate by ``parity``.
 
         Shape:
             ``msg``: ``(B, K, P + 1)``; ``field``: ``(B, K, V)``; output: ``(B, K, P + 1)``.
         """
-        B, K, _ = msg.shape
+        ws = ws if ws is not None else Workspace(False)
+        B, K, P1 = msg.shape
         V = field.shape[2]
+        slots = self.pw_slots_t
         # 2-d gathers along the last dim (a 3-d index_select there is ~10x slower on CPU)
-        incoming = msg.view(B * K, -1).index_select(1, self.pw_slots_t).view(B, K, -1, V)
-        belief = field + incoming.sum(dim=2)
+        flat = msg.view(B * K, P1)
+        incoming = torch.index_select(flat, 1, slots, out=ws("inc", (B * K, len(slots)), msg))
+        belief = torch.sum(incoming.view(B, K, -1, V), dim=2, out=ws("bel", (B, K, V), msg))
+        belief = torch.add(belief, field, out=belief if ws.enabled else None)
         # a shift per variable (the messages do not depend on it): the largest state is at 0
-        belief = (belief - belief.detach().amax(dim=1, keepdim=True)).view(B * K, V)
-        q = belief.index_select(1, self.pw_var).view(B, K, -1) - msg[:, :, :-1]
-        new = pairwise_messages(q, tables, self._pw_sizes, self.semiring)
-        return new if self.damping == 0.0 else torch.lerp(new, msg, damping)
+        top = belief.detach().amax(dim=1, keepdim=True)
+        belief = belief.sub_(top) if ws.enabled else belief - top
+        q = torch.index_select(
+            belief.view(B * K, V), 1, self.pw_var, out=ws("q", (B * K, P1 - 1), msg)
+        ).view(B, K, P1 - 1)
+        q = q.sub_(msg[:, :, :-1]) if ws.enabled else q - msg[:, :, :-1]
+        out = ws(f"msg{parity}", (B, K, P1), msg)
+        new = pairwise_messages(q, tables, self._pw_sizes, self.semiring, out=out)
+        if self.damping == 0.0:
+            return new
+        return torch.lerp(new, msg, damping, out=out)
 
     def _run_pairwise(
         self, u: torch.Tensor, thetas: list[torch.Tensor]
@@ -866,6 +882,7 @@ class UnfoldedNetwork(nn.Module):
         msg = torch.cat([u.new_full((B, K, P), -math.log2(K)), u.new_zeros(B, K, 1)], dim=2)
         prev = msg
         damping = u.new_tensor(self.damping)
+        ws = Workspace.for_forward()
         tables: dict[tuple[int, ...], list[PairwiseTables]] = {}
         limit = dense_range_limit(u.dtype)
         for t in range(self.iterations):
@@ -876,7 +893,10 @@ class UnfoldedNetwork(nn.Module):
                 tables[key] = [
                     pairwise_tables(th[i], self._pairwise_form(th[i], limit)) for i in self._pw_idx
                 ]
-            msg = self._layer(self._pairwise_step, msg, field, tables[key], damping)
+            if ws.enabled:
+                msg = self._pairwise_step(msg, field, tables[key], damping, ws, t % 2)
+            else:
+                msg = self._layer(self._pairwise_step, msg, field, tables[key], damping)
             if unaries.update(th):
                 field = field_of()
         residual = unaries.residual((torch.exp2(msg) - torch.exp2(prev)).abs().amax(dim=(1, 2)))

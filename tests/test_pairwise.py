@@ -8,6 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import pgmunfold as pu
+from pgmunfold.infer.workspace import Workspace
 
 
 @st.composite
@@ -69,7 +70,10 @@ def test_fast_path_equals_general(gx, semiring, contraction, damping, B, with_ev
     k = int(fast.max_card)
     u = torch.randn(B, len(fg), k, dtype=torch.float64, generator=gen)
     ev = {("x", 0): torch.randint(0, k, (B,), generator=gen)} if with_evidence else None
-    _assert_same(fast(unary={x: u}, evidence=ev), slow(unary={x: u}, evidence=ev), semiring)
+    ref = slow(unary={x: u}, evidence=ev)
+    _assert_same(fast(unary={x: u}, evidence=ev), ref, semiring)
+    with torch.no_grad():  # the in-place variant (reused buffers) of the same kernels
+        _assert_same(fast(unary={x: u}, evidence=ev), ref, semiring)
 
 
 @pytest.mark.parametrize("semiring", ["sum", "max"])
@@ -188,3 +192,17 @@ def test_applicability():
     triple.add_factors(t.ids[None, :], np.zeros((1, 3, 3, 3)))
     triple.add_factors(t.ids[:2][None, :], np.zeros((1, 3, 3)))
     assert not pu.compile(triple).pairwise_fast
+
+
+def test_workspace_reuses_buffers_only_without_autograd():
+    x = torch.zeros(3)
+    assert not Workspace.for_forward().enabled  # autograd records: no reuse
+    with torch.no_grad():
+        ws = Workspace.for_forward()
+    assert ws.enabled
+    a = ws("a", (2, 3), x)
+    assert a is not None and ws("a", (2, 3), x) is a
+    b = ws("a", (4,), x)
+    assert b is not None and b.shape == (4,) and b is not a
+    assert ws("a", (4,), x.double()).dtype == torch.float64
+    assert Workspace(False)("a", (2,), x) is None

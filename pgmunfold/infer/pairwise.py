@@ -87,41 +87,58 @@ def pairwise_tables(
     return PairwiseTables(form, to0, to1)
 
 
-def _normalise_bits(x: torch.Tensor) -> torch.Tensor:
-    """Shift log2-values so that they log2-sum-exp2 to 0 over dim 1 (states)."""
-    y = x - x.detach().amax(dim=1, keepdim=True)
-    return (y - torch.exp2(y).sum(dim=1, keepdim=True).log2()).clamp_min(NEG)
+def _normalise_bits(x: torch.Tensor, inplace: bool) -> torch.Tensor:
+    """Shift log2-values so that they log2-sum-exp2 to 0 over dim 1 (states); ``inplace``
+    overwrites ``x`` (no-grad only)."""
+    y = x.sub_(x.amax(dim=1, keepdim=True)) if inplace else x - x.detach().amax(dim=1, keepdim=True)
+    lse = torch.exp2(y).sum(dim=1, keepdim=True).log2()
+    return (y.sub_(lse) if inplace else y - lse).clamp_min_(NEG)
 
 
-def _contract(tab: torch.Tensor, form: str, q: torch.Tensor, semiring: Semiring) -> torch.Tensor:
+def _contract(
+    tab: torch.Tensor,
+    form: str,
+    q: torch.Tensor,
+    semiring: Semiring,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Normalised messages to one scope position from the cavities ``q`` of the other.
 
     ``out[b, a, f] = reduce_j (tab[j, a, f] + q[b, j, f])`` in bits (``q`` from beliefs shifted
-    to a maximum of 0, see :class:`PairwiseTables`), ``reduce`` log2-sum-exp2 or
-    max; ``tab`` is :attr:`PairwiseTables.to0` or ``to1``. The loop runs over the ``K`` states
-    being summed out; accumulators are updated in place (autograd-safe: neither ``mul`` nor
-    ``addcmul`` saves the tensor it overwrites).
+    to a maximum of 0, see :class:`PairwiseTables`), ``reduce`` log2-sum-exp2 or max; ``tab`` is
+    :attr:`PairwiseTables.to0` or ``to1``. The loop runs over the ``K`` states being summed
+    out. Accumulators are updated in place, which is autograd-safe (neither ``mul`` nor
+    ``addcmul`` saves the tensor it overwrites). With ``out`` given (no-grad only), the result
+    is written there and ``q`` is overwritten.
 
     Shape:
-        ``tab``: ``(K, K, F)``; ``q``: ``(B, K, F)``; output: ``(B, K, F)``.
+        ``tab``: ``(K, K, F)``; ``q``, ``out``: ``(B, K, F)``; output: ``(B, K, F)``.
     """
     K = q.shape[1]
+    inplace = out is not None
     if form != "log":  # sum-product, exp domain: a batched matrix-vector product
-        p = torch.exp2(q if form == "exp" else q - q.detach().amax(dim=1, keepdim=True))
-        acc = tab[0] * p[:, 0:1]
+        if form == "exp_shifted":
+            q = q.sub_(q.amax(dim=1, keepdim=True)) if inplace else q - q.detach().amax(1, True)
+        p = torch.exp2(q, out=q if inplace else None)
+        acc = torch.mul(tab[0], p[:, 0:1], out=out)
         for j in range(1, K):
             acc.addcmul_(tab[j], p[:, j : j + 1])
-        return (acc.log2() - acc.sum(dim=1, keepdim=True).log2()).clamp_min_(NEG)
-    top = tab[0] + q[:, 0:1]
+        lse = acc.sum(dim=1, keepdim=True).log2()
+        if inplace:
+            return torch.log2(acc, out=acc).sub_(lse).clamp_min_(NEG)
+        return (acc.log2() - lse).clamp_min_(NEG)
+    top = torch.add(tab[0], q[:, 0:1], out=out)
     for j in range(1, K):
-        top = torch.maximum(top, tab[j] + q[:, j : j + 1])
+        top = torch.maximum(top, tab[j] + q[:, j : j + 1], out=top if inplace else None)
     if semiring == "max":
-        return _normalise_bits(top)
-    shift = top.detach()  # the result does not depend on it, nor does the gradient
-    acc = torch.exp2(tab[0] + q[:, 0:1] - shift)
+        return _normalise_bits(top, inplace)
+    # the result does not depend on the shift, nor does the gradient
+    shift = top.detach().clone() if inplace else top.detach()
+    acc = torch.exp2(tab[0] + q[:, 0:1] - shift, out=out)
     for j in range(1, K):
-        acc = acc + torch.exp2(tab[j] + q[:, j : j + 1] - shift)
-    return _normalise_bits(acc.log2() + shift)
+        term = torch.exp2(tab[j] + q[:, j : j + 1] - shift)
+        acc = acc.add_(term) if inplace else acc + term
+    return _normalise_bits(acc.log2_().add_(shift) if inplace else acc.log2() + shift, inplace)
 
 
 def pairwise_messages(
@@ -129,6 +146,7 @@ def pairwise_messages(
     tables: Sequence[PairwiseTables],
     sizes: Sequence[int],
     semiring: Semiring,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """New normalised messages of every pairwise column, plus the zero padding column.
 
@@ -137,17 +155,24 @@ def pairwise_messages(
             module docstring (without padding).
         tables: per group, :func:`pairwise_tables`.
         sizes: per group, its number of factors ``F_g`` (the group spans ``2 F_g`` columns).
+        out: where to write the result (no-grad only; ``q`` is then overwritten); ``None``:
+            allocate.
 
     Shape:
         ``q``: ``(B, K, P)``; output: ``(B, K, P + 1)``.
     """
-    B, K, _ = q.shape
+    B, K, P = q.shape
     parts = []
     start = 0
     for tab, n in zip(tables, sizes, strict=True):
-        parts.append(_contract(tab.to0, tab.form, q.narrow(2, start + n, n), semiring))
-        parts.append(_contract(tab.to1, tab.form, q.narrow(2, start, n), semiring))
+        for dst, src, t in ((start, start + n, tab.to0), (start + n, start, tab.to1)):
+            o = None if out is None else out.narrow(2, dst, n)
+            parts.append(_contract(t, tab.form, q.narrow(2, src, n), semiring, o))
         start += 2 * n
+    if out is not None:
+        out.narrow(2, P, 1).zero_()
+        return out
+    # the two halves of each group were computed in the order (to 0, to 1): columns in order
     parts.append(q.new_zeros(B, K, 1))
     return torch.cat(parts, dim=2)
 
