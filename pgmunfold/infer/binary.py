@@ -102,7 +102,10 @@ def exp_form_coefficients(off: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -
 
 
 def binary_messages(
-    c: torch.Tensor, coeffs: tuple[torch.Tensor, ...], semiring: Semiring
+    c: torch.Tensor,
+    coeffs: tuple[torch.Tensor, ...],
+    semiring: Semiring,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Factor-to-variable log-odds messages of every pairwise edge.
 
@@ -111,15 +114,20 @@ def binary_messages(
         coeffs: per edge, :func:`pairwise_coefficients` ``(off, a, b)`` or their
             :class:`ExpForm` (sum-product), concatenated over groups. An edge whose
             coefficients are all zero gets the message 0 exactly (the padding edge).
+        out: where to write the result (no-grad only; ``c`` is then overwritten); ``None``:
+            allocate.
 
     Shape:
-        ``c``: ``(B, E)``; every coefficient ``(E,)``; output: ``(B, E)``.
+        ``c``, ``out``: ``(B, E)``; every coefficient ``(E,)``; output: ``(B, E)``.
     """
     if isinstance(coeffs, ExpForm):  # sum-product, |a - b| checked small enough
-        f = torch.log1p(coeffs.kappa * torch.sigmoid(c + coeffs.shift))
-        return torch.addcmul(coeffs.off, coeffs.sign, f)
+        if out is not None:
+            f = c.add_(coeffs.shift).sigmoid_().mul_(coeffs.kappa).log1p_()
+        else:
+            f = torch.log1p(coeffs.kappa * torch.sigmoid(c + coeffs.shift))
+        return torch.addcmul(coeffs.off, coeffs.sign, f, out=out)
     off, a, b = coeffs
-    return off + stable_g_diff(c, a, b, semiring)
+    return torch.add(off, stable_g_diff(c, a, b, semiring), out=out)
 
 
 def log_odds_to_log_messages(l: torch.Tensor) -> torch.Tensor:
