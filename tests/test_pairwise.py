@@ -8,6 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import pgmunfold as pu
+from pgmunfold.infer.pairwise import StateMatvec, state_matvec_naive
 from pgmunfold.infer.workspace import Workspace
 
 
@@ -206,3 +207,31 @@ def test_workspace_reuses_buffers_only_without_autograd():
     assert b is not None and b.shape == (4,) and b is not a
     assert ws("a", (4,), x.double()).dtype == torch.float64
     assert Workspace(False)("a", (2,), x) is None
+
+
+@given(st.integers(1, 3), st.integers(1, 5), st.integers(1, 6), st.booleans(), st.integers(0, 99))
+def test_state_matvec_equals_naive_twin(B, K, F, shared, seed):
+    gen = torch.Generator().manual_seed(seed)
+    tab = torch.rand(K, K, 1 if shared else F, dtype=torch.float64, generator=gen)
+    p = torch.rand(B, K, F, dtype=torch.float64, generator=gen)
+    tab.requires_grad_()
+    p.requires_grad_()
+    tab_t = tab.detach().transpose(0, 1).contiguous()
+    fast = StateMatvec.apply(tab, tab_t, p, None)
+    ref = state_matvec_naive(tab, p)
+    torch.testing.assert_close(fast, ref)
+    g = torch.rand(B, K, F, dtype=torch.float64, generator=gen)
+    ga = torch.autograd.grad(fast, (tab, p), g)
+    gb = torch.autograd.grad(ref, (tab, p), g)
+    for a, b in zip(ga, gb, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_state_matvec_gradcheck():
+    tab = torch.rand(3, 3, 4, dtype=torch.float64, requires_grad=True)
+    p = torch.rand(2, 3, 4, dtype=torch.float64, requires_grad=True)
+
+    def f(tab, p):
+        return StateMatvec.apply(tab, tab.detach().transpose(0, 1).contiguous(), p, None)
+
+    assert torch.autograd.gradcheck(f, (tab, p))

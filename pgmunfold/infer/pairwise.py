@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import torch
 
@@ -35,9 +35,11 @@ from pgmunfold.infer.ops import NEG, Semiring
 __all__ = [
     "LOG2E",
     "PairwiseTables",
+    "StateMatvec",
     "pairwise_messages",
     "pairwise_tables",
     "state_major_to_edges",
+    "state_matvec_naive",
 ]
 
 LOG2E = 1.0 / math.log(2.0)
@@ -95,12 +97,71 @@ def _normalise_bits(x: torch.Tensor, inplace: bool) -> torch.Tensor:
     return (y.sub_(lse) if inplace else y - lse).clamp_min_(NEG)
 
 
+def state_matvec_naive(tab: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """``out[b, a, f] = sum_j tab[j, a, f] p[b, j, f]`` with plain autograd (the naive twin of
+    :class:`StateMatvec`).
+
+    Shape:
+        ``tab``: ``(K, K, F or 1)``; ``p``: ``(B, K, F)``; output: ``(B, K, F)``.
+    """
+    return (tab.unsqueeze(0) * p.unsqueeze(2)).sum(dim=1)
+
+
+def _matvec_loop(tab: torch.Tensor, p: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
+    """The forward of :class:`StateMatvec`, in place into ``out`` when given."""
+    acc = torch.mul(tab[0], p[:, 0:1], out=out)
+    for j in range(1, p.shape[1]):
+        acc.addcmul_(tab[j], p[:, j : j + 1])
+    return acc
+
+
+class StateMatvec(torch.autograd.Function):
+    """``out[b, a, f] = sum_j tab[j, a, f] p[b, j, f]``: ``K`` fused multiply-adds over
+    ``(B, K, F)`` slabs, with a hand-written backward that is the same loop again (instead of
+    autograd's ``2 K`` broadcast products and reductions).
+
+    ``apply(tab, tab_t, p, out)``: ``tab_t[a, j, f] = tab[j, a, f]``, the other direction's
+    contiguous table (no gradient flows through it: it holds the same numbers as ``tab``);
+    ``out``: a buffer for the result (no-grad only) or ``None``.
+
+    Shape:
+        ``tab``, ``tab_t``: ``(K, K, F or 1)``; ``p``, ``out``: ``(B, K, F)``; output:
+        ``(B, K, F)``.
+    """
+
+    @staticmethod
+    def forward(
+        tab: torch.Tensor, tab_t: torch.Tensor, p: torch.Tensor, out: torch.Tensor | None
+    ) -> torch.Tensor:
+        return _matvec_loop(tab, p, out)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
+        tab, tab_t, p, _ = inputs
+        ctx.save_for_backward(tab, tab_t, p)
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        tab, tab_t, p = ctx.saved_tensors
+        grad_tab = grad_p = None
+        if ctx.needs_input_grad[
+            2
+        ]:  # grad_p[b, j] = sum_a tab[j, a] g[b, a] = sum_a tab_t[a, j] g[b, a]
+            grad_p = _matvec_loop(tab_t, g, None)
+        if ctx.needs_input_grad[0]:  # grad_tab[j, a] = sum_b p[b, j] g[b, a]
+            grad_tab = (p.unsqueeze(2) * g.unsqueeze(1)).sum(dim=0)
+            if tab.shape[2] == 1:
+                grad_tab = grad_tab.sum(dim=2, keepdim=True)
+        return grad_tab, None, grad_p, None
+
+
 def _contract(
     tab: torch.Tensor,
     form: str,
     q: torch.Tensor,
     semiring: Semiring,
     out: torch.Tensor | None = None,
+    tab_t: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Normalised messages to one scope position from the cavities ``q`` of the other.
 
@@ -120,9 +181,12 @@ def _contract(
         if form == "exp_shifted":
             q = q.sub_(q.amax(dim=1, keepdim=True)) if inplace else q - q.detach().amax(1, True)
         p = torch.exp2(q, out=q if inplace else None)
-        acc = torch.mul(tab[0], p[:, 0:1], out=out)
-        for j in range(1, K):
-            acc.addcmul_(tab[j], p[:, j : j + 1])
+        # under torch.compile plain autograd ops (dynamo's tracing of custom Functions trips
+        # a deprecation warning, pytorch/pytorch#128439), which the compiler fuses anyway
+        if inplace or tab_t is None or torch.compiler.is_compiling():
+            acc = _matvec_loop(tab, p, out)
+        else:
+            acc = StateMatvec.apply(tab, tab_t, p, None)
         lse = acc.sum(dim=1, keepdim=True).log2()
         if inplace:
             return torch.log2(acc, out=acc).sub_(lse).clamp_min_(NEG)
@@ -165,9 +229,12 @@ def pairwise_messages(
     parts = []
     start = 0
     for tab, n in zip(tables, sizes, strict=True):
-        for dst, src, t in ((start, start + n, tab.to0), (start + n, start, tab.to1)):
+        for dst, src, t, tt in (
+            (start, start + n, tab.to0, tab.to1),
+            (start + n, start, tab.to1, tab.to0),
+        ):
             o = None if out is None else out.narrow(2, dst, n)
-            parts.append(_contract(t, tab.form, q.narrow(2, src, n), semiring, o))
+            parts.append(_contract(t, tab.form, q.narrow(2, src, n), semiring, o, tt))
         start += 2 * n
     if out is not None:
         out.narrow(2, P, 1).zero_()
