@@ -49,8 +49,11 @@ from pgmunfold.infer.ops import (
 from pgmunfold.infer.pairwise import (
     LOG2E,
     PairwiseTables,
+    StateMatvec,
+    matvec_loop,
     pairwise_messages,
     pairwise_tables,
+    state_major_tables,
     state_major_to_edges,
 )
 from pgmunfold.infer.workspace import Workspace
@@ -238,6 +241,7 @@ class UnfoldedNetwork(nn.Module):
     bin_partner_var: torch.Tensor
     pw_var: torch.Tensor
     pw_slots_t: torch.Tensor
+    pw_partner_var: torch.Tensor
 
     def __init__(
         self,
@@ -305,17 +309,21 @@ class UnfoldedNetwork(nn.Module):
             and bool((w.cards == 2).all())
             and all(g.arity <= 2 for g in w.groups)
         )
+        pairwise_graph = (
+            any(g.arity == 2 for g in w.groups)
+            and all(g.arity <= 2 for g in w.groups)
+            and bool((w.cards == w.max_card).all())
+            and w.max_card <= PAIRWISE_MAX_CARD
+        )
         self.pairwise_fast = (
             fast_path
             and not self.binary_fast
             and algorithm == "bp"
             and schedule == "parallel"
             and not self.exact_cavity
-            and any(g.arity == 2 for g in w.groups)
-            and all(g.arity <= 2 for g in w.groups)
-            and bool((w.cards == w.max_card).all())
-            and w.max_card <= PAIRWISE_MAX_CARD
+            and pairwise_graph
         )
+        self.mf_fast = fast_path and algorithm == "mf" and schedule == "parallel" and pairwise_graph
         fdtype = torch.get_default_dtype() if dtype is None else dtype
         if not fdtype.is_floating_point:
             raise ValueError(f"dtype must be a floating dtype, got {dtype}")
@@ -356,14 +364,17 @@ class UnfoldedNetwork(nn.Module):
             partner = np.append(np.arange(n, dtype=np.int64) ^ 1, n)
             buf("bin_partner_edge", partner)
             buf("bin_partner_var", np.append(ev, 0)[partner] * (partner < n))
-        if self.pairwise_fast:
+        if self.pairwise_fast or self.mf_fast:
             # pw_var: (P,) the variable that receives column p (columns: group by group, the
             #   messages to scope position 0, then to position 1)
             # pw_slots_t: (D' * V,) row d * V + v = the d-th pairwise column of variable v, or
             #   P (the zero padding column)
+            # pw_partner_var: (P,) the variable at the other scope position of column p's factor
             pw_var = np.concatenate([sc[:, j] for sc in pw_scopes for j in (0, 1)])
             buf("pw_var", pw_var.astype(np.int64))
             buf("pw_slots_t", slot_table(pw_var, w.num_variables).T.reshape(-1))
+            partner = np.concatenate([sc[:, j] for sc in pw_scopes for j in (1, 0)])
+            buf("pw_partner_var", partner.astype(np.int64))
 
         # ---- parameter plan
         taken: set[str] = set()
@@ -1054,12 +1065,98 @@ class UnfoldedNetwork(nn.Module):
             q = torch.where(masks[c].view(1, -1, 1), new, q)
         return q
 
-    def _run_mf(self, u: torch.Tensor, thetas: list[torch.Tensor]) -> Beliefs:
-        q = torch.softmax(u, dim=2)
+    def _mf_pairwise_step(
+        self,
+        q: torch.Tensor,
+        field0: torch.Tensor,
+        tables: list[tuple[torch.Tensor, torch.Tensor]],
+        damping: torch.Tensor,
+        ws: Workspace | None = None,
+        parity: int = 0,
+    ) -> torch.Tensor:
+        """One parallel mean-field iteration on the pairwise fast path (state-major): each
+        pairwise column receives ``sum_j theta[j -> a] q_partner[j]``, one :class:`StateMatvec`
+        per group and direction, gathered to the variables like BP messages.
+
+        Shape:
+            ``q``, ``field0``: ``(B, K, V)``; ``tables[g]``: ``(to0, to1)`` each
+            ``(K, K, F_g or 1)``; output: ``(B, K, V)``.
+        """
+        ws = ws if ws is not None else Workspace(False)
+        B, K, V = q.shape
+        P = self.pw_var.shape[0]
+        qp = torch.index_select(
+            q.reshape(B * K, V), 1, self.pw_partner_var, out=ws("qp", (B * K, P), q)
+        ).view(B, K, P)
+        out = ws("m", (B, K, P + 1), q)
+        parts = []
+        start = 0
+        for (to0, to1), n in zip(tables, self._pw_sizes, strict=True):
+            for s_, t, tt in ((start, to0, to1), (start + n, to1, to0)):
+                o = None if out is None else out.narrow(2, s_, n)
+                src = qp.narrow(2, s_, n)
+                if ws.enabled or torch.compiler.is_compiling():
+                    parts.append(matvec_loop(t, src, o))
+                else:
+                    parts.append(StateMatvec.apply(t, tt, src, None))
+            start += 2 * n
+        if out is None:
+            m = torch.cat([*parts, q.new_zeros(B, K, 1)], dim=2)
+        else:
+            m = out
+            m.narrow(2, P, 1).zero_()
+        slots = self.pw_slots_t
+        incoming = torch.index_select(
+            m.view(B * K, P + 1), 1, slots, out=ws("inc", (B * K, len(slots)), q)
+        )
+        field = torch.sum(incoming.view(B, K, -1, V), dim=2, out=ws("field", (B, K, V), q))
+        field = torch.add(field, field0, out=field if ws.enabled else None)
+        new = torch.softmax(field, dim=1)
+        if self.damping == 0.0:
+            return new
+        return torch.lerp(new, q, damping, out=new if ws.enabled else None)
+
+    def _run_mf_pairwise(
+        self, u: torch.Tensor, thetas: list[torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Parallel mean-field on the pairwise fast path; returns the last two ``q``
+        ``(B, V, K)`` (natural layout)."""
+        B = u.shape[0]
+        scopes = self._scopes()
+        ws = Workspace.for_forward()
+        damping = u.new_tensor(self.damping)
+        fields: dict[tuple[int, ...], torch.Tensor] = {}
+        tables: dict[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        q = torch.softmax(u, dim=2).transpose(1, 2).contiguous()
         prev = q
         for t in range(self.iterations):
             prev = q
-            q = self._layer(self._mf_step, q, u, self._at(thetas, t))
+            th = self._at(thetas, t)
+            ukey = tuple(self.copy_index[self._keys[self._msg_idx[i]]][t] for i in self._un_idx)
+            if ukey not in fields:  # the unary factors' field: their tables, whatever q is
+                f0 = u
+                for i in self._un_idx:
+                    tab = th[i].expand(self._mgroups[i].num_factors, -1)
+                    f0 = f0.index_add(1, scopes[i][:, 0], tab.unsqueeze(0).expand(B, -1, -1))
+                fields[ukey] = f0.transpose(1, 2).contiguous()
+            key = self._pairwise_key(t)
+            if key not in tables:
+                tables[key] = [state_major_tables(th[i]) for i in self._pw_idx]
+            if ws.enabled:
+                q = self._mf_pairwise_step(q, fields[ukey], tables[key], damping, ws, t % 2)
+            else:
+                q = self._layer(self._mf_pairwise_step, q, fields[ukey], tables[key], damping)
+        return q.transpose(1, 2), prev.transpose(1, 2)
+
+    def _run_mf(self, u: torch.Tensor, thetas: list[torch.Tensor]) -> Beliefs:
+        if self.mf_fast:
+            q, prev = self._run_mf_pairwise(u, thetas)
+        else:
+            q = torch.softmax(u, dim=2)
+            prev = q
+            for t in range(self.iterations):
+                prev = q
+                q = self._layer(self._mf_step, q, u, self._at(thetas, t))
         residual = (q - prev).abs().amax(dim=(1, 2))
         th = self._at(thetas, self.iterations - 1)
         slot0 = [m[0] for m in mf_expected_potentials(q, th, self._mgroups, self.edge_var)]

@@ -235,3 +235,73 @@ def test_state_matvec_gradcheck():
         return StateMatvec.apply(tab, tab.detach().transpose(0, 1).contiguous(), p, None)
 
     assert torch.autograd.gradcheck(f, (tab, p))
+
+
+@given(
+    pairwise_graphs(),
+    st.sampled_from([0.0, 0.4]),
+    st.integers(1, 3),
+    st.booleans(),
+    st.integers(0, 2**31 - 1),
+)
+def test_mean_field_fast_path_equals_general(gx, damping, B, with_evidence, seed):
+    fg, x = gx
+    kw = dict(algorithm="mf", iterations=6, damping=damping, dtype=torch.float64)
+    fast = pu.compile(fg, **kw)
+    slow = pu.compile(fg, fast_path=False, **kw)
+    assert fast.mf_fast and not slow.mf_fast
+    gen = torch.Generator().manual_seed(seed)
+    k = int(fast.max_card)
+    u = torch.randn(B, len(fg), k, dtype=torch.float64, generator=gen)
+    ev = {("x", 0): torch.randint(0, k, (B,), generator=gen)} if with_evidence else None
+    ref = slow(unary={x: u}, evidence=ev)
+    for grad in (True, False):
+        with torch.set_grad_enabled(grad):
+            out = fast(unary={x: u}, evidence=ev)
+        torch.testing.assert_close(out.log_marginals, ref.log_marginals, atol=1e-9, rtol=1e-9)
+        torch.testing.assert_close(out.log_partition, ref.log_partition, atol=1e-8, rtol=1e-9)
+        torch.testing.assert_close(out.residual, ref.residual, atol=1e-9, rtol=1e-9)
+
+
+@pytest.mark.parametrize("k", [2, 4])
+def test_mean_field_fast_path_untied_gradients_and_gradcheck(k):
+    rng = np.random.default_rng(k)
+    fg, x = grid(3, k=k, coupling=1.0, seed=k)
+    u0 = torch.as_tensor(rng.normal(size=(2, 3, 3, k)))
+    grads = []
+    for fast in (True, False):
+        net = pu.compile(
+            fg,
+            algorithm="mf",
+            iterations=4,
+            damping=0.3,
+            untie=True,
+            dtype=torch.float64,
+            fast_path=fast,
+        )
+        assert net.mf_fast == fast
+        gen = torch.Generator().manual_seed(5)
+        with torch.no_grad():
+            for p in net.parameters():
+                p.add_(0.3 * torch.randn(p.shape, dtype=p.dtype, generator=gen))
+        u = u0.clone().requires_grad_()
+        out = net(unary={x: u})
+        (out.log_partition.sum() + out.log_marginals[..., 0].sum()).backward()
+        grads.append([u.grad, *[p.grad for p in net.parameters()]])
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b)
+    net = pu.compile(fg, algorithm="mf", iterations=3, damping=0.2, dtype=torch.float64)
+    uu = u0[:1].clone().requires_grad_()
+    assert torch.autograd.gradcheck(lambda v: net(unary={x: v}).log_partition, (uu,))
+
+
+def test_mean_field_fast_path_with_hard_zeros():
+    fg, x = grid(4, k=3, seed=9, hard=True)
+    u = torch.randn(2, 4, 4, 3, dtype=torch.float64)
+    kw = dict(algorithm="mf", iterations=5, damping=0.2, dtype=torch.float64)
+    fast, slow = pu.compile(fg, **kw), pu.compile(fg, fast_path=False, **kw)
+    assert fast.mf_fast
+    a, b = fast(unary={x: u}), slow(unary={x: u})
+    assert not torch.isnan(a.log_marginals).any()
+    torch.testing.assert_close(a.log_marginals.exp(), b.log_marginals.exp(), atol=1e-12, rtol=0)
+    torch.testing.assert_close(a.log_partition, b.log_partition)

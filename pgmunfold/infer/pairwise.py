@@ -36,8 +36,10 @@ __all__ = [
     "LOG2E",
     "PairwiseTables",
     "StateMatvec",
+    "matvec_loop",
     "pairwise_messages",
     "pairwise_tables",
+    "state_major_tables",
     "state_major_to_edges",
     "state_matvec_naive",
 ]
@@ -79,14 +81,23 @@ def pairwise_tables(
     Shape:
         ``theta``: ``(F, K, K)`` or ``(1, K, K)``; output tables: ``(K, K, F)``.
     """
-    bits = theta * LOG2E
-    if form != "log":
-        bits = torch.exp2(bits - bits.detach().amax(dim=(1, 2), keepdim=True))
-    F, K, _ = bits.shape
-    flat = bits.reshape(F, K * K).t()  # (a * K + c, F): a 2-d transpose copies fast
+    if form != "log":  # 2^(bits - max) = e^(theta - max)
+        entries = torch.exp(theta - theta.detach().amax(dim=(1, 2), keepdim=True))
+    else:
+        entries = theta * LOG2E
+    return PairwiseTables(form, *state_major_tables(entries))
+
+
+def state_major_tables(theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(to0, to1)``: ``to0[c, a, f] = to1[a, c, f] = theta[f, a, c]``, each contiguous.
+
+    Shape:
+        ``theta``: ``(F, K, K)``; outputs: ``(K, K, F)``.
+    """
+    F, K, _ = theta.shape
+    flat = theta.reshape(F, K * K).t()  # (a * K + c, F): a 2-d transpose copies fast
     to1 = flat.contiguous().view(K, K, F)
-    to0 = to1.transpose(0, 1).contiguous()
-    return PairwiseTables(form, to0, to1)
+    return to1.transpose(0, 1).contiguous(), to1
 
 
 def _normalise_bits(x: torch.Tensor, inplace: bool) -> torch.Tensor:
@@ -107,8 +118,13 @@ def state_matvec_naive(tab: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     return (tab.unsqueeze(0) * p.unsqueeze(2)).sum(dim=1)
 
 
-def _matvec_loop(tab: torch.Tensor, p: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
-    """The forward of :class:`StateMatvec`, in place into ``out`` when given."""
+def matvec_loop(tab: torch.Tensor, p: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
+    """The forward of :class:`StateMatvec` (into ``out`` when given); autograd-safe, as the
+    accumulator it updates in place is saved by no op.
+
+    Shape:
+        ``tab``: ``(K, K, F or 1)``; ``p``, ``out``: ``(B, K, F)``; output: ``(B, K, F)``.
+    """
     acc = torch.mul(tab[0], p[:, 0:1], out=out)
     for j in range(1, p.shape[1]):
         acc.addcmul_(tab[j], p[:, j : j + 1])
@@ -133,7 +149,7 @@ class StateMatvec(torch.autograd.Function):
     def forward(
         tab: torch.Tensor, tab_t: torch.Tensor, p: torch.Tensor, out: torch.Tensor | None
     ) -> torch.Tensor:
-        return _matvec_loop(tab, p, out)
+        return matvec_loop(tab, p, out)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
@@ -147,7 +163,7 @@ class StateMatvec(torch.autograd.Function):
         if ctx.needs_input_grad[
             2
         ]:  # grad_p[b, j] = sum_a tab[j, a] g[b, a] = sum_a tab_t[a, j] g[b, a]
-            grad_p = _matvec_loop(tab_t, g, None)
+            grad_p = matvec_loop(tab_t, g, None)
         if ctx.needs_input_grad[0]:  # grad_tab[j, a] = sum_b p[b, j] g[b, a]
             grad_tab = (p.unsqueeze(2) * g.unsqueeze(1)).sum(dim=0)
             if tab.shape[2] == 1:
@@ -184,7 +200,7 @@ def _contract(
         # under torch.compile plain autograd ops (dynamo's tracing of custom Functions trips
         # a deprecation warning, pytorch/pytorch#128439), which the compiler fuses anyway
         if inplace or tab_t is None or torch.compiler.is_compiling():
-            acc = _matvec_loop(tab, p, out)
+            acc = matvec_loop(tab, p, out)
         else:
             acc = StateMatvec.apply(tab, tab_t, p, None)
         lse = acc.sum(dim=1, keepdim=True).log2()
