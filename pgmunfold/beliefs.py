@@ -3,13 +3,61 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar, overload
 
 import torch
 
 from pgmunfold.graph import VariableArray
 
-__all__ = ["Beliefs", "NamedView"]
+__all__ = ["Beliefs", "Deferred", "NamedView"]
+
+T = TypeVar("T")
+
+
+class Deferred(Generic[T]):
+    """A value computed on first read: ``Deferred(fn)`` calls ``fn()`` once, with the autograd
+    mode that was active when it was created (so a ``no_grad`` forward stays graph-free)."""
+
+    def __init__(self, fn: Callable[[], T]) -> None:
+        self._fn = fn
+        self._grad = torch.is_grad_enabled()
+
+    def evaluate(self) -> T:
+        with torch.set_grad_enabled(self._grad):
+            return self._fn()
+
+    def then(self, fn: Callable[[T], T]) -> Deferred[T]:
+        """A deferred ``fn(value)``."""
+        return Deferred(lambda: fn(self.evaluate()))
+
+
+class _DeferredField(Generic[T]):
+    """Dataclass field that may hold a :class:`Deferred`, evaluated (and stored) on first read."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._slot = "_deferred_" + name
+
+    @overload
+    def __get__(self, obj: None, objtype: Any = None) -> _DeferredField[T]: ...
+    @overload
+    def __get__(self, obj: object, objtype: Any = None) -> T: ...
+    def __get__(self, obj: object | None, objtype: Any = None) -> T | _DeferredField[T]:
+        if obj is None:  # class access: no default value (a required field)
+            raise AttributeError(self._slot)
+        value = obj.__dict__[self._slot]
+        if isinstance(value, Deferred):
+            value = value.evaluate()
+            obj.__dict__[self._slot] = value
+        return value
+
+    def __set__(self, obj: object, value: T | Deferred[T]) -> None:
+        obj.__dict__[self._slot] = value
+
+    def transform(self, obj: object, fn: Callable[[T], T]) -> None:
+        """Apply ``fn`` to the stored value, deferred if the value is not evaluated yet."""
+        value = obj.__dict__[self._slot]
+        obj.__dict__[self._slot] = value.then(fn) if isinstance(value, Deferred) else fn(value)
 
 
 class NamedView(Mapping[Hashable, torch.Tensor]):
@@ -58,10 +106,13 @@ class Beliefs:
         log_marginals: normalised log marginals, states beyond a variable's cardinality at a
             large negative value.
         log_partition: Bethe estimate of ``log Z`` (BP, sum-product), the mean-field lower
-            bound (MF), or the score of :attr:`map_states` (max-product).
+            bound (MF), or the score of :attr:`map_states` (max-product). Computed on first read
+            (with the autograd mode of the forward pass), so inference that only needs
+            marginals does not pay for it.
         map_states: arg-max state of every variable's belief (for max-product BP, the MAP
             decode).
-        factor_log_beliefs: per factor group name, normalised log factor beliefs (BP only).
+        factor_log_beliefs: per factor group name, normalised log factor beliefs (BP only);
+            computed on first read, like :attr:`log_partition`.
         residual: largest absolute change of a (normalised) message probability (BP) or of a
             marginal (MF) in the last iteration; a convergence diagnostic in ``[0, 1]``.
         marginals: mapping name -> marginal probabilities.
@@ -74,10 +125,11 @@ class Beliefs:
     """
 
     log_marginals: torch.Tensor
-    log_partition: torch.Tensor
     map_states: torch.Tensor
     residual: torch.Tensor
-    factor_log_beliefs: dict[str, torch.Tensor] = field(default_factory=dict)
+    # required fields (the descriptor gives no default), typed as the values they yield
+    log_partition: _DeferredField[torch.Tensor] = _DeferredField()
+    factor_log_beliefs: _DeferredField[dict[str, torch.Tensor]] = _DeferredField()
     cards: torch.Tensor | None = None
     lookup: Callable[[Hashable], int] | None = None
     names: Callable[[int], Hashable] | None = None

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import nn
 
-from pgmunfold.beliefs import Beliefs
+from pgmunfold.beliefs import Beliefs, Deferred
 from pgmunfold.compile.schedule import factor_colouring, variable_colouring
 from pgmunfold.compile.wiring import GroupWiring, Wiring, build_wiring, slot_table
 from pgmunfold.graph import FactorGraph, GraphError, VariableArray
@@ -705,10 +705,13 @@ class UnfoldedNetwork(nn.Module):
             out = self._run_mf(u, thetas)
         if not batched:
             out.log_marginals = out.log_marginals.squeeze(0)
-            out.log_partition = out.log_partition.squeeze(0)
             out.map_states = out.map_states.squeeze(0)
             out.residual = out.residual.squeeze(0)
-            out.factor_log_beliefs = {k: v.squeeze(0) for k, v in out.factor_log_beliefs.items()}
+            fields = vars(Beliefs)
+            fields["log_partition"].transform(out, lambda t: t.squeeze(0))
+            fields["factor_log_beliefs"].transform(
+                out, lambda d: {k: v.squeeze(0) for k, v in d.items()}
+            )
         out.cards = self.cards
         out.lookup = self.graph.variable_id
         out.names = self.graph.variable_name
@@ -1026,21 +1029,36 @@ class UnfoldedNetwork(nn.Module):
             residual = (
                 (msg.exp() - prev.exp()).abs().amax(dim=(1, 2)) if msg.shape[1] else u.new_zeros(B)
             )
-        th = self._at(thetas, self.iterations - 1)
         log_marg = log_normalize(variable_beliefs(msg, u, self.var_slots))
         states = log_marg.argmax(dim=2)
-        fbel: dict[str, torch.Tensor] = {}
-        if self.semiring == "sum":
-            cav = bp_cavities(
-                msg, u, self.var_slots, self.edge_slot, self.edge_var, self.exact_cavity
-            )
-            lfb = bp_factor_log_beliefs(cav, th, self._mgroups)
-            logz = bethe_log_partition(log_marg, u, self.degree, lfb, th)
-            fbel = {g.name: b for g, b in zip(self._mgroups, lfb, strict=True)}
-        else:
-            logz = score_states(states, u, th, self._mgroups, self._scopes())
-        logz = _neg_inf_below_sentinel(logz + self._constant(thetas, self.iterations - 1))
-        return Beliefs(log_marg, logz, states, residual, fbel)
+        # log Z and the factor beliefs: computed when first read (one shared computation)
+        done: dict[str, Any] = {}
+
+        def factor_terms() -> dict[str, Any]:
+            if not done:
+                th = self._at(thetas, self.iterations - 1)
+                fbel: dict[str, torch.Tensor] = {}
+                if self.semiring == "sum":
+                    cav = bp_cavities(
+                        msg, u, self.var_slots, self.edge_slot, self.edge_var, self.exact_cavity
+                    )
+                    lfb = bp_factor_log_beliefs(cav, th, self._mgroups)
+                    logz = bethe_log_partition(log_marg, u, self.degree, lfb, th)
+                    fbel = {g.name: b for g, b in zip(self._mgroups, lfb, strict=True)}
+                else:
+                    logz = score_states(states, u, th, self._mgroups, self._scopes())
+                const = self._constant(thetas, self.iterations - 1)
+                done["logz"] = _neg_inf_below_sentinel(logz + const)
+                done["fbel"] = fbel
+            return done
+
+        return Beliefs(
+            log_marg,
+            states,
+            residual,
+            log_partition=Deferred(lambda: factor_terms()["logz"]),
+            factor_log_beliefs=Deferred(lambda: factor_terms()["fbel"]),
+        )
 
     def _scopes(self) -> list[torch.Tensor]:
         return [self._buffer(f"scope_{i}") for i in self._msg_idx]
@@ -1158,13 +1176,22 @@ class UnfoldedNetwork(nn.Module):
                 prev = q
                 q = self._layer(self._mf_step, q, u, self._at(thetas, t))
         residual = (q - prev).abs().amax(dim=(1, 2))
-        th = self._at(thetas, self.iterations - 1)
-        slot0 = [m[0] for m in mf_expected_potentials(q, th, self._mgroups, self.edge_var)]
-        logz = mean_field_bound(q, u, slot0, self._mgroups, self.edge_var)
         log_q = q.clamp_min(torch.finfo(q.dtype).tiny).log()
         log_marg = torch.where(q > 0, log_q, torch.full_like(log_q, NEG))
-        logz = _neg_inf_below_sentinel(logz + self._constant(thetas, self.iterations - 1))
-        return Beliefs(log_marg, logz, log_marg.argmax(dim=2), residual, {})
+
+        def bound() -> torch.Tensor:  # computed when first read
+            th = self._at(thetas, self.iterations - 1)
+            slot0 = [m[0] for m in mf_expected_potentials(q, th, self._mgroups, self.edge_var)]
+            logz = mean_field_bound(q, u, slot0, self._mgroups, self.edge_var)
+            return _neg_inf_below_sentinel(logz + self._constant(thetas, self.iterations - 1))
+
+        return Beliefs(
+            log_marg,
+            log_marg.argmax(dim=2),
+            residual,
+            log_partition=Deferred(bound),
+            factor_log_beliefs={},
+        )
 
 
 def compile(

@@ -6,6 +6,7 @@ import torch
 from helpers import grid
 
 import pgmunfold as pu
+from pgmunfold.beliefs import Deferred
 
 
 def test_untie_preserves_outputs_and_trains_copies_apart():
@@ -243,3 +244,24 @@ def test_torch_compile_gives_identical_outputs(k):
     out = torch.compile(net, backend="aot_eager")(unary={x: u})
     torch.testing.assert_close(out.log_marginals, ref.log_marginals, atol=1e-6, rtol=0)
     torch.testing.assert_close(out.log_partition, ref.log_partition, atol=1e-5, rtol=0)
+
+
+def test_log_partition_and_factor_beliefs_are_computed_on_first_read_in_the_forward_mode():
+    fg, _ = grid(3, k=3, seed=21)
+    net = pu.compile(fg, iterations=4, dtype=torch.float64)
+    with torch.no_grad():
+        out = net()
+    assert isinstance(vars(out)["_deferred_log_partition"], Deferred)  # not computed yet
+    logz = out.log_partition  # read outside no_grad: still computed without a graph
+    assert logz.grad_fn is None
+    assert out.log_partition is logz  # evaluated once
+    out2 = net()
+    with torch.no_grad():  # read inside no_grad: computed with the forward's autograd mode
+        logz2 = out2.log_partition
+        fb = out2.factor_log_beliefs["pairwise"]
+    assert logz2.grad_fn is not None and fb.grad_fn is not None
+    torch.testing.assert_close(logz2.detach(), logz)
+    single = net(unary=torch.zeros(9, 3, dtype=torch.float64))  # unbatched: squeezed lazily
+    assert single.log_partition.shape == () and single.factor_log_beliefs["pairwise"].dim() == 3
+    mf = pu.compile(fg, algorithm="mf", iterations=4, dtype=torch.float64)()
+    assert mf.factor_log_beliefs == {} and mf.log_partition.shape == ()
