@@ -833,9 +833,10 @@ class UnfoldedNetwork(nn.Module):
 
     def _run_binary(
         self, u: torch.Tensor, thetas: list[torch.Tensor]
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, Callable[[], torch.Tensor], torch.Tensor]:
         """Flooding BP in the log-odds domain (binary variables, arity <= 2, finite tables);
-        returns the general path's ``(B, E, 2)`` log-messages and the residual."""
+        returns the log marginals ``(B, V, 2)``, a function giving the general path's
+        ``(B, E, 2)`` log-messages, and the residual."""
         B = u.shape[0]
         unaries = _FoldedUnaries(self, thetas, lambda th: th[:, 1] - th[:, 0])
         ul = u[:, :, 1] - u[:, :, 0]
@@ -859,12 +860,20 @@ class UnfoldedNetwork(nn.Module):
                 field = unaries.field(ul)
         # convergence measured on message probabilities, immune to hard-zero sentinels
         residual = unaries.residual((torch.sigmoid(lo) - torch.sigmoid(prev)).abs().amax(dim=1))
-        pw = iter(lo[:, :-1].split([2 * n for n in self._pw_sizes], dim=1))
-        parts = [
-            unaries.messages[i].expand(B, -1) if g.arity == 1 else next(pw)
-            for i, g in enumerate(self._mgroups)
-        ]
-        return log_odds_to_log_messages(torch.cat(parts, dim=1)), residual
+        # marginals straight from the log-odds beliefs; the general path's messages (for log Z
+        # and the factor beliefs) only when those are read
+        V = field.shape[1]
+        belief = field + _select_columns(lo, self.bin_slots_t, None).view(B, -1, V).sum(dim=1)
+
+        def messages() -> torch.Tensor:
+            pw = iter(lo[:, :-1].split([2 * n for n in self._pw_sizes], dim=1))
+            parts = [
+                unaries.messages[i].expand(B, -1) if g.arity == 1 else next(pw)
+                for i, g in enumerate(self._mgroups)
+            ]
+            return log_odds_to_log_messages(torch.cat(parts, dim=1))
+
+        return log_odds_to_log_messages(belief), messages, residual
 
     def _pairwise_key(self, t: int) -> tuple[int, ...]:
         """Which copy of each pairwise group iteration ``t`` uses."""
@@ -910,9 +919,10 @@ class UnfoldedNetwork(nn.Module):
 
     def _run_pairwise(
         self, u: torch.Tensor, thetas: list[torch.Tensor]
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Flooding BP on the pairwise fast path; returns the general path's ``(B, E, K)``
-        natural-log messages and the residual."""
+    ) -> tuple[torch.Tensor, Callable[[], torch.Tensor], torch.Tensor]:
+        """Flooding BP on the pairwise fast path; returns the log marginals ``(B, V, K)``, a
+        function giving the general path's ``(B, E, K)`` natural-log messages, and the
+        residual."""
         B, _, K = u.shape
         P = int(self.pw_var.shape[0])
         unaries = _FoldedUnaries(self, thetas, log_normalize)
@@ -942,12 +952,21 @@ class UnfoldedNetwork(nn.Module):
             if unaries.update(th):
                 field = field_of()
         residual = unaries.residual((torch.exp2(msg) - torch.exp2(prev)).abs().amax(dim=(1, 2)))
-        pw = iter(state_major_to_edges(msg, self._pw_sizes))
-        parts = [
-            unaries.messages[i].unsqueeze(0).expand(B, -1, -1) if g.arity == 1 else next(pw)
-            for i, g in enumerate(self._mgroups)
-        ]
-        return torch.cat(parts, dim=1), residual
+        # marginals straight from the state-major beliefs; the general path's messages (for
+        # log Z and the factor beliefs) only when those are read
+        V = field.shape[2]
+        incoming = msg.view(B * K, -1).index_select(1, self.pw_slots_t).view(B, K, -1, V)
+        belief = (field + incoming.sum(dim=2)) / LOG2E
+
+        def messages() -> torch.Tensor:
+            pw = iter(state_major_to_edges(msg, self._pw_sizes))
+            parts = [
+                unaries.messages[i].unsqueeze(0).expand(B, -1, -1) if g.arity == 1 else next(pw)
+                for i, g in enumerate(self._mgroups)
+            ]
+            return torch.cat(parts, dim=1)
+
+        return log_normalize(belief.transpose(1, 2)), messages, residual
 
     def _pairwise_form(
         self, th: torch.Tensor, limit: float
@@ -1011,10 +1030,9 @@ class UnfoldedNetwork(nn.Module):
 
     def _run_bp(self, u: torch.Tensor, thetas: list[torch.Tensor]) -> Beliefs:
         B = u.shape[0]
-        if self.binary_fast:
-            msg, residual = self._run_binary(u, thetas)
-        elif self.pairwise_fast:
-            msg, residual = self._run_pairwise(u, thetas)
+        if self.binary_fast or self.pairwise_fast:
+            run = self._run_binary if self.binary_fast else self._run_pairwise
+            log_marg, messages, residual = run(u, thetas)
         else:
             msg = self._initial_messages(u, self._at(thetas, 0))
             prev = msg
@@ -1029,7 +1047,11 @@ class UnfoldedNetwork(nn.Module):
             residual = (
                 (msg.exp() - prev.exp()).abs().amax(dim=(1, 2)) if msg.shape[1] else u.new_zeros(B)
             )
-        log_marg = log_normalize(variable_beliefs(msg, u, self.var_slots))
+            log_marg = log_normalize(variable_beliefs(msg, u, self.var_slots))
+
+            def messages() -> torch.Tensor:
+                return msg
+
         states = log_marg.argmax(dim=2)
         # log Z and the factor beliefs: computed when first read (one shared computation)
         done: dict[str, Any] = {}
@@ -1040,7 +1062,12 @@ class UnfoldedNetwork(nn.Module):
                 fbel: dict[str, torch.Tensor] = {}
                 if self.semiring == "sum":
                     cav = bp_cavities(
-                        msg, u, self.var_slots, self.edge_slot, self.edge_var, self.exact_cavity
+                        messages(),
+                        u,
+                        self.var_slots,
+                        self.edge_slot,
+                        self.edge_var,
+                        self.exact_cavity,
                     )
                     lfb = bp_factor_log_beliefs(cav, th, self._mgroups)
                     logz = bethe_log_partition(log_marg, u, self.degree, lfb, th)
