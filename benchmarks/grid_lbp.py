@@ -3,7 +3,8 @@ mean-field) on N x N 4-neighbour grids, with declaration + compile time and peak
 
 Model (as in the performance issue): unary ~ N(0, 1), pairwise tables ~ 0.5 N(0, 1), sum-product,
 damping 0.5, float32. Run: ``python -m benchmarks.grid_lbp [--sizes 100 300 1000] [--ks 2 8]
-[--iters 20] [--algorithms bp mf] [--json out.json] [--device cpu|cuda]``.
+[--iters 20] [--algorithms bp mf] [--json out.json] [--device cpu|cuda]
+[--compare-pgmax /path/to/pgmax-env/bin/python]``.
 """
 
 from __future__ import annotations
@@ -122,6 +123,13 @@ def main(argv: list[str] | None = None) -> None:
         choices=["auto", "logsumexp", "matmul"],
         help="pairwise contraction; CUDA-graph capture needs logsumexp or matmul (no host read)",
     )
+    ap.add_argument(
+        "--compare-pgmax",
+        metavar="PYTHON",
+        default=None,
+        help="also run PGMax (the interpreter of its own environment) on the same BP grids, "
+        "through benchmarks.compare_pgmax, and print the ratio per row",
+    )
     args = ap.parse_args(argv)
     torch.manual_seed(0)
     rows = []
@@ -146,6 +154,18 @@ def main(argv: list[str] | None = None) -> None:
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(rows, fh, indent=1)
+    if args.compare_pgmax and args.device == "cpu" and "bp" in args.algorithms:
+        from benchmarks import compare_pgmax
+
+        print()
+        cmd = ["--pgmax-python", args.compare_pgmax, "--iters", str(args.iters)]
+        small = [n for n in args.sizes if n != 1000]
+        cmd += ["--sizes", *map(str, small or [32]), "--ks", *map(str, args.ks)]
+        if 1000 in args.sizes:
+            cmd += ["--include-1000", "--ks-1000", *map(str, args.ks)]
+        if args.json:
+            cmd += ["--json", args.json.removesuffix(".json") + "_pgmax.json"]
+        compare_pgmax.main(cmd)
 
 
 if __name__ == "__main__":

@@ -204,9 +204,9 @@ def _contract(
         else:
             acc = StateMatvec.apply(tab, tab_t, p, None)
         lse = acc.sum(dim=1, keepdim=True).log2()
-        if inplace:
-            return torch.log2(acc, out=acc).sub_(lse).clamp_min_(NEG)
-        return (acc.log2() - lse).clamp_min_(NEG)
+        msg = torch.log2(acc, out=acc).sub_(lse) if inplace else acc.log2() - lse
+        # "exp": every entry of acc is positive (see PairwiseTables), no -inf to clamp
+        return msg if form == "exp" else msg.clamp_min_(NEG)
     top = torch.add(tab[0], q[:, 0:1], out=out)
     for j in range(1, K):
         top = torch.maximum(top, tab[j] + q[:, j : j + 1], out=top if inplace else None)
