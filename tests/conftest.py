@@ -7,8 +7,11 @@ from hypothesis import settings
 sys.path.insert(0, os.path.dirname(__file__))
 
 settings.register_profile("default", max_examples=40, deadline=None)
+settings.register_profile("thorough", max_examples=600, deadline=None)
 settings.register_profile("ci", max_examples=40, deadline=None, derandomize=True)
-settings.load_profile("ci" if os.environ.get("CI") else "default")
+settings.load_profile(
+    os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "default")
+)
 
 # small tensors: one intra-op thread avoids oversubscription on the 2-core CI machines
 torch.set_num_threads(1)
