@@ -27,6 +27,7 @@ the baseline. Without PGMax the script says so and exits 0.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -133,6 +134,7 @@ def run_pgmunfold(
     unary_mode: str,
     dtype: torch.dtype = torch.float32,
     timed: bool = True,
+    device: str = "cpu",
 ) -> tuple[dict[str, Any], np.ndarray]:
     """Declare, compile and time pgmunfold BP on ``pot``.
 
@@ -144,6 +146,8 @@ def run_pgmunfold(
         unary_mode: ``"evidence"`` (``unary=`` input) or ``"factor"`` (unary factors).
         dtype: float dtype of the network.
         timed: ``False``: one call only (a reference run).
+        device: ``"cpu"`` or ``"cuda"``. On CUDA the network uses ``contraction="matmul"``
+            (no host read, so it can be captured) and is also timed as a CUDA-graph replay.
 
     Returns:
         The result row and the marginals ``(N, N, K)`` as float64 numpy.
@@ -155,22 +159,31 @@ def run_pgmunfold(
     fg, flat = build_pgmunfold(pot, unary_mode)
     declare_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    net = pu.compile(fg, algorithm="bp", iterations=iters, damping=damping, dtype=dtype)
+    contraction = "matmul" if device == "cuda" else "auto"
+    net = pu.compile(
+        fg, algorithm="bp", iterations=iters, damping=damping, dtype=dtype, contraction=contraction
+    ).to(device)
     compile_s = time.perf_counter() - t0
-    u = dense_unary(pot, flat, dtype) if unary_mode == "evidence" else None
+    u = dense_unary(pot, flat, dtype).to(device) if unary_mode == "evidence" else None
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     times: list[float] = []
     cpu: list[float] = []
+    graph_s: float | None = None
     with torch.no_grad():
         t0 = time.perf_counter()
         out = net(unary=u)
+        sync()
         first_call_s = time.perf_counter() - t0
         for _ in range(repeats if timed else 0):
             c0, t0 = time.process_time(), time.perf_counter()
             out = net(unary=u)
+            sync()
             times.append(time.perf_counter() - t0)
             cpu.append(time.process_time() - c0)
+        if device == "cuda" and timed:
+            graph_s = _graph_replay_s(functools.partial(net, unary=u), repeats)
     t_med = statistics.median(times) if times else first_call_s
-    marg = out.log_marginals.double().exp()[torch.from_numpy(flat)].numpy().reshape(n, n, k)
+    marg = out.log_marginals.double().exp().cpu()[torch.from_numpy(flat)].numpy().reshape(n, n, k)
     row = {
         "impl": "pgmunfold",
         "dtype": str(dtype).removeprefix("torch."),
@@ -188,9 +201,37 @@ def run_pgmunfold(
         "peak_rss_gb": rss_gb("VmHWM"),
         "peak_rss_is_per_row": reset_ok,
         "residual": float(out.residual),
+        "device": device,
     }
+    if graph_s is not None:
+        row["graph_s_per_iter"] = graph_s / iters
+    if device == "cuda":
+        row["gpu_peak_gb"] = torch.cuda.max_memory_allocated() / 1e9
+        torch.cuda.reset_peak_memory_stats()
     del net, out
     return row, marg
+
+
+def _graph_replay_s(call: Any, repeats: int) -> float:
+    """Median seconds of a CUDA-graph replay of ``call()`` (captured once, after a warm-up on a
+    side stream)."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        call()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        call()
+    graph.replay()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(max(repeats, 3)):
+        t0 = time.perf_counter()
+        graph.replay()
+        torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
 
 
 # ---------------------------------------------------------------------------- PGMax
@@ -265,7 +306,9 @@ def compare_row(n: int, k: int, args: argparse.Namespace, workdir: Path) -> dict
     npz = workdir / f"grid_N{n}_K{k}_seed{args.seed}.npz"
     np.savez(npz, **pot)  # type: ignore[arg-type]
     load0 = os.getloadavg()
-    pu_row, pu_marg = run_pgmunfold(pot, args.iters, args.damping, args.repeats, args.unary_mode)
+    pu_row, pu_marg = run_pgmunfold(
+        pot, args.iters, args.damping, args.repeats, args.unary_mode, device=args.device
+    )
     px_row, px_marg = run_pgmax(
         args.pgmax_python,
         npz,
@@ -290,6 +333,8 @@ def compare_row(n: int, k: int, args: argparse.Namespace, workdir: Path) -> dict
     }
     if px_marg is not None:
         row["ratio"] = px_row["s_per_iter"] / pu_row["s_per_iter"]
+        if "graph_s_per_iter" in pu_row:
+            row["graph_ratio"] = px_row["s_per_iter"] / pu_row["graph_s_per_iter"]
         # the same ratio on process CPU time (median per call), less sensitive to time slicing
         # on a shared machine; it counts every busy (or spinning) thread of each engine
         row["cpu_ratio"] = statistics.median(px_row["cpu_s"]) / statistics.median(pu_row["cpu_s"])
@@ -331,6 +376,10 @@ def format_row(r: dict[str, Any]) -> str:
     line += f"{p['msgs_per_s'] / 1e6:>10.1f}"
     line += f"{x['msgs_per_s'] / 1e6:>13.1f}{p['build_s']:>9.2f}{bc:>13}"
     line += f"{p['peak_rss_gb']:>8.2f}{x['peak_rss_gb']:>10.2f}{r['max_abs_diff']:>11.1e}"
+    if "graph_ratio" in r:
+        line += f"   CUDA graph: pu {p['graph_s_per_iter']:.2e} s/it, ratio {r['graph_ratio']:.2f}"
+    if "backend" in x:
+        line += f"   PGMax on {x['backend']}"
     return line
 
 
@@ -354,6 +403,12 @@ def main(argv: list[str] | None = None) -> int:
         help="torch intra-op threads (default: torch's); 1 also asks XLA for one thread",
     )
     ap.add_argument("--timeout", type=float, default=900, help="seconds per PGMax run")
+    ap.add_argument(
+        "--device",
+        choices=["cpu", "cuda"],
+        default="cpu",
+        help="pgmunfold's device; PGMax runs on jax's default backend (say which: see the rows)",
+    )
     ap.add_argument("--f64-reference", action="store_true", help="also diff vs pgmunfold f64")
     ap.add_argument("--workdir", default=None, help="where the .npz files go (default: temp)")
     ap.add_argument("--keep-files", action="store_true", help="keep .npz and PGMax outputs")
@@ -389,6 +444,8 @@ def main(argv: list[str] | None = None) -> int:
         "repeats": args.repeats,
         "unary_mode": args.unary_mode,
         "threads_arg": args.threads,
+        "device": args.device,
+        "gpu": torch.cuda.get_device_name() if args.device == "cuda" else None,
     }
     print(
         f"pgmunfold vs PGMax: sum-product BP, {args.iters} iterations, damping {args.damping}, "
