@@ -85,7 +85,9 @@ def pairwise_tables(
         ``theta``: ``(F, K, K)`` or ``(1, K, K)``; output tables: ``(K, K, F)``.
     """
     if form != "log":  # 2^(bits - max) = e^(theta - max)
-        entries = torch.exp(theta - theta.detach().amax(dim=(1, 2), keepdim=True))
+        # in place on the fresh difference (exp saves its output, not its input): one
+        # allocation of F * K^2 less
+        entries = (theta - theta.detach().amax(dim=(1, 2), keepdim=True)).exp_()
     else:
         entries = theta * LOG2E
     return PairwiseTables(form, *state_major_tables(entries))
