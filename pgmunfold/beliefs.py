@@ -135,6 +135,11 @@ class Beliefs:
     names: Callable[[int], Hashable] | None = None
     iterations: int = 0
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickling evaluates the deferred fields first (their closures do not pickle)."""
+        _ = self.log_partition, self.factor_log_beliefs
+        return dict(self.__dict__)
+
     @property
     def probs(self) -> torch.Tensor:
         """Marginal probabilities, padded states 0. Shape: ``(B, V, K)``."""

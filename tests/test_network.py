@@ -1,4 +1,5 @@
 import io
+import pickle
 
 import numpy as np
 import pytest
@@ -265,3 +266,14 @@ def test_log_partition_and_factor_beliefs_are_computed_on_first_read_in_the_forw
     assert single.log_partition.shape == () and single.factor_log_beliefs["pairwise"].dim() == 3
     mf = pu.compile(fg, algorithm="mf", iterations=4, dtype=torch.float64)()
     assert mf.factor_log_beliefs == {} and mf.log_partition.shape == ()
+
+
+def test_beliefs_pickle_with_unread_deferred_fields():
+    fg, _ = grid(3, k=3, seed=22)
+    out = pu.compile(fg, iterations=3, dtype=torch.float64)()
+    back = pickle.loads(pickle.dumps(out))
+    torch.testing.assert_close(back.log_partition, out.log_partition)
+    torch.testing.assert_close(
+        back.factor_log_beliefs["pairwise"], out.factor_log_beliefs["pairwise"]
+    )
+    torch.testing.assert_close(back.log_marginals, out.log_marginals)
