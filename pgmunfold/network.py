@@ -133,7 +133,7 @@ class _FoldedUnaries:
     ) -> None:
         self.net, self.message = net, message
         idx = net._un_idx
-        self.dynamic = any(max(net.copy_index[net._keys[net._msg_idx[i]]]) > 0 for i in idx)
+        self.dynamic = any(max(net._copies(i)) > 0 for i in idx)
         self.scopes = net._scopes()
         self.messages = self._fresh(net._at(thetas, 0))
         self.previous = self.messages
@@ -772,9 +772,19 @@ class UnfoldedNetwork(nn.Module):
             msg = msg.index_copy(1, edges, new)
         return msg
 
-    def _layer(self, step: Any, state: torch.Tensor, *args: Any) -> torch.Tensor:
-        """One iteration; under ``checkpoint=True`` (and autograd) its activations are recomputed
-        in the backward pass instead of stored."""
+    def _layer(
+        self,
+        step: Any,
+        state: torch.Tensor,
+        *args: Any,
+        ws: Workspace | None = None,
+        parity: int = 0,
+    ) -> torch.Tensor:
+        """One iteration. With an enabled workspace (no autograd) a fast-path step writes into
+        reused buffers (``parity`` alternates its two state buffers); under ``checkpoint=True``
+        (and autograd) its activations are recomputed in the backward pass instead of stored."""
+        if ws is not None and ws.enabled:
+            return step(state, *args, ws, parity)
         if self.checkpoint and torch.is_grad_enabled():
             out = torch.utils.checkpoint.checkpoint(step, state, *args, use_reentrant=False)
             assert isinstance(out, torch.Tensor)
@@ -852,10 +862,9 @@ class UnfoldedNetwork(nn.Module):
             key = self._pairwise_key(t)
             if key not in coeffs:  # once per distinct combination of copies
                 coeffs[key] = self._binary_coefficients(th)
-            if ws.enabled:
-                lo = self._binary_step(lo, field, coeffs[key], damping, ws, t % 2)
-            else:
-                lo = self._layer(self._binary_step, lo, field, coeffs[key], damping)
+            lo = self._layer(
+                self._binary_step, lo, field, coeffs[key], damping, ws=ws, parity=t % 2
+            )
             if unaries.update(th):
                 field = unaries.field(ul)
         # convergence measured on message probabilities, immune to hard-zero sentinels
@@ -875,9 +884,13 @@ class UnfoldedNetwork(nn.Module):
 
         return log_odds_to_log_messages(belief), messages, residual
 
+    def _copies(self, i: int) -> tuple[int, ...]:
+        """Per iteration, the copy of message group ``i`` (an index into ``_mgroups``)."""
+        return self.copy_index[self._keys[self._msg_idx[i]]]
+
     def _pairwise_key(self, t: int) -> tuple[int, ...]:
         """Which copy of each pairwise group iteration ``t`` uses."""
-        return tuple(self.copy_index[self._keys[self._msg_idx[i]]][t] for i in self._pw_idx)
+        return tuple(self._copies(i)[t] for i in self._pw_idx)
 
     def _pairwise_step(
         self,
@@ -945,10 +958,9 @@ class UnfoldedNetwork(nn.Module):
                 tables[key] = [
                     pairwise_tables(th[i], self._pairwise_form(th[i], limit)) for i in self._pw_idx
                 ]
-            if ws.enabled:
-                msg = self._pairwise_step(msg, field, tables[key], damping, ws, t % 2)
-            else:
-                msg = self._layer(self._pairwise_step, msg, field, tables[key], damping)
+            msg = self._layer(
+                self._pairwise_step, msg, field, tables[key], damping, ws=ws, parity=t % 2
+            )
             if unaries.update(th):
                 field = field_of()
         residual = unaries.residual((torch.exp2(msg) - torch.exp2(prev)).abs().amax(dim=(1, 2)))
@@ -1177,7 +1189,7 @@ class UnfoldedNetwork(nn.Module):
         for t in range(self.iterations):
             prev = q
             th = self._at(thetas, t)
-            ukey = tuple(self.copy_index[self._keys[self._msg_idx[i]]][t] for i in self._un_idx)
+            ukey = tuple(self._copies(i)[t] for i in self._un_idx)
             if ukey not in fields:  # the unary factors' field: their tables, whatever q is
                 f0 = u
                 for i in self._un_idx:
@@ -1187,10 +1199,9 @@ class UnfoldedNetwork(nn.Module):
             key = self._pairwise_key(t)
             if key not in tables:
                 tables[key] = [state_major_tables(th[i]) for i in self._pw_idx]
-            if ws.enabled:
-                q = self._mf_pairwise_step(q, fields[ukey], tables[key], damping, ws, t % 2)
-            else:
-                q = self._layer(self._mf_pairwise_step, q, fields[ukey], tables[key], damping)
+            q = self._layer(
+                self._mf_pairwise_step, q, fields[ukey], tables[key], damping, ws=ws, parity=t % 2
+            )
         return q.transpose(1, 2), prev.transpose(1, 2)
 
     def _run_mf(self, u: torch.Tensor, thetas: list[torch.Tensor]) -> Beliefs:
