@@ -44,6 +44,7 @@ from pgmunfold.infer.ops import (
     DensePairwise,
     dense_pairwise,
     dense_range_limit,
+    exclusive_sum,
     log_normalize,
 )
 from pgmunfold.infer.pairwise import (
@@ -242,6 +243,7 @@ class UnfoldedNetwork(nn.Module):
     pw_var: torch.Tensor
     pw_slots_t: torch.Tensor
     pw_partner_var: torch.Tensor
+    pw_slot_pos: torch.Tensor
 
     def __init__(
         self,
@@ -320,7 +322,6 @@ class UnfoldedNetwork(nn.Module):
             and not self.binary_fast
             and algorithm == "bp"
             and schedule == "parallel"
-            and not self.exact_cavity
             and pairwise_graph
         )
         self.mf_fast = fast_path and algorithm == "mf" and schedule == "parallel" and pairwise_graph
@@ -371,8 +372,14 @@ class UnfoldedNetwork(nn.Module):
             #   P (the zero padding column)
             # pw_partner_var: (P,) the variable at the other scope position of column p's factor
             pw_var = np.concatenate([sc[:, j] for sc in pw_scopes for j in (0, 1)])
+            # pw_slot_pos: (P,) position d * V + v of column p in pw_slots_t (exact cavities)
             buf("pw_var", pw_var.astype(np.int64))
-            buf("pw_slots_t", slot_table(pw_var, w.num_variables).T.reshape(-1))
+            slots_t = slot_table(pw_var, w.num_variables).T.reshape(-1)
+            buf("pw_slots_t", slots_t)
+            real = np.nonzero(slots_t < len(pw_var))[0]
+            pos = np.empty(len(pw_var), dtype=np.int64)
+            pos[slots_t[real]] = real
+            buf("pw_slot_pos", pos)
             partner = np.concatenate([sc[:, j] for sc in pw_scopes for j in (1, 0)])
             buf("pw_partner_var", partner.astype(np.int64))
 
@@ -915,15 +922,22 @@ class UnfoldedNetwork(nn.Module):
         # 2-d gathers along the last dim (a 3-d index_select there is ~10x slower on CPU)
         flat = msg.view(B * K, P1)
         incoming = torch.index_select(flat, 1, slots, out=ws("inc", (B * K, len(slots)), msg))
-        belief = torch.sum(incoming.view(B, K, -1, V), dim=2, out=ws("bel", (B, K, V), msg))
-        belief = torch.add(belief, field, out=belief if ws.enabled else None)
-        # a shift per variable (the messages do not depend on it): the largest state is at 0
-        top = belief.detach().amax(dim=1, keepdim=True)
-        belief = belief.sub_(top) if ws.enabled else belief - top
-        q = torch.index_select(
-            belief.view(B * K, V), 1, self.pw_var, out=ws("q", (B * K, P1 - 1), msg)
-        ).view(B, K, P1 - 1)
-        q = q.sub_(msg[:, :, :-1]) if ws.enabled else q - msg[:, :, :-1]
+        if self.exact_cavity:
+            # hard zeros: each cavity is the field plus the sum of the *other* incoming
+            # messages (no subtraction of sentinels), shifted per edge to a maximum of 0
+            cav = field.unsqueeze(2) + exclusive_sum(incoming.view(B, K, -1, V), dim=2)
+            cav = cav - cav.detach().amax(dim=1, keepdim=True)
+            q = cav.view(B * K, -1).index_select(1, self.pw_slot_pos).view(B, K, P1 - 1)
+        else:
+            belief = torch.sum(incoming.view(B, K, -1, V), dim=2, out=ws("bel", (B, K, V), msg))
+            belief = torch.add(belief, field, out=belief if ws.enabled else None)
+            # a shift per variable (the messages do not depend on it): the largest state at 0
+            top = belief.detach().amax(dim=1, keepdim=True)
+            belief = belief.sub_(top) if ws.enabled else belief - top
+            q = torch.index_select(
+                belief.view(B * K, V), 1, self.pw_var, out=ws("q", (B * K, P1 - 1), msg)
+            ).view(B, K, P1 - 1)
+            q = q.sub_(msg[:, :, :-1]) if ws.enabled else q - msg[:, :, :-1]
         out = ws(f"msg{parity}", (B, K, P1), msg)
         new = pairwise_messages(q, tables, self._pw_sizes, self.semiring, out=out)
         if self.damping == 0.0:

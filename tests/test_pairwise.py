@@ -25,7 +25,10 @@ def pairwise_graphs(draw):
     scale = draw(st.sampled_from([0.0, 0.1, 1.0, 5.0, 1000.0]))
     if draw(st.booleans()):  # a unary group before the pairwise block
         fg.add_factors(x.ids[:1, None], rng.normal(size=(1, k)), name="first")
-    fg.add_factors(pairs, scale * rng.normal(size=(m, k, k)), name="pair")
+    tabs = scale * rng.normal(size=(m, k, k))
+    if draw(st.booleans()):  # hard zeros: one forbidden pair of states per table
+        tabs[:, 0, k - 1] = -np.inf
+    fg.add_factors(pairs, tabs, name="pair")
     if draw(st.booleans()):  # a second pairwise group, one shared table
         fg.add_factors(pairs[::-1], rng.normal(size=(k, k)), name="shared")
     if draw(st.booleans()):
@@ -175,14 +178,14 @@ def test_applicability():
         dict(schedule="sequential"),
         dict(algorithm="mf"),
         dict(fast_path=False),
-        dict(exact_cavity=True),
     ):
         assert not pu.compile(fg, **kw).pairwise_fast, kw
     binary, _ = grid(3, k=2, seed=7)
     net = pu.compile(binary)
     assert net.binary_fast and not net.pairwise_fast
-    hard, _ = grid(3, k=3, seed=7, hard=True)  # -inf entries: exact cavities on the general path
-    assert not pu.compile(hard).pairwise_fast
+    hard, _ = grid(3, k=3, seed=7, hard=True)  # -inf entries: exact cavities, same fast path
+    net = pu.compile(hard)
+    assert net.pairwise_fast and net.exact_cavity
     mixed = pu.FactorGraph()
     mixed.add_variable("a", 3)
     mixed.add_variable("b", 4)
@@ -305,3 +308,32 @@ def test_mean_field_fast_path_with_hard_zeros():
     assert not torch.isnan(a.log_marginals).any()
     torch.testing.assert_close(a.log_marginals.exp(), b.log_marginals.exp(), atol=1e-12, rtol=0)
     torch.testing.assert_close(a.log_partition, b.log_partition)
+
+
+@pytest.mark.parametrize("semiring", ["sum", "max"])
+@pytest.mark.parametrize("hard", [True, False])
+def test_exact_cavities_gradients_equal_general(semiring, hard):
+    fg, x = grid(3, k=3, coupling=1.0, seed=8, hard=hard)
+    u0 = torch.randn(2, 3, 3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(8))
+    outs, grads = [], []
+    for fast in (True, False):
+        # finite tables with exact_cavity=True: the exp form with per-edge exclusive sums
+        net = pu.compile(
+            fg,
+            iterations=5,
+            damping=0.3,
+            semiring=semiring,
+            exact_cavity=True,
+            dtype=torch.float64,
+            fast_path=fast,
+        )
+        assert net.pairwise_fast == fast
+        u = u0.clone().requires_grad_()
+        out = net(unary={x: u}, evidence={("x", 1, 1): torch.tensor([0, 2])})
+        (out.log_partition.sum() + out.log_marginals.exp()[..., 1].sum()).backward()
+        outs.append(out)
+        grads.append([u.grad, *[p.grad for p in net.parameters()]])
+    _assert_same(outs[0], outs[1], semiring)
+    for a, b in zip(*grads, strict=True):
+        assert not torch.isnan(a).any()
+        torch.testing.assert_close(a, b)

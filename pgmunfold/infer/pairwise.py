@@ -1,5 +1,7 @@
 """Fast path: flooding loopy BP on graphs whose factors are all unary or pairwise over variables
-of one cardinality ``K``, in a *state-major* layout and in base-2 log units.
+of one cardinality ``K``, in a *state-major* layout and in base-2 log units. Hard zeros are
+allowed: the caller then forms cavities as exclusive sums (no subtraction of sentinels), and
+sentinels in bits are :data:`NEG_BITS`, which convert back to exactly :data:`NEG` nats.
 
 Why a second layout: with ``K`` a small innermost dimension (the public ``(B, item, K)``
 layout), every per-state reduction and broadcast of a CPU kernel runs over 4-16 contiguous
@@ -37,6 +39,7 @@ from pgmunfold.infer.ops import NEG, Semiring
 
 __all__ = [
     "LOG2E",
+    "NEG_BITS",
     "PairwiseTables",
     "StateMatvec",
     "matvec_loop",
@@ -49,6 +52,9 @@ __all__ = [
 
 LOG2E = 1.0 / math.log(2.0)
 """Bits per nat."""
+
+NEG_BITS = NEG * LOG2E
+"""The hard-zero sentinel in bits: it converts back to exactly :data:`NEG` nats."""
 
 
 class PairwiseTables(NamedTuple):
@@ -111,7 +117,7 @@ def _normalise_bits(x: torch.Tensor, inplace: bool) -> torch.Tensor:
     overwrites ``x`` (no-grad only)."""
     y = x.sub_(x.amax(dim=1, keepdim=True)) if inplace else x - x.detach().amax(dim=1, keepdim=True)
     lse = torch.exp2(y).sum(dim=1, keepdim=True).log2()
-    return (y.sub_(lse) if inplace else y - lse).clamp_min_(NEG)
+    return (y.sub_(lse) if inplace else y - lse).clamp_min_(NEG_BITS)
 
 
 def state_matvec_naive(tab: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
@@ -210,9 +216,11 @@ def _contract(
         else:
             acc = StateMatvec.apply(tab, tab_t, p, None)
         lse = acc.sum(dim=1, keepdim=True).log2()
+        if form == "exp_shifted":  # unchecked: a contradiction gives zeros, never -inf - -inf
+            lse = lse.clamp_min(NEG_BITS)
         msg = torch.log2(acc, out=acc).sub_(lse) if inplace else acc.log2() - lse
         # "exp": every entry of acc is positive (see PairwiseTables), no -inf to clamp
-        return msg if form == "exp" else msg.clamp_min_(NEG)
+        return msg if form == "exp" else msg.clamp_min_(NEG_BITS)
     top = torch.add(tab[0], q[:, 0:1], out=out)
     for j in range(1, K):
         top = torch.maximum(top, tab[j] + q[:, j : j + 1], out=top if inplace else None)
