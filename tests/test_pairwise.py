@@ -49,6 +49,30 @@ def _assert_same(a, b, semiring, tol=1e-9):
         torch.testing.assert_close(a.factor_log_beliefs[name], fb, atol=tol, rtol=tol)
 
 
+def _fast_and_general(fg, x, u0, loss_state=1, evidence=None, perturb=False, **kw):
+    """Nets, outputs and gradients (unary input, then every parameter) of the fast path and of
+    the general path on the same graph and input; ``perturb`` moves every parameter copy by the
+    same seeded noise in both nets (so that untied copies differ)."""
+    nets, outs, grads = [], [], []
+    for fast in (True, False):
+        net = pu.compile(fg, dtype=torch.float64, fast_path=fast, **kw)
+        if perturb:
+            gen = torch.Generator().manual_seed(11)
+            with torch.no_grad():
+                for p in net.parameters():
+                    p.add_(0.3 * torch.randn(p.shape, dtype=p.dtype, generator=gen))
+        u = u0.clone().requires_grad_()
+        out = net(unary={x: u}, evidence=evidence)
+        (out.log_partition.sum() + out.log_marginals.exp()[..., loss_state].sum()).backward()
+        nets.append(net)
+        outs.append(out)
+        grads.append([u.grad, *[p.grad for p in net.parameters()]])
+    for a, b in zip(*grads, strict=True):
+        assert not torch.isnan(a).any()
+        torch.testing.assert_close(a, b)
+    return nets, outs
+
+
 @given(
     pairwise_graphs(),
     st.sampled_from(["sum", "max"]),
@@ -86,32 +110,11 @@ def test_untied_gradients_equal_general(semiring, untie_last):
     rng = np.random.default_rng(3)
     fg, x = grid(3, k=4, coupling=1.0, seed=3)
     fg.add_factors(x.ids.reshape(-1, 1), rng.normal(size=(9, 4)), name="unary2")
-    outs, grads = [], []
     u0 = torch.as_tensor(rng.normal(size=(2, 3, 3, 4)))
-    for fast in (True, False):
-        net = pu.compile(
-            fg,
-            iterations=5,
-            damping=0.3,
-            semiring=semiring,
-            untie=True,
-            untie_last=untie_last,
-            dtype=torch.float64,
-            fast_path=fast,
-        )
-        assert net.pairwise_fast == fast
-        gen = torch.Generator().manual_seed(11)
-        with torch.no_grad():  # distinct copies (the same in both nets), so untying matters
-            for p in net.parameters():
-                p.add_(0.3 * torch.randn(p.shape, dtype=p.dtype, generator=gen))
-        u = u0.clone().requires_grad_()
-        out = net(unary={x: u})
-        (out.log_partition.sum() + out.log_marginals[..., 1].sum()).backward()
-        outs.append(out)
-        grads.append([u.grad, *[p.grad for p in net.parameters()]])
+    kw = dict(iterations=5, damping=0.3, semiring=semiring, untie=True, untie_last=untie_last)
+    nets, outs = _fast_and_general(fg, x, u0, perturb=True, **kw)
+    assert nets[0].pairwise_fast and not nets[1].pairwise_fast
     _assert_same(outs[0], outs[1], semiring)
-    for a, b in zip(grads[0], grads[1], strict=True):
-        torch.testing.assert_close(a, b)
 
 
 @pytest.mark.parametrize("semiring", ["sum", "max"])
@@ -271,28 +274,9 @@ def test_mean_field_fast_path_untied_gradients_and_gradcheck(k):
     rng = np.random.default_rng(k)
     fg, x = grid(3, k=k, coupling=1.0, seed=k)
     u0 = torch.as_tensor(rng.normal(size=(2, 3, 3, k)))
-    grads = []
-    for fast in (True, False):
-        net = pu.compile(
-            fg,
-            algorithm="mf",
-            iterations=4,
-            damping=0.3,
-            untie=True,
-            dtype=torch.float64,
-            fast_path=fast,
-        )
-        assert net.mf_fast == fast
-        gen = torch.Generator().manual_seed(5)
-        with torch.no_grad():
-            for p in net.parameters():
-                p.add_(0.3 * torch.randn(p.shape, dtype=p.dtype, generator=gen))
-        u = u0.clone().requires_grad_()
-        out = net(unary={x: u})
-        (out.log_partition.sum() + out.log_marginals[..., 0].sum()).backward()
-        grads.append([u.grad, *[p.grad for p in net.parameters()]])
-    for a, b in zip(*grads, strict=True):
-        torch.testing.assert_close(a, b)
+    kw = dict(algorithm="mf", iterations=4, damping=0.3, untie=True)
+    nets, _ = _fast_and_general(fg, x, u0, loss_state=0, perturb=True, **kw)
+    assert nets[0].mf_fast and not nets[1].mf_fast
     net = pu.compile(fg, algorithm="mf", iterations=3, damping=0.2, dtype=torch.float64)
     uu = u0[:1].clone().requires_grad_()
     assert torch.autograd.gradcheck(lambda v: net(unary={x: v}).log_partition, (uu,))
@@ -315,25 +299,9 @@ def test_mean_field_fast_path_with_hard_zeros():
 def test_exact_cavities_gradients_equal_general(semiring, hard):
     fg, x = grid(3, k=3, coupling=1.0, seed=8, hard=hard)
     u0 = torch.randn(2, 3, 3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(8))
-    outs, grads = [], []
-    for fast in (True, False):
-        # finite tables with exact_cavity=True: the exp form with per-edge exclusive sums
-        net = pu.compile(
-            fg,
-            iterations=5,
-            damping=0.3,
-            semiring=semiring,
-            exact_cavity=True,
-            dtype=torch.float64,
-            fast_path=fast,
-        )
-        assert net.pairwise_fast == fast
-        u = u0.clone().requires_grad_()
-        out = net(unary={x: u}, evidence={("x", 1, 1): torch.tensor([0, 2])})
-        (out.log_partition.sum() + out.log_marginals.exp()[..., 1].sum()).backward()
-        outs.append(out)
-        grads.append([u.grad, *[p.grad for p in net.parameters()]])
+    # finite tables with exact_cavity=True: the exp form with per-edge exclusive sums
+    kw = dict(iterations=5, damping=0.3, semiring=semiring, exact_cavity=True)
+    ev = {("x", 1, 1): torch.tensor([0, 2])}
+    nets, outs = _fast_and_general(fg, x, u0, evidence=ev, **kw)
+    assert nets[0].pairwise_fast and not nets[1].pairwise_fast
     _assert_same(outs[0], outs[1], semiring)
-    for a, b in zip(*grads, strict=True):
-        assert not torch.isnan(a).any()
-        torch.testing.assert_close(a, b)
