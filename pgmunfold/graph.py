@@ -13,6 +13,7 @@ group per distinct cardinality signature the first time :attr:`FactorGraph.group
 from __future__ import annotations
 
 import bisect
+import math
 from collections.abc import Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -69,7 +70,7 @@ class VariableArray:
 
     @property
     def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
+        return math.prod(self.shape)  # a Python int (np.prod breaks torch.compile graphs)
 
     @property
     def ids(self) -> np.ndarray:

@@ -49,9 +49,11 @@ from pgmunfold.infer.ops import (
 )
 from pgmunfold.infer.pairwise import (
     LOG2E,
+    NEG_BITS,
     PairwiseTables,
     StateMatvec,
     matvec_loop,
+    pad_states,
     pairwise_messages,
     pairwise_tables,
     state_major_tables,
@@ -104,6 +106,12 @@ def _refine_plan(plan: tuple[int, ...], start: int) -> tuple[int, ...]:
     return tuple(ids.setdefault(lab, len(ids)) for lab in labels)
 
 
+def _pad_last(x: torch.Tensor, size: int, value: float) -> torch.Tensor:
+    """Pad the last (state) axis of ``x`` to ``size`` with ``value``."""
+    k = x.shape[-1]
+    return x if k == size else F.pad(x, (0, size - k), value=value)
+
+
 def _select_columns(x: torch.Tensor, index: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
     """``x[:, index]`` as an ``index_select``; for one row, a 1-d one (~1.7x faster on CPU).
 
@@ -122,27 +130,28 @@ class _FoldedUnaries:
     slots. Across untied copies its message is damped exactly as on the general path, and a
     new message enters the next iteration's field.
 
-    ``message`` maps a group's tables ``(F or 1, K)`` to its messages: ``(F or 1, K)``
-    normalised log-messages (pairwise path) or ``(F or 1,)`` log-odds (binary path).
+    Messages are ``(F or 1,)`` log-odds (``log_odds=True``, binary path) or ``(F or 1, K)``
+    normalised log-messages padded to the network's ``K`` states with hard zeros (pairwise
+    path).
     """
 
-    def __init__(
-        self,
-        net: UnfoldedNetwork,
-        thetas: list[torch.Tensor],
-        message: Callable[[torch.Tensor], torch.Tensor],
-    ) -> None:
-        self.net, self.message = net, message
+    def __init__(self, net: UnfoldedNetwork, thetas: list[torch.Tensor], log_odds: bool) -> None:
+        self.net, self.log_odds = net, log_odds
         idx = net._un_idx
         self.dynamic = any(max(net._copies(i)) > 0 for i in idx)
         self.scopes = net._scopes()
         self.messages = self._fresh(net._at(thetas, 0))
         self.previous = self.messages
 
+    def _message(self, th: torch.Tensor) -> torch.Tensor:
+        if self.log_odds:
+            return th[:, 1] - th[:, 0]
+        return log_normalize(_pad_last(th, self.net.max_card, NEG))
+
     def _fresh(self, th: list[torch.Tensor]) -> dict[int, torch.Tensor]:
         out = {}
         for i in self.net._un_idx:
-            m = self.message(th[i])
+            m = self._message(th[i])
             out[i] = m.expand(self.net._mgroups[i].num_factors, *m.shape[1:])
         return out
 
@@ -311,10 +320,10 @@ class UnfoldedNetwork(nn.Module):
             and bool((w.cards == 2).all())
             and all(g.arity <= 2 for g in w.groups)
         )
+        self._uniform_cards = bool((w.cards == w.max_card).all())
         pairwise_graph = (
             any(g.arity == 2 for g in w.groups)
             and all(g.arity <= 2 for g in w.groups)
-            and bool((w.cards == w.max_card).all())
             and w.max_card <= PAIRWISE_MAX_CARD
         )
         self.pairwise_fast = (
@@ -855,7 +864,7 @@ class UnfoldedNetwork(nn.Module):
         returns the log marginals ``(B, V, 2)``, a function giving the general path's
         ``(B, E, 2)`` log-messages, and the residual."""
         B = u.shape[0]
-        unaries = _FoldedUnaries(self, thetas, lambda th: th[:, 1] - th[:, 0])
+        unaries = _FoldedUnaries(self, thetas, log_odds=True)
         ul = u[:, :, 1] - u[:, :, 0]
         field = unaries.field(ul)
         lo = u.new_zeros(B, self.bin_partner_edge.shape[0])  # pairwise messages start uniform
@@ -952,13 +961,18 @@ class UnfoldedNetwork(nn.Module):
         residual."""
         B, _, K = u.shape
         P = int(self.pw_var.shape[0])
-        unaries = _FoldedUnaries(self, thetas, log_normalize)
+        unaries = _FoldedUnaries(self, thetas, log_odds=False)
 
         def field_of() -> torch.Tensor:
             return (unaries.field(u) * LOG2E).transpose(1, 2).contiguous()
 
         field = field_of()
-        msg = torch.cat([u.new_full((B, K, P), -math.log2(K)), u.new_zeros(B, K, 1)], dim=2)
+        if self._uniform_cards:  # uniform messages
+            init = u.new_full((B, K, P), -math.log2(K))
+        else:  # uniform over each variable's own states, as on the general path
+            base = (log_normalize(self.base_unary) * LOG2E).t()[:, self.pw_var]
+            init = base.clamp_min(NEG_BITS).unsqueeze(0).expand(B, K, P)
+        msg = torch.cat([init, u.new_zeros(B, K, 1)], dim=2)
         prev = msg
         damping = u.new_tensor(self.damping)
         ws = Workspace.for_forward()
@@ -970,7 +984,8 @@ class UnfoldedNetwork(nn.Module):
             key = self._pairwise_key(t)
             if key not in tables:  # once per distinct combination of copies
                 tables[key] = [
-                    pairwise_tables(th[i], self._pairwise_form(th[i], limit)) for i in self._pw_idx
+                    pairwise_tables(th[i], self._pairwise_form(th[i], limit), K)
+                    for i in self._pw_idx
                 ]
             msg = self._layer(
                 self._pairwise_step, msg, field, tables[key], damping, ws=ws, parity=t % 2
@@ -1192,7 +1207,7 @@ class UnfoldedNetwork(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Parallel mean-field on the pairwise fast path; returns the last two ``q``
         ``(B, V, K)`` (natural layout)."""
-        B = u.shape[0]
+        B, _, K = u.shape
         scopes = self._scopes()
         ws = Workspace.for_forward()
         damping = u.new_tensor(self.damping)
@@ -1207,12 +1222,12 @@ class UnfoldedNetwork(nn.Module):
             if ukey not in fields:  # the unary factors' field: their tables, whatever q is
                 f0 = u
                 for i in self._un_idx:
-                    tab = th[i].expand(self._mgroups[i].num_factors, -1)
+                    tab = _pad_last(th[i], K, 0.0).expand(self._mgroups[i].num_factors, -1)
                     f0 = f0.index_add(1, scopes[i][:, 0], tab.unsqueeze(0).expand(B, -1, -1))
                 fields[ukey] = f0.transpose(1, 2).contiguous()
             key = self._pairwise_key(t)
-            if key not in tables:
-                tables[key] = [state_major_tables(th[i]) for i in self._pw_idx]
+            if key not in tables:  # padded states: weight 0 (their marginal is exactly 0)
+                tables[key] = [state_major_tables(pad_states(th[i], K, 0.0)) for i in self._pw_idx]
             q = self._layer(
                 self._mf_pairwise_step, q, fields[ukey], tables[key], damping, ws=ws, parity=t % 2
             )

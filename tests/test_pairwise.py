@@ -193,7 +193,7 @@ def test_applicability():
     mixed.add_variable("a", 3)
     mixed.add_variable("b", 4)
     mixed.add_factor(["a", "b"], np.zeros((3, 4)))
-    assert not pu.compile(mixed).pairwise_fast
+    assert pu.compile(mixed).pairwise_fast  # padded to 4 states
     triple = pu.FactorGraph()
     t = triple.add_variables("t", 3, 3)
     triple.add_factors(t.ids[None, :], np.zeros((1, 3, 3, 3)))
@@ -305,3 +305,78 @@ def test_exact_cavities_gradients_equal_general(semiring, hard):
     nets, outs = _fast_and_general(fg, x, u0, evidence=ev, **kw)
     assert nets[0].pairwise_fast and not nets[1].pairwise_fast
     _assert_same(outs[0], outs[1], semiring)
+
+
+@st.composite
+def mixed_graphs(draw):
+    """Pairwise graphs over variables of 2 to 4 states: groups by cardinality signature."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**31 - 1)))
+    fg = pu.FactorGraph()
+    cards = [draw(st.integers(2, 4)) for _ in range(draw(st.integers(2, 6)))]
+    for i, c in enumerate(cards):
+        fg.add_variable(i, c)
+    for _ in range(draw(st.integers(1, 8))):
+        a, b = (int(v) for v in rng.choice(len(cards), 2, replace=False))
+        tab = draw(st.sampled_from([1.0, 1000.0])) * rng.normal(size=(cards[a], cards[b]))
+        if draw(st.booleans()):
+            tab[0, -1] = -np.inf
+        fg.add_factor([a, b], tab)
+    if draw(st.booleans()):
+        fg.add_factor([0], rng.normal(size=cards[0]))
+    return fg
+
+
+@given(
+    mixed_graphs(),
+    st.sampled_from([("bp", "sum"), ("bp", "max"), ("mf", "sum")]),
+    st.sampled_from([0.0, 0.4]),
+    st.booleans(),
+    st.integers(0, 2**31 - 1),
+)
+def test_mixed_cardinalities_equal_general(fg, mode, damping, with_evidence, seed):
+    alg, semiring = mode
+    kw = dict(algorithm=alg, semiring=semiring, iterations=5, damping=damping, dtype=torch.float64)
+    fast, slow = pu.compile(fg, **kw), pu.compile(fg, fast_path=False, **kw)
+    assert fast.pairwise_fast or fast.mf_fast or fast.binary_fast
+    gen = torch.Generator().manual_seed(seed)
+    u = torch.randn(2, len(fg), int(fast.max_card), dtype=torch.float64, generator=gen)
+    c0 = int(fg.cardinalities[0])
+    ev = {0: torch.randint(0, c0, (2,), generator=gen)} if with_evidence else None
+    ref = slow(unary=u, evidence=ev)
+    for grad in (True, False):
+        with torch.set_grad_enabled(grad):
+            out = fast(unary=u, evidence=ev)
+        torch.testing.assert_close(out.log_marginals, ref.log_marginals, atol=1e-9, rtol=1e-9)
+        if semiring == "sum":
+            torch.testing.assert_close(out.log_partition, ref.log_partition, atol=1e-8, rtol=1e-9)
+
+
+@pytest.mark.parametrize("alg", ["bp", "mf"])
+def test_mixed_cardinalities_gradients_equal_general(alg):
+    rng = np.random.default_rng(12)
+    fg = pu.FactorGraph()
+    x = fg.add_variables("x", 4, 3)
+    y = fg.add_variables("y", 4, 2)
+    ring = np.stack([x.ids, np.roll(x.ids, 1)], 1)
+    fg.add_factors(ring, rng.normal(size=(4, 3, 3)))
+    fg.add_factors(np.stack([x.ids, y.ids], 1), rng.normal(size=(4, 3, 2)))
+    fg.add_factors(y.ids[:, None], rng.normal(size=(4, 2)))
+    u0 = torch.randn(2, 8, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    grads = []
+    for fast in (True, False):
+        net = pu.compile(
+            fg,
+            algorithm=alg,
+            iterations=4,
+            damping=0.3,
+            untie=True,
+            dtype=torch.float64,
+            fast_path=fast,
+        )
+        assert (net.pairwise_fast or net.mf_fast) == fast
+        u = u0.clone().requires_grad_()
+        out = net(unary=u)
+        (out.log_partition.sum() + out.log_marginals.exp()[..., 1].sum()).backward()
+        grads.append([u.grad, *[p.grad for p in net.parameters()]])
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b)

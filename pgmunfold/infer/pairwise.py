@@ -1,5 +1,7 @@
-"""Fast path: flooding loopy BP on graphs whose factors are all unary or pairwise over variables
-of one cardinality ``K``, in a *state-major* layout and in base-2 log units. Hard zeros are
+"""Fast path: flooding loopy BP on graphs whose factors are all unary or pairwise, in a
+*state-major* layout and in base-2 log units. Variables with fewer than ``K`` (the largest
+cardinality) states are padded: their missing states carry the hard-zero sentinel in the field,
+so they get probability 0 exactly. Hard zeros are
 allowed: the caller then forms cavities as exclusive sums (no subtraction of sentinels), and
 sentinels in bits are :data:`NEG_BITS`, which convert back to exactly :data:`NEG` nats.
 
@@ -43,6 +45,7 @@ __all__ = [
     "PairwiseTables",
     "StateMatvec",
     "matvec_loop",
+    "pad_states",
     "pairwise_messages",
     "pairwise_tables",
     "state_major_tables",
@@ -82,20 +85,38 @@ class PairwiseTables(NamedTuple):
     to1: torch.Tensor
 
 
-def pairwise_tables(
-    theta: torch.Tensor, form: Literal["exp", "exp_shifted", "log"]
-) -> PairwiseTables:
-    """State-major tables in bits of a pairwise group of natural log-potentials.
+def pad_states(theta: torch.Tensor, K: int, value: float) -> torch.Tensor:
+    """Pad the state axes of ``(F, k0, k1)`` tables to ``(F, K, K)`` with ``value`` (entries of
+    states a variable does not have).
 
     Shape:
-        ``theta``: ``(F, K, K)`` or ``(1, K, K)``; output tables: ``(K, K, F)``.
+        ``theta``: ``(F, k0, k1)``; output: ``(F, K, K)``.
+    """
+    k0, k1 = theta.shape[1:]
+    if k0 == K and k1 == K:
+        return theta
+    return torch.nn.functional.pad(theta, (0, K - k1, 0, K - k0), value=value)
+
+
+def pairwise_tables(
+    theta: torch.Tensor, form: Literal["exp", "exp_shifted", "log"], K: int
+) -> PairwiseTables:
+    """State-major tables of a pairwise group of natural log-potentials, padded to ``K``
+    states (variables of fewer states: the missing ones hold a hard zero).
+
+    Shape:
+        ``theta``: ``(F, k0, k1)`` or ``(1, k0, k1)``; output tables: ``(K, K, F)``.
     """
     if form != "log":  # 2^(bits - max) = e^(theta - max)
         # in place on the fresh difference (exp saves its output, not its input): one
         # allocation of F * K^2 less
         entries = (theta - theta.detach().amax(dim=(1, 2), keepdim=True)).exp_()
+        # padded states: 1, not 0. A missing source state has weight 2^q = 0 exactly anyway
+        # (its field is the hard-zero sentinel); a missing target state then gets a positive
+        # sum, never log2(0), whose gradient would be NaN; its belief stays a hard zero
+        entries = pad_states(entries, K, 1.0)
     else:
-        entries = theta * LOG2E
+        entries = pad_states(theta * LOG2E, K, NEG_BITS)
     return PairwiseTables(form, *state_major_tables(entries))
 
 
