@@ -220,8 +220,10 @@ class UnfoldedNetwork(nn.Module):
         dtype: floating dtype of the potentials and float buffers (default: torch's default).
             A later ``.to(torch.float64)`` is equally exact for potentials that still hold
             their declared values (they are reloaded from the float64 tables; see ``_apply``).
-        fast_path: use specialised kernels where they apply (binary variables with unary and
-            pairwise factors only, finite tables, flooding BP: scalar log-odds messages). The
+        fast_path: use specialised kernels where they apply, all for unary and pairwise
+            factors only with the parallel schedule: flooding BP on binary variables with
+            finite tables (scalar log-odds messages, ``binary_fast``); other flooding BP
+            (state-major messages, ``pairwise_fast``); parallel mean-field (``mf_fast``). The
             general path computes the same function; ``False`` forces it.
         checkpoint: memory-bounded training: each iteration's intermediate activations are
             recomputed in the backward pass (``torch.utils.checkpoint``), so only the messages
