@@ -51,13 +51,12 @@ from pgmunfold.infer.pairwise import (
     LOG2E,
     NEG_BITS,
     PairwiseTables,
-    StateMatvec,
-    matvec_loop,
     pad_states,
     pairwise_messages,
     pairwise_tables,
     state_major_tables,
     state_major_to_edges,
+    state_matvec,
 )
 from pgmunfold.infer.workspace import Workspace
 
@@ -1182,11 +1181,7 @@ class UnfoldedNetwork(nn.Module):
         for (to0, to1), n in zip(tables, self._pw_sizes, strict=True):
             for s_, t, tt in ((start, to0, to1), (start + n, to1, to0)):
                 o = None if out is None else out.narrow(2, s_, n)
-                src = qp.narrow(2, s_, n)
-                if ws.enabled or torch.compiler.is_compiling():
-                    parts.append(matvec_loop(t, src, o))
-                else:
-                    parts.append(StateMatvec.apply(t, tt, src, None))
+                parts.append(state_matvec(t, tt, qp.narrow(2, s_, n), o))
             start += 2 * n
         if out is None:
             m = torch.cat([*parts, q.new_zeros(B, K, 1)], dim=2)

@@ -50,6 +50,7 @@ __all__ = [
     "pairwise_tables",
     "state_major_tables",
     "state_major_to_edges",
+    "state_matvec",
     "state_matvec_naive",
 ]
 
@@ -204,6 +205,25 @@ class StateMatvec(torch.autograd.Function):
         return grad_tab, None, grad_p, None
 
 
+def state_matvec(
+    tab: torch.Tensor, tab_t: torch.Tensor | None, p: torch.Tensor, out: torch.Tensor | None
+) -> torch.Tensor:
+    """``out[b, a, f] = sum_j tab[j, a, f] p[b, j, f]``: in place into ``out`` (no-grad), with
+    :class:`StateMatvec`'s hand-written backward under autograd, or with plain ops under
+    ``torch.compile`` (dynamo's tracing of custom Functions trips a deprecation warning,
+    pytorch/pytorch#128439; the compiler fuses the loop anyway) or without ``tab_t``.
+
+    Shape:
+        ``tab``, ``tab_t``: ``(K, K, F or 1)``; ``p``, ``out``: ``(B, K, F)``; output:
+        ``(B, K, F)``.
+    """
+    if out is not None or tab_t is None or torch.compiler.is_compiling():
+        return matvec_loop(tab, p, out)
+    out_ = StateMatvec.apply(tab, tab_t, p, None)
+    assert isinstance(out_, torch.Tensor)
+    return out_
+
+
 def _contract(
     tab: torch.Tensor,
     form: str,
@@ -230,12 +250,7 @@ def _contract(
         if form == "exp_shifted":
             q = q.sub_(q.amax(dim=1, keepdim=True)) if inplace else q - q.detach().amax(1, True)
         p = torch.exp2(q, out=q if inplace else None)
-        # under torch.compile plain autograd ops (dynamo's tracing of custom Functions trips
-        # a deprecation warning, pytorch/pytorch#128439), which the compiler fuses anyway
-        if inplace or tab_t is None or torch.compiler.is_compiling():
-            acc = matvec_loop(tab, p, out)
-        else:
-            acc = StateMatvec.apply(tab, tab_t, p, None)
+        acc = state_matvec(tab, tab_t, p, out)
         lse = acc.sum(dim=1, keepdim=True).log2()
         if form == "exp_shifted":  # unchecked: a contradiction gives zeros, never -inf - -inf
             lse = lse.clamp_min(NEG_BITS)
