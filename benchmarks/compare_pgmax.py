@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 import pgmunfold as pu
+from benchmarks.grid_lbp import capture_cuda_graph
 
 RUNNER = Path(__file__).with_name("pgmax_runner.py")
 DEFAULT_PGMAX_PYTHON = "/tmp/pgmax-venv/bin/python"
@@ -215,14 +216,7 @@ def run_pgmunfold(
 def _graph_replay_s(call: Any, repeats: int) -> float:
     """Median seconds of a CUDA-graph replay of ``call()`` (captured once, after a warm-up on a
     side stream)."""
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        call()
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        call()
+    graph, _ = capture_cuda_graph(call)
     graph.replay()
     torch.cuda.synchronize()
     times = []

@@ -13,6 +13,7 @@ import argparse
 import json
 import resource
 import time
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,6 +32,20 @@ def build(n: int, k: int, seed: int = 0) -> tuple[pu.FactorGraph, float]:
     pairs = np.concatenate([h, v])
     fg.add_factors(pairs, 0.5 * rng.standard_normal((len(pairs), k, k)), name="pairwise")
     return fg, time.perf_counter() - t0
+
+
+def capture_cuda_graph(call: Any) -> tuple[torch.cuda.CUDAGraph, Any]:
+    """Capture ``call()`` (no autograd) as a CUDA graph after a warm-up call on a side stream;
+    returns the graph and the captured call's output (refreshed by every replay)."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.no_grad(), torch.cuda.stream(stream):
+        call()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.no_grad(), torch.cuda.graph(graph):
+        out = call()
+    return graph, out
 
 
 def peak_rss_gb() -> float:
@@ -80,14 +95,7 @@ def run(
     }
     if device == "cuda":
         # CUDA-graph replay of the whole unfolded forward: removes launch overhead
-        g = torch.cuda.CUDAGraph()
-        s = torch.cuda.Stream()
-        s.wait_stream(torch.cuda.current_stream())
-        with torch.no_grad(), torch.cuda.stream(s):
-            net()
-        torch.cuda.current_stream().wait_stream(s)
-        with torch.no_grad(), torch.cuda.graph(g):
-            static_out = net()
+        g, static_out = capture_cuda_graph(net)
         g.replay()
         sync()
         reps = 5
