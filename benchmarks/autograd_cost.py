@@ -8,13 +8,12 @@ between two ``--iters`` values). Model: the N x N grid of ``grid_lbp`` (unary ~ 
 pairwise ~ 0.5 N(0, 1)), sum-product, damping 0.5, float32, loss = log Z + sum of marginals.
 
 Run: ``python -m benchmarks.autograd_cost [--sizes 100 300] [--ks 2 8] [--iters 20 50]
-[--repeats 3] [--json out.json]``.
+[--repeats 3] [--device cpu|cuda] [--json out.json]``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from typing import Any
@@ -22,6 +21,7 @@ from typing import Any
 import torch
 
 import pgmunfold as pu
+from benchmarks.common import device_sync, write_json
 from benchmarks.grid_lbp import build
 
 
@@ -39,10 +39,13 @@ def saved_bytes(fn: Any) -> tuple[Any, int]:
     return out, sum(seen.values())
 
 
-def measure(n: int, k: int, iters: int, checkpoint: bool, repeats: int) -> dict[str, Any]:
+def measure(
+    n: int, k: int, iters: int, checkpoint: bool, repeats: int, device: str = "cpu"
+) -> dict[str, Any]:
     fg, _ = build(n, k)
-    net = pu.compile(fg, iterations=iters, damping=0.5, checkpoint=checkpoint)
-    u = torch.zeros(1, n * n, k)
+    net = pu.compile(fg, iterations=iters, damping=0.5, checkpoint=checkpoint).to(device)
+    u = torch.zeros(1, n * n, k, device=device)
+    sync = device_sync(device)
 
     def loss() -> torch.Tensor:
         out = net(unary=u)
@@ -52,17 +55,22 @@ def measure(n: int, k: int, iters: int, checkpoint: bool, repeats: int) -> dict[
         loss()
         nograd = []
         for _ in range(repeats):
+            sync()
             t0 = time.perf_counter()
             loss()
+            sync()
             nograd.append(time.perf_counter() - t0)
     fwd, bwd = [], []
     saved = 0
     for _ in range(repeats + 1):  # the first round is a warm-up
         net.zero_grad(set_to_none=True)
+        sync()
         t0 = time.perf_counter()
         value, saved = saved_bytes(loss)
+        sync()
         t1 = time.perf_counter()
         value.backward()
+        sync()
         t2 = time.perf_counter()
         fwd.append(t1 - t0)
         bwd.append(t2 - t1)
@@ -93,14 +101,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--iters", type=int, nargs="+", default=[20, 50])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--device", default="cpu")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     rows = []
     print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads; times are medians of "
-        f"{args.repeats}; saved = bytes autograd keeps for backward"
+        f"torch {torch.__version__}, {args.device}, {torch.get_num_threads()} threads; times are "
+        f"medians of {args.repeats}; saved = bytes autograd keeps for backward"
     )
     print(
         f"{'N':>5}{'K':>3}{'T':>4} {'ckpt':<5}{'path':<9}{'fwd(no-grad) s':>15}{'fwd s':>9}"
@@ -110,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
         for n in args.sizes:
             for t in args.iters:
                 for ckpt in (False, True):
-                    r = measure(n, k, t, ckpt, args.repeats)
+                    r = measure(n, k, t, ckpt, args.repeats, args.device)
                     # growth with T: the slope from the previous T of this configuration
                     before = [x for x in rows if (x["N"], x["K"], x["checkpoint"]) == (n, k, ckpt)]
                     r["saved_mb_per_iter"] = (
@@ -126,9 +135,7 @@ def main(argv: list[str] | None = None) -> None:
                         f"{r['saved_mb']:>10.1f}{r['saved_mb_per_iter']:>9.2f}",
                         flush=True,
                     )
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(rows, fh, indent=1)
+    write_json(args.json, rows)
 
 
 if __name__ == "__main__":

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # The prepared GPU run of the performance issue: the CUDA correctness check of every path
 # (benchmarks/gpu_check.py), then pgmunfold against PGMax on the same card
-# (benchmarks/compare_pgmax.py --device cuda, eager and CUDA-graph timings).
+# (benchmarks/compare_pgmax.py --device cuda, eager and CUDA-graph timings), the bandwidth
+# roofline, the cost of autograd, BP and mean-field on the grids, and launch overhead on small
+# graphs (CUDA graphs against torch.compile).
 #
 # Prepare once, here (PGMax 0.6.1 is pure Python; the GPU image already has jax with CUDA,
 # numba, scipy and torch):
 #     echo /.whl/ >> .git/info/exclude
 #     python3 -m pip download --no-deps pgmax==0.6.1 -d .whl
-# Run on the lent machine with the device tool, carrying .whl (a few minutes; give the call a
-# timeout that leaves room for one rerun):
+# Run on the lent machine with the device tool, carrying .whl (about 8 minutes at most: every step
+# has its own time limit and writes its table under $OUT as it goes):
 #     bash benchmarks/device_suite.sh            # results under $OUT
 # Smoke test of the same flow on a CPU machine (toy sizes, PGMax from its own environment):
 #     DEVICE=cpu SMALL=1 PGMAX_PYTHON=/tmp/pgmax-venv/bin/python bash benchmarks/device_suite.sh
@@ -22,18 +24,39 @@ if [ -z "${PGMAX_PYTHON:-}" ]; then
     "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
         --target /tmp/pgmax-site .whl/pgmax-*.whl || echo "PGMax wheel not installed"
     export PYTHONPATH=/tmp/pgmax-site${PYTHONPATH:+:$PYTHONPATH}
-    PGMAX_PYTHON=$PY
+    PGMAX_PYTHON=$(command -v "$PY")
 fi
 export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH}
 if [ -n "${SMALL:-}" ]; then
     sizes=(--sizes 16 --ks 2 3 --iters 5 --repeats 2)
+    grid=(--sizes 16 --ks 2 3 --iters 5)
+    small=(--sizes 16 --ks 2 --iters 3 --repeats 2)
+    roof=(--sizes 16 --ks 2 3 --iters 5 --repeats 2 --copy-mb 64)
 else
     # N=1000 at K=2 only: PGMax's host-side build of the K=8 grid alone takes minutes
     sizes=(--sizes 32 300 --ks 2 8 --include-1000 --ks-1000 2 --iters 50 --repeats 5)
+    grid=(--sizes 32 300 1000 --ks 2 8 --iters 50)
+    small=(--sizes 32 --ks 2 8 --iters 20 --repeats 10)
+    roof=(--sizes 300 1000 --ks 2 8 --iters 50)
 fi
 "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
+# each step has its own time limit, so that one slow step still leaves the others' results
+# (ONLY=regex runs only the steps whose name matches, e.g. ONLY='compare|launch')
+step() {
+    local limit=$1 name=$2; shift 2
+    if [ -n "${ONLY:-}" ] && ! [[ "$name" =~ $ONLY ]]; then return; fi
+    echo "== $name"; timeout "$limit" "$@" 2>&1 | tee "$OUT/$name.txt"
+}
 if [ "$DEVICE" = cuda ]; then
-    "$PY" -m benchmarks.gpu_check --quick 2>&1 | tee "$OUT/gpu_check.txt"
+    step 120 gpu_check "$PY" -m benchmarks.gpu_check --no-bench
 fi
-"$PY" -m benchmarks.compare_pgmax --device "$DEVICE" --pgmax-python "$PGMAX_PYTHON" "${sizes[@]}" \
-    --json "$OUT/compare_pgmax_$DEVICE.json" 2>&1 | tee "$OUT/compare_pgmax_$DEVICE.txt"
+step 300 compare_pgmax_"$DEVICE" "$PY" -m benchmarks.compare_pgmax --device "$DEVICE" \
+    --pgmax-python "$PGMAX_PYTHON" "${sizes[@]}" --json "$OUT/compare_pgmax_$DEVICE.json"
+step 90 roofline_"$DEVICE" "$PY" -m benchmarks.roofline --device "$DEVICE" \
+    "${roof[@]}" --json "$OUT/roofline_$DEVICE.json"
+step 120 autograd_"$DEVICE" "$PY" -m benchmarks.autograd_cost --device "$DEVICE" \
+    --sizes 100 300 --ks 2 8 --iters 20 50 --json "$OUT/autograd_$DEVICE.json"
+step 90 grid_"$DEVICE" "$PY" -m benchmarks.grid_lbp --device "$DEVICE" --algorithms bp mf \
+    --contraction matmul "${grid[@]}" --json "$OUT/grid_$DEVICE.json"
+step 150 launch_"$DEVICE" "$PY" -m benchmarks.launch_overhead --device "$DEVICE" "${small[@]}" \
+    --json "$OUT/launch_$DEVICE.json"

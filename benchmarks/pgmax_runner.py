@@ -45,7 +45,12 @@ def _alias_backend() -> None:
     import jax
 
     bridge = getattr(jax.lib, "xla_bridge", None)
-    if bridge is None:
+    if bridge is None:  # jax >= 0.8 removed the module: PGMax reads only get_backend from it
+        import types
+
+        from jax.extend import backend
+
+        jax.lib.xla_bridge = types.SimpleNamespace(get_backend=backend.get_backend)  # type: ignore[attr-defined]
         return
     with warnings.catch_warnings():  # jax 0.7 warns that the name is deprecated
         warnings.simplefilter("ignore", DeprecationWarning)

@@ -37,14 +37,17 @@ class _DeferredField(Generic[T]):
 
     def __set_name__(self, owner: type, name: str) -> None:
         self._slot = "_deferred_" + name
+        self._declared = False  # set by _declared_fields once the dataclass exists
 
     @overload
     def __get__(self, obj: None, objtype: Any = None) -> _DeferredField[T]: ...
     @overload
     def __get__(self, obj: object, objtype: Any = None) -> T: ...
     def __get__(self, obj: object | None, objtype: Any = None) -> T | _DeferredField[T]:
-        if obj is None:  # class access: no default value (a required field)
-            raise AttributeError(self._slot)
+        if obj is None:
+            if not self._declared:  # read by @dataclass: no default value (a required field)
+                raise AttributeError(self._slot)
+            return self  # later class access (e.g. torch.compile's guards): the descriptor
         value = obj.__dict__[self._slot]
         if isinstance(value, Deferred):
             value = value.evaluate()
@@ -181,3 +184,8 @@ class Beliefs:
     def converged(self, tol: float = 1e-6) -> torch.Tensor:
         """Bool tensor: did the last iteration change every message by at most ``tol``?"""
         return self.residual <= tol
+
+
+for _field in vars(Beliefs).values():
+    if isinstance(_field, _DeferredField):
+        _field._declared = True

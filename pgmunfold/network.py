@@ -870,7 +870,7 @@ class UnfoldedNetwork(nn.Module):
         field = unaries.field(ul)
         lo = u.new_zeros(B, self.bin_partner_edge.shape[0])  # pairwise messages start uniform
         prev = lo
-        damping = u.new_tensor(self.damping)
+        damping = torch.full((), self.damping, dtype=u.dtype, device=u.device)  # no H2D copy
         ws = Workspace.for_forward()
         coeffs: dict[tuple[int, ...], tuple[torch.Tensor, ...]] = {}
         for t in range(self.iterations):
@@ -975,7 +975,7 @@ class UnfoldedNetwork(nn.Module):
             init = base.clamp_min(NEG_BITS).unsqueeze(0).expand(B, K, P)
         msg = torch.cat([init, u.new_zeros(B, K, 1)], dim=2)
         prev = msg
-        damping = u.new_tensor(self.damping)
+        damping = torch.full((), self.damping, dtype=u.dtype, device=u.device)  # no H2D copy
         ws = Workspace.for_forward()
         tables: dict[tuple[int, ...], list[PairwiseTables]] = {}
         limit = dense_range_limit(u.dtype)
@@ -1207,7 +1207,7 @@ class UnfoldedNetwork(nn.Module):
         B, _, K = u.shape
         scopes = self._scopes()
         ws = Workspace.for_forward()
-        damping = u.new_tensor(self.damping)
+        damping = torch.full((), self.damping, dtype=u.dtype, device=u.device)  # no H2D copy
         fields: dict[tuple[int, ...], torch.Tensor] = {}
         tables: dict[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]] = {}
         q = torch.softmax(u, dim=2).transpose(1, 2).contiguous()

@@ -7,7 +7,7 @@ import torch
 from helpers import grid
 
 import pgmunfold as pu
-from pgmunfold.beliefs import Deferred
+from pgmunfold.beliefs import Deferred, _DeferredField
 
 
 def test_untie_preserves_outputs_and_trains_copies_apart():
@@ -266,6 +266,14 @@ def test_log_partition_and_factor_beliefs_are_computed_on_first_read_in_the_forw
     assert single.log_partition.shape == () and single.factor_log_beliefs["pairwise"].dim() == 3
     mf = pu.compile(fg, algorithm="mf", iterations=4, dtype=torch.float64)()
     assert mf.factor_log_beliefs == {} and mf.log_partition.shape == ()
+
+
+def test_deferred_fields_are_required_and_their_class_access_gives_the_descriptor():
+    # torch.compile's guards (torch 2.11) read the class attribute; @dataclass must see none
+    assert isinstance(pu.Beliefs.log_partition, _DeferredField)
+    assert isinstance(pu.Beliefs.factor_log_beliefs, _DeferredField)
+    with pytest.raises(TypeError, match="log_partition"):
+        pu.Beliefs(torch.zeros(1, 2), torch.zeros(1), torch.zeros(1))  # type: ignore[call-arg]
 
 
 def test_beliefs_pickle_with_unread_deferred_fields():
