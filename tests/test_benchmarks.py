@@ -4,8 +4,16 @@ checked here; speed is measured on demand, never in unit tests)."""
 import json
 
 import pytest
+import torch
 
-from benchmarks import autograd_cost, compare_pgmax, grid_lbp, launch_overhead, roofline
+from benchmarks import (
+    autograd_cost,
+    compare_pgmax,
+    grid_lbp,
+    launch_overhead,
+    op_traffic,
+    roofline,
+)
 
 
 def test_grid_suite_runs(tmp_path):
@@ -53,3 +61,31 @@ def test_launch_overhead_runs_eager_and_compiled(tmp_path):
     (row,) = json.loads(out.read_text())
     assert row["eager_s_per_iter"] > 0 and row["compile_default_s_per_iter"] > 0
     assert row["compile_default_max_diff"] < 1e-5
+
+
+def test_op_traffic_charges_reads_and_writes_per_op():
+    x = torch.ones(4, 6)
+    idx = torch.tensor([0, 2, 2])
+    with torch.profiler.profile(
+        activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=True
+    ) as prof:
+        g = torch.index_select(x, 0, idx)  # reads 24 + 3 (int64), writes 3 x 6
+        g.addcmul_(g, g)  # in place: reads 3 x 18, writes 18
+        x.sum(dim=1, keepdim=True)  # reads 24, writes 4
+        torch.sub(x, x[:, :1])  # broadcast: reads 24 + 4, writes 24
+    got = {e.name: op_traffic.op_bytes(e) for e in prof.events() if e.cpu_parent is None}
+    assert got["aten::index_select"] == 4 * 24 + 8 * 3 + 4 * 18
+    assert got["aten::addcmul_"] == 4 * (3 * 18 + 18)
+    assert got["aten::sum"] == 4 * (24 + 4)
+    assert got["aten::sub"] == 4 * (24 + 4 + 24)
+
+
+def test_op_traffic_per_iteration_counts_the_binary_step(tmp_path):
+    out = tmp_path / "ops.json"
+    op_traffic.main(["--sizes", "4", "--ks", "2", "3", "--json", str(out)])
+    binary, pairwise = json.loads(out.read_text())
+    # every iteration gathers (index_select) and damps (lerp) once per message tensor
+    assert binary["by_op"]["aten::lerp"]["launches"] == 1
+    assert binary["by_op"]["aten::index_select"]["launches"] >= 2
+    assert pairwise["kernels_per_iter"] > binary["kernels_per_iter"] > 5
+    assert pairwise["bytes_per_iter"] > roofline.compulsory_bytes(4, 3)
