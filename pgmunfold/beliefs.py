@@ -37,7 +37,7 @@ class _DeferredField(Generic[T]):
 
     def __set_name__(self, owner: type, name: str) -> None:
         self._slot = "_deferred_" + name
-        self._declared = False  # set by _declared_fields once the dataclass exists
+        self._declared = False  # set below the Beliefs class, once the dataclass exists
 
     @overload
     def __get__(self, obj: None, objtype: Any = None) -> _DeferredField[T]: ...

@@ -680,6 +680,11 @@ class UnfoldedNetwork(nn.Module):
         return u, batched
 
     # ------------------------------------------------------------------ forward
+    def _damping_scalar(self, like: torch.Tensor) -> torch.Tensor:
+        """The damping as a 0-d tensor of ``like``'s dtype, made on its device (a fill, not a
+        host-to-device copy, so that CUDA-graph capture of the forward works)."""
+        return torch.full((), self.damping, dtype=like.dtype, device=like.device)
+
     def _thetas(self) -> list[torch.Tensor]:
         return [self.potentials[k].clamp_min(NEG) for k in self._keys]
 
@@ -870,7 +875,7 @@ class UnfoldedNetwork(nn.Module):
         field = unaries.field(ul)
         lo = u.new_zeros(B, self.bin_partner_edge.shape[0])  # pairwise messages start uniform
         prev = lo
-        damping = torch.full((), self.damping, dtype=u.dtype, device=u.device)  # no H2D copy
+        damping = self._damping_scalar(u)
         ws = Workspace.for_forward()
         coeffs: dict[tuple[int, ...], tuple[torch.Tensor, ...]] = {}
         for t in range(self.iterations):
@@ -975,7 +980,7 @@ class UnfoldedNetwork(nn.Module):
             init = base.clamp_min(NEG_BITS).unsqueeze(0).expand(B, K, P)
         msg = torch.cat([init, u.new_zeros(B, K, 1)], dim=2)
         prev = msg
-        damping = torch.full((), self.damping, dtype=u.dtype, device=u.device)  # no H2D copy
+        damping = self._damping_scalar(u)
         ws = Workspace.for_forward()
         tables: dict[tuple[int, ...], list[PairwiseTables]] = {}
         limit = dense_range_limit(u.dtype)
@@ -1207,7 +1212,7 @@ class UnfoldedNetwork(nn.Module):
         B, _, K = u.shape
         scopes = self._scopes()
         ws = Workspace.for_forward()
-        damping = torch.full((), self.damping, dtype=u.dtype, device=u.device)  # no H2D copy
+        damping = self._damping_scalar(u)
         fields: dict[tuple[int, ...], torch.Tensor] = {}
         tables: dict[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]] = {}
         q = torch.softmax(u, dim=2).transpose(1, 2).contiguous()
