@@ -233,9 +233,10 @@ def test_state_matvec_equals_naive_twin(B, K, F, shared, seed):
         torch.testing.assert_close(a, b)
 
 
-def test_state_matvec_gradcheck():
+@pytest.mark.parametrize("B", [1, 2])  # one batch row has its own table-gradient branch
+def test_state_matvec_gradcheck(B):
     tab = torch.rand(3, 3, 4, dtype=torch.float64, requires_grad=True)
-    p = torch.rand(2, 3, 4, dtype=torch.float64, requires_grad=True)
+    p = torch.rand(B, 3, 4, dtype=torch.float64, requires_grad=True)
 
     def f(tab, p):
         return StateMatvec.apply(tab, tab.detach().transpose(0, 1).contiguous(), p, None)

@@ -199,7 +199,10 @@ class StateMatvec(torch.autograd.Function):
         ]:  # grad_p[b, j] = sum_a tab[j, a] g[b, a] = sum_a tab_t[a, j] g[b, a]
             grad_p = matvec_loop(tab_t, g, None)
         if ctx.needs_input_grad[0]:  # grad_tab[j, a] = sum_b p[b, j] g[b, a]
-            grad_tab = (p.unsqueeze(2) * g.unsqueeze(1)).sum(dim=0)
+            if p.shape[0] == 1:  # one product, no (K, K, F)-sized zero fill and reduction
+                grad_tab = p[0].unsqueeze(1) * g[0].unsqueeze(0)
+            else:
+                grad_tab = (p.unsqueeze(2) * g.unsqueeze(1)).sum(dim=0)
             if tab.shape[2] == 1:
                 grad_tab = grad_tab.sum(dim=2, keepdim=True)
         return grad_tab, None, grad_p, None
