@@ -192,6 +192,19 @@ class _FoldedUnaries:
         return pairwise
 
 
+def _auto_range_ok(spread: torch.Tensor, limit: float) -> bool:
+    """``contraction="auto"``'s one host read per forward: is a table group's log-range
+    ``spread`` (a 0-d tensor) below ``limit``? Refused with a clear error during CUDA-graph
+    capture, where a host read is illegal."""
+    if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
+        raise RuntimeError(
+            'contraction="auto" reads the potentials\' log-range on the host once per forward, '
+            "which CUDA-graph capture does not allow; compile the network with "
+            'contraction="matmul" (exp-domain contraction, unchecked) or "logsumexp" to capture it'
+        )
+    return float(spread) < limit
+
+
 class UnfoldedNetwork(nn.Module):
     """Loopy BP or mean-field on a factor graph, unfolded into ``iterations`` layers.
 
@@ -753,7 +766,8 @@ class UnfoldedNetwork(nn.Module):
         plans: list[DensePairwise | None] = []
         for g, t in zip(self._mgroups, th, strict=True):
             ok = g.arity == 2 and (
-                self.contraction == "matmul" or float(t.detach().amax() - t.detach().amin()) < limit
+                self.contraction == "matmul"
+                or _auto_range_ok(t.detach().amax() - t.detach().amin(), limit)
             )
             plans.append(dense_pairwise(t) if ok else None)
         return plans if any(p is not None for p in plans) else None
@@ -829,7 +843,7 @@ class UnfoldedNetwork(nn.Module):
         off, a, b = (torch.cat([*cols, cols[0].new_zeros(1)]) for cols in zip(*parts, strict=True))
         if self.semiring == "sum" and self.contraction != "logsumexp":
             limit = exp_form_limit(off.dtype)
-            if self.contraction == "matmul" or float((a - b).detach().abs().amax()) < limit:
+            if self.contraction == "matmul" or _auto_range_ok((a - b).detach().abs().amax(), limit):
                 return exp_form_coefficients(off, a, b)
         return off, a, b
 
@@ -1024,7 +1038,8 @@ class UnfoldedNetwork(nn.Module):
             return "log"
         if self.contraction == "matmul":  # unchecked (no host read): shift each cavity
             return "exp_shifted"
-        return "exp" if float(th.detach().amax() - th.detach().amin()) < limit else "log"
+        spread = th.detach().amax() - th.detach().amin()
+        return "exp" if _auto_range_ok(spread, limit) else "log"
 
     def _initial_messages(self, u: torch.Tensor, th0: list[torch.Tensor]) -> torch.Tensor:
         """Uniform messages, except that unary factors send their (normalised) table at once.

@@ -285,3 +285,23 @@ def test_beliefs_pickle_with_unread_deferred_fields():
         back.factor_log_beliefs["pairwise"], out.factor_log_beliefs["pairwise"]
     )
     torch.testing.assert_close(back.log_marginals, out.log_marginals)
+
+
+@pytest.mark.parametrize(
+    ("k", "kw"), [(2, {}), (3, {}), (3, {"fast_path": False}), (3, {"algorithm": "mf"})]
+)
+def test_auto_contraction_refuses_cuda_graph_capture_with_a_clear_error(monkeypatch, k, kw):
+    fg, _ = grid(3, k=k, seed=30)
+    auto = pu.compile(fg, iterations=2, **kw)
+    matmul = pu.compile(fg, iterations=2, contraction="matmul", **kw)
+    ref = matmul().log_marginals
+    # pretend to be inside torch.cuda.graph(...): the range check's host read must not run
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: True)
+    with torch.no_grad():
+        if kw.get("algorithm") == "mf":  # mean-field reads nothing on the host: it captures
+            torch.testing.assert_close(auto().log_marginals, ref)
+        else:
+            with pytest.raises(RuntimeError, match='contraction="matmul"'):
+                auto()
+        torch.testing.assert_close(matmul().log_marginals, ref)  # "matmul" never reads the host
