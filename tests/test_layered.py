@@ -347,7 +347,7 @@ def test_one_layer_model_bp_mf_mlp_and_enumeration_agree():
     scale=st.sampled_from([0.5, 2.0, 4.0]),
 )
 @settings(max_examples=20, deadline=None)
-def test_bp_is_exact_on_a_tree_and_mf_is_not(n_in, n_hid, seed, scale):
+def test_bp_is_exact_on_a_tree(n_in, n_hid, seed, scale):
     """One hidden layer and one output unit: the unobserved graph is a star, a tree."""
     model = make_model([n_in, n_hid, 1], seed, scale)
     rng = np.random.default_rng(seed)
@@ -372,10 +372,22 @@ def test_bp_is_exact_on_a_tree_and_mf_is_not(n_in, n_hid, seed, scale):
         torch.testing.assert_close(ms[2], top, atol=1e-12, rtol=0)
     ms = model.unfold("bp", iterations=2, schedule="parallel").marginals(x)
     torch.testing.assert_close(ms[1], hid, atol=1e-12, rtol=0)
-    # the MLP (one MF sweep) differs from the exact marginal at second order in the couplings
-    if scale >= 2.0 and n_hid >= 2:
-        err = float((model.unfold("mf")(x) - top).abs().max().detach())
-        assert err > 1e-6
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_one_mf_sweep_is_not_exact_on_the_same_tree(seed):
+    """The MLP (one MF sweep) differs from the exact marginal at second order in the couplings.
+    Not a universal property (strong couplings make the hidden units nearly deterministic given
+    the input, and MF nearly exact), so it is checked on fixed moderate models."""
+    model = make_model([3, 4, 1], seed, 2.0)
+    x = torch.as_tensor(np.random.default_rng(seed).integers(0, 2, size=(3, 3)))
+    g = model.to_factor_graph()
+    top = []
+    for b in range(3):
+        _, marg, _, _ = brute_force(g.graph, {("x0", i): int(x[b, i]) for i in range(3)})
+        top.append([marg[("x2", 0)][1]])
+    err = float((model.unfold("mf")(x) - torch.tensor(top, dtype=F64)).abs().max().detach())
+    assert err > 0.05
 
 
 def test_bp_agrees_with_the_mlp_to_first_order_in_the_couplings():
