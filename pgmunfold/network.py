@@ -45,6 +45,7 @@ from pgmunfold.infer.ops import (
     dense_pairwise,
     dense_range_limit,
     exclusive_sum,
+    gather_rows,
     log_normalize,
 )
 from pgmunfold.infer.pairwise import (
@@ -793,8 +794,8 @@ class UnfoldedNetwork(nn.Module):
             others = self._buffer(f"colour_other_slots_{c}")  # (n, D), own slot -> padding
             padded = torch.cat([msg, msg.new_zeros(B, 1, K)], dim=1)
             n, D = others.shape
-            gathered = padded.index_select(1, others.reshape(-1)).view(B, n, D, K).sum(dim=2)
-            cav_c = u.index_select(1, self.edge_var[edges]) + gathered
+            gathered = gather_rows(padded, others.reshape(-1)).view(B, n, D, K).sum(dim=2)
+            cav_c = gather_rows(u, self.edge_var[edges]) + gathered
             groups, ths, rows = [], [], []
             for gi, bid in blocks:
                 g = self._mgroups[gi]

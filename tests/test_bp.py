@@ -234,3 +234,27 @@ def test_exclusive_sum_twin():
         for d in range(4):
             ref = sum(float(x[r, j]) for j in range(4) if j != d)
             assert float(out[r, d]) == pytest.approx(ref, rel=1e-15)
+
+
+@given(
+    st.integers(1, 3),
+    st.integers(1, 6),
+    st.integers(1, 4),
+    st.integers(0, 12),
+    st.booleans(),
+    st.integers(0, 99),
+)
+def test_gather_rows_equals_advanced_indexing(B, N, K, M, strided, seed):
+    from pgmunfold.infer.ops import gather_rows
+
+    gen = torch.Generator().manual_seed(seed)
+    base = torch.randn(B, K, N, dtype=torch.float64, generator=gen)
+    x = (base.transpose(1, 2) if strided else base.transpose(1, 2).contiguous()).requires_grad_()
+    index = torch.randint(0, N, (M,), generator=gen)  # repeats: the backward must add them up
+    g = torch.randn(B, M, K, dtype=torch.float64, generator=gen)
+    fast = gather_rows(x, index)
+    ref = x[:, index]
+    torch.testing.assert_close(fast, ref, atol=0, rtol=0)
+    (ga,) = torch.autograd.grad(fast, x, g)
+    (gb,) = torch.autograd.grad(ref, x, g)
+    torch.testing.assert_close(ga, gb)

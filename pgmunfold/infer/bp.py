@@ -24,6 +24,7 @@ from pgmunfold.infer.ops import (
     exclusive_sum,
     factor_joint,
     factor_to_variable,
+    gather_rows,
     log_normalize,
 )
 
@@ -45,8 +46,7 @@ def gather_slots(msg: torch.Tensor, var_slots: torch.Tensor) -> torch.Tensor:
     """
     B, _, K = msg.shape
     padded = torch.cat([msg, msg.new_zeros(B, 1, K)], dim=1)
-    # index_select, not advanced indexing: several times faster on CPU
-    return padded.index_select(1, var_slots.reshape(-1)).view(B, *var_slots.shape, K)
+    return gather_rows(padded, var_slots.reshape(-1)).view(B, *var_slots.shape, K)
 
 
 def variable_beliefs(
@@ -82,8 +82,8 @@ def bp_cavities(
     g = gather_slots(msg, var_slots)
     if exact:
         cav = unary.unsqueeze(2) + exclusive_sum(g, dim=2)
-        return cav.reshape(B, -1, K).index_select(1, edge_slot)
-    return (unary + g.sum(dim=2)).index_select(1, edge_var) - msg
+        return gather_rows(cav.reshape(B, -1, K), edge_slot)
+    return gather_rows(unary + g.sum(dim=2), edge_var) - msg
 
 
 def _split(cav: torch.Tensor, g: GroupWiring, rows: int) -> list[torch.Tensor]:

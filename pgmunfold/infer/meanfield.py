@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from pgmunfold.compile.wiring import GroupWiring
 from pgmunfold.infer.bp import gather_slots
-from pgmunfold.infer.ops import contract_expectation
+from pgmunfold.infer.ops import contract_expectation, gather_rows
 
 __all__ = ["mf_expected_potentials", "mf_field"]
 
@@ -32,7 +32,7 @@ def mf_expected_potentials(
         ``q``: ``(B, V, K)``; ``edge_var``: ``(E,)``; output ``[g][i]``: ``(B, F_g, cards_g[i])``.
     """
     B, _, K = q.shape
-    qe = q.index_select(1, edge_var)  # (B, E, K)
+    qe = gather_rows(q, edge_var)  # (B, E, K)
     out = []
     for g, th in zip(groups, thetas, strict=True):
         block = qe[:, g.edge_start : g.edge_stop].reshape(B, g.num_factors, g.arity, K)
