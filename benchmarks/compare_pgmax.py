@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 import pgmunfold as pu
+from benchmarks.common import device_sync, median_time
 from benchmarks.grid_lbp import capture_cuda_graph
 
 RUNNER = Path(__file__).with_name("pgmax_runner.py")
@@ -166,7 +167,7 @@ def run_pgmunfold(
     ).to(device)
     compile_s = time.perf_counter() - t0
     u = dense_unary(pot, flat, dtype).to(device) if unary_mode == "evidence" else None
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    sync = device_sync(device)
     times: list[float] = []
     cpu: list[float] = []
     graph_s: float | None = None
@@ -219,13 +220,7 @@ def _graph_replay_s(call: Any, repeats: int) -> float:
     graph, _ = capture_cuda_graph(call)
     graph.replay()
     torch.cuda.synchronize()
-    times = []
-    for _ in range(max(repeats, 3)):
-        t0 = time.perf_counter()
-        graph.replay()
-        torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return median_time(graph.replay, torch.cuda.synchronize, max(repeats, 3))
 
 
 # ---------------------------------------------------------------------------- PGMax

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 import pgmunfold as pu
+from benchmarks.common import device_sync
 
 
 def build(n: int, k: int, seed: int = 0) -> tuple[pu.FactorGraph, float]:
@@ -72,7 +73,7 @@ def run(
     )
     net = net.to(device)
     t_comp = time.perf_counter() - t0
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    sync = device_sync(device)
     with torch.no_grad():
         net()  # warm-up
         sync()
