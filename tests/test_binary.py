@@ -7,6 +7,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import pgmunfold as pu
+from pgmunfold.infer.binary import (
+    binary_messages,
+    exp_form_coefficients,
+    pairwise_coefficients,
+    stable_g_diff,
+)
 
 
 @st.composite
@@ -93,3 +99,50 @@ def test_fast_path_gradcheck():
     assert net.binary_fast
     u = torch.randn(2, 4, 2, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda u: net(unary={x: u}).log_partition, (u,))
+
+
+@given(
+    st.integers(1, 6),
+    st.sampled_from([0.0, 1.0, 20.0]),
+    st.booleans(),
+    st.integers(0, 2**31 - 1),
+)
+def test_exp_form_equals_stable_form(F, scale, tie, seed):
+    """The per-factor exp form (kappa, sign from one d per factor; shift = min(a, b)) gives the
+    stable softplus difference for every cavity, the +-1e30 clamps included, and so does its
+    gradient at d = 0."""
+    gen = torch.Generator().manual_seed(seed)
+    theta = scale * torch.randn(F, 2, 2, dtype=torch.float64, generator=gen)
+    if tie:  # d = t11 - t10 - t01 + t00 = 0 exactly
+        theta[:, 1, 1] = theta[:, 1, 0] + theta[:, 0, 1] - theta[:, 0, 0]
+    off, a, b = pairwise_coefficients(theta)
+    t = theta
+    torch.testing.assert_close(
+        off, torch.stack([t[:, 1, 0] - t[:, 0, 0], t[:, 0, 1] - t[:, 0, 0]], 1)
+    )
+    torch.testing.assert_close(
+        a, torch.stack([t[:, 1, 1] - t[:, 1, 0], t[:, 1, 1] - t[:, 0, 1]], 1)
+    )
+    torch.testing.assert_close(
+        b, torch.stack([t[:, 0, 1] - t[:, 0, 0], t[:, 1, 0] - t[:, 0, 0]], 1)
+    )
+    form = exp_form_coefficients(off, a, b)
+    assert form.kappa.shape == form.sign.shape == (F, 1)
+    c = torch.randn(3, F, 2, dtype=torch.float64, generator=gen) * 4
+    c[0, 0] = 1e30
+    c[1, 0] = -1e30
+    flat = [x.expand(F, 2).reshape(-1) for x in form]
+    got = binary_messages(c.reshape(3, -1), type(form)(*flat), "sum").view(3, F, 2)
+    ref = off + stable_g_diff(c, a, b, "sum")
+    torch.testing.assert_close(got, ref, atol=1e-9, rtol=1e-9)
+
+    # gradients w.r.t. the table, through both forms (the tie: kappa's branch-wise form)
+    th = theta.clone().requires_grad_()
+    cc = c[2:].reshape(1, -1)
+    o, a_, b_ = pairwise_coefficients(th)
+    f = exp_form_coefficients(o, a_, b_)
+    fast = binary_messages(cc, type(f)(*[x.expand(F, 2).reshape(-1) for x in f]), "sum")
+    (g_fast,) = torch.autograd.grad(fast.sum(), th)
+    o, a_, b_ = pairwise_coefficients(th)
+    (g_ref,) = torch.autograd.grad((o + stable_g_diff(c[2:], a_, b_, "sum")).sum(), th)
+    torch.testing.assert_close(g_fast, g_ref)

@@ -305,3 +305,33 @@ def test_auto_contraction_refuses_cuda_graph_capture_with_a_clear_error(monkeypa
             with pytest.raises(RuntimeError, match='contraction="matmul"'):
                 auto()
         torch.testing.assert_close(matmul().log_marginals, ref)  # "matmul" never reads the host
+
+
+def test_map_states_takes_the_first_state_at_a_tie_like_argmax():
+    from pgmunfold.network import _map_states
+
+    lm = torch.tensor([[[0.0, 0.0], [-1.0, -0.5], [-0.5, -1.0], [-1e30, 0.0]]])
+    assert _map_states(lm).tolist() == [[0, 1, 0, 1]]
+    x = torch.randn(3, 50, 2).round(decimals=1)  # many ties
+    assert torch.equal(_map_states(x), x.argmax(dim=2))
+    y = torch.randn(2, 20, 5).round(decimals=1)
+    assert torch.equal(_map_states(y), y.argmax(dim=2))
+
+
+@pytest.mark.parametrize("fn", [torch.sigmoid, torch.exp2])
+def test_residual_in_reused_buffers_equals_the_plain_form(fn):
+    from pgmunfold.infer.workspace import Workspace
+    from pgmunfold.network import _max_change
+
+    new, old = torch.randn(2, 3, 7), torch.randn(2, 3, 7)
+    new_c, old_c = new.clone(), old.clone()
+    ref = (fn(new) - fn(old)).abs().amax(dim=(1, 2))
+    with torch.no_grad():
+        ws = Workspace.for_forward()
+        ws("big", (50,), new)  # a larger buffer: the request gets a view of its front
+        got = _max_change(new[:, :, :-1], old[:, :, :-1], fn, ws, ("big", "other"))
+    plain = _max_change(new[:, :, :-1], old[:, :, :-1], fn, Workspace(False), ("a", "b"))
+    torch.testing.assert_close(got, plain)
+    assert torch.equal(new, new_c) and torch.equal(old, old_c)
+    full = _max_change(new, old, fn, Workspace(False), ("a", "b"))
+    torch.testing.assert_close(full, ref)

@@ -8,7 +8,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import pgmunfold as pu
-from pgmunfold.infer.pairwise import StateMatvec, state_matvec_naive
+from pgmunfold.infer.pairwise import (
+    LOG2E,
+    NEG_BITS,
+    StateMatvec,
+    pairwise_tables,
+    state_matvec_naive,
+)
 from pgmunfold.infer.workspace import Workspace
 
 
@@ -208,9 +214,16 @@ def test_workspace_reuses_buffers_only_without_autograd():
         ws = Workspace.for_forward()
     assert ws.enabled
     a = ws("a", (2, 3), x)
-    assert a is not None and ws("a", (2, 3), x) is a
-    b = ws("a", (4,), x)
-    assert b is not None and b.shape == (4,) and b is not a
+    assert a is not None and a.shape == (2, 3)
+    again = ws("a", (2, 3), x)
+    assert again is not None and again.data_ptr() == a.data_ptr()
+    a.fill_(1.0)
+    smaller = ws("a", (2, 2), x)  # a view of the same buffer's first elements
+    assert smaller is not None and smaller.shape == (2, 2)
+    assert smaller.data_ptr() == a.data_ptr() and smaller.is_contiguous()
+    b = ws("a", (7,), x)  # larger: a new buffer; the old views keep theirs
+    assert b is not None and b.shape == (7,) and b.data_ptr() != a.data_ptr()
+    assert torch.equal(a, torch.ones(2, 3))
     assert ws("a", (4,), x.double()).dtype == torch.float64
     assert Workspace(False)("a", (2,), x) is None
 
@@ -381,3 +394,33 @@ def test_mixed_cardinalities_gradients_equal_general(alg):
         grads.append([u.grad, *[p.grad for p in net.parameters()]])
     for a, b in zip(*grads, strict=True):
         torch.testing.assert_close(a, b)
+
+
+@given(
+    st.sampled_from(["exp", "exp_shifted", "log"]),
+    st.integers(1, 4),
+    st.integers(1, 3),
+    st.integers(1, 3),
+    st.integers(0, 2),
+    st.integers(0, 99),
+)
+def test_pairwise_tables_match_their_definition_and_leave_theta_alone(form, F, k0, k1, pad, seed):
+    """``to1[a, c, f]`` / ``to0[c, a, f]`` hold the table entry of states ``(a, c)`` of factor
+    ``f`` (exp forms: ``e^(theta - max)``, padded states 1; log form: bits, padded states the
+    sentinel), and the in-place exponent never touches the caller's tensor (``F = 1``, a shared
+    table, included: its transpose is already contiguous)."""
+    gen = torch.Generator().manual_seed(seed)
+    theta = torch.randn(F, k0, k1, dtype=torch.float64, generator=gen)
+    before = theta.clone()
+    K = max(k0, k1) + pad
+    tab = pairwise_tables(theta, form, K)
+    assert torch.equal(theta, before)
+    assert tab.to1.shape == tab.to0.shape == (K, K, F) and tab.to1.is_contiguous()
+    if form == "log":
+        ref = torch.full((F, K, K), NEG_BITS, dtype=theta.dtype)
+        ref[:, :k0, :k1] = theta * LOG2E
+    else:
+        ref = torch.ones(F, K, K, dtype=theta.dtype)
+        ref[:, :k0, :k1] = (theta - theta.amax(dim=(1, 2), keepdim=True)).exp()
+    torch.testing.assert_close(tab.to1, ref.permute(1, 2, 0))
+    torch.testing.assert_close(tab.to0, ref.permute(2, 1, 0))

@@ -26,6 +26,7 @@ __all__ = [
     "binary_messages",
     "exp_form_coefficients",
     "exp_form_limit",
+    "interaction",
     "log_odds_to_log_messages",
     "pairwise_coefficients",
     "stable_g_diff",
@@ -53,23 +54,27 @@ def pairwise_coefficients(theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     """Per-factor constants of the log-odds message update of binary pairwise tables.
 
     The message to slot ``j`` is ``off[:, j] + g(c + a[:, j]) - g(c + b[:, j])`` where ``c`` is
-    the cavity log-odds of the other slot.
+    the cavity log-odds of the other slot: ``off = [t10 - t00, t01 - t00]``, ``a = [t11 - t10,
+    t11 - t01]``, ``b = [t01 - t00, t10 - t00]`` (each difference formed directly, exact up to
+    one rounding however large the entries). Four passes over ``(F, 2)`` outputs, each written
+    contiguous.
 
     Shape:
         ``theta``: ``(F, 2, 2)``; outputs ``off, a, b``: ``(F, 2)`` contiguous.
     """
-    t00, t01, t10, t11 = theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 0], theta[:, 1, 1]
-    off = torch.stack([t10 - t00, t01 - t00], dim=1)
-    a = torch.stack([t11 - t10, t11 - t01], dim=1)
-    b = torch.stack([t01 - t00, t10 - t00], dim=1)
-    return off, a, b
+    v = theta.reshape(theta.shape[0], 4)  # columns t00, t01, t10, t11
+    b = v[:, 1:3] - v[:, :1]
+    a = v[:, 3:] - v[:, 1:3].flip(1)
+    return b.flip(1), a, b
 
 
 class ExpForm(NamedTuple):
     """Sum-product constants of :func:`exp_form_coefficients` (see there).
 
     Shape:
-        every field ``(F, 2)`` (``F = 1`` for a shared table).
+        every field ``(E,)``, one entry per edge, or, as made by
+        :func:`exp_form_coefficients`, ``off`` and ``shift`` ``(F, 2)`` (per slot) and ``kappa``
+        and ``sign`` ``(F, 1)`` (the same for both slots of a factor).
     """
 
     off: torch.Tensor
@@ -83,7 +88,19 @@ def exp_form_limit(dtype: torch.dtype) -> float:
     return 700.0 if dtype == torch.float64 else 80.0
 
 
-def exp_form_coefficients(off: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> ExpForm:
+def interaction(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``d = a - b = t11 - t10 - t01 + t00``, the same for both slots of a factor (from slot
+    0's columns of :func:`pairwise_coefficients`).
+
+    Shape:
+        ``a``, ``b``: ``(F, 2)``; output: ``(F, 1)``.
+    """
+    return a[:, :1] - b[:, :1]
+
+
+def exp_form_coefficients(
+    off: torch.Tensor, a: torch.Tensor, b: torch.Tensor, d: torch.Tensor | None = None
+) -> ExpForm:
     """Rewrite ``softplus(c + a) - softplus(c + b)`` as ``sign log1p(kappa sigmoid(c + shift))``.
 
     With ``d = a - b >= 0``: ``1 + expm1(d) sigmoid(c + b) = (1 + e^(c+a)) / (1 + e^(c+b))``; for
@@ -91,12 +108,17 @@ def exp_form_coefficients(off: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -
     about a dozen, exact for every ``c`` (sigmoid saturates cleanly at the +-1e30 clamps) as
     long as ``|d| < exp_form_limit`` (checked by the caller). ``kappa`` is formed branch by
     branch so that its gradient at ``d = 0`` is the true one (not the zero subgradient of
-    ``|d|``).
+    ``|d|``). ``d`` is one number per factor (:func:`interaction`), so ``kappa`` and ``sign``
+    are computed per factor, not per edge.
+
+    Shape:
+        ``off``, ``a``, ``b``: ``(F, 2)``; ``d``: ``(F, 1)`` (computed when ``None``); output:
+        see :class:`ExpForm`.
     """
-    d = a - b
+    d = interaction(a, b) if d is None else d
     pos = d >= 0
     kappa = torch.where(pos, torch.expm1(d), torch.expm1(-d))
-    shift = torch.where(pos, b, a)
+    shift = torch.minimum(a, b)  # b where d >= 0, else a (at a tie, kappa = 0)
     sign = torch.where(pos, 1.0, -1.0).to(d.dtype)
     return ExpForm(off, shift, kappa, sign)
 

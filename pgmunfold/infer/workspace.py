@@ -10,6 +10,8 @@ them (the same code runs in both modes, buffers passed as ``out=`` arguments or 
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 __all__ = ["Workspace"]
@@ -35,16 +37,22 @@ class Workspace:
     def __call__(
         self, name: str, shape: tuple[int, ...], like: torch.Tensor
     ) -> torch.Tensor | None:
-        """The buffer ``name`` of ``shape`` (dtype and device of ``like``), or ``None``."""
+        """The buffer ``name`` viewed as ``shape`` (dtype and device of ``like``), or ``None``.
+
+        A request for fewer elements than the buffer holds gets a view of its first ones, so
+        one buffer can serve a later, smaller use (e.g. the residual after the last
+        iteration); a larger request replaces it (views handed out earlier keep the old one).
+        """
         if not self.enabled:
             return None
+        numel = math.prod(shape)
         buf = self._bufs.get(name)
         if (
             buf is None
-            or buf.shape != shape
+            or buf.numel() < numel
             or buf.dtype != like.dtype
             or buf.device != like.device
         ):
-            buf = like.new_empty(shape)
+            buf = like.new_empty(numel)
             self._bufs[name] = buf
-        return buf
+        return buf[:numel].view(shape)
