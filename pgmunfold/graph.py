@@ -34,10 +34,12 @@ class GraphError(ValueError):
 
 
 def _to_numpy(x: Any) -> np.ndarray:
-    """Array-like (numpy, torch, nested lists) -> float64 numpy array."""
+    """Array-like (numpy, torch, nested lists) -> float64 numpy array of the graph's own (a
+    copy, also of a float64 array or CPU tensor: later edits of the input, which would skip
+    the declaration-time checks, never leak in)."""
     if hasattr(x, "detach") and hasattr(x, "cpu"):
         x = x.detach().cpu().numpy()
-    return np.asarray(x, dtype=np.float64)
+    return np.array(x, dtype=np.float64, copy=True)
 
 
 def _check_table(table: np.ndarray, what: str) -> None:

@@ -1049,10 +1049,7 @@ class UnfoldedNetwork(nn.Module):
             th = self._at(thetas, t)
             key = self._pairwise_key(t)
             if key not in tables:  # once per distinct combination of copies
-                tables[key] = [
-                    pairwise_tables(th[i], self._pairwise_form(th[i], limit), K)
-                    for i in self._pw_idx
-                ]
+                tables[key] = [self._pairwise_tables(th[i], limit) for i in self._pw_idx]
             msg = self._layer(
                 self._pairwise_step, msg, field, tables[key], damping, ws=ws, parity=t % 2
             )
@@ -1083,17 +1080,25 @@ class UnfoldedNetwork(nn.Module):
         # public layout (an arg-max over a strided state axis is 3x slower on CPU)
         return log_normalize(belief, dim=1).transpose(1, 2).contiguous(), messages, residual
 
-    def _pairwise_form(
-        self, th: torch.Tensor, limit: float
-    ) -> Literal["exp", "exp_shifted", "log"]:
-        """Contraction form of a pairwise group on the pairwise fast path
-        (``contraction="auto"`` reads its log-range: one scalar per group and forward)."""
+    def _pairwise_tables(self, th: torch.Tensor, limit: float) -> PairwiseTables:
+        """State-major tables of a pairwise group on the pairwise fast path, in the contraction
+        form the settings allow. ``contraction="auto"`` reads the largest per-table log-range
+        on the host (one scalar per group and forward); the per-table maxima of that same pass
+        then shift the exp-domain entries.
+
+        Shape:
+            ``th``: ``(F or 1, k0, k1)``; output tables: ``(K, K, F or 1)``.
+        """
+        K = self.max_card
         if self.semiring != "sum" or self.contraction == "logsumexp":
-            return "log"
+            return pairwise_tables(th, "log", K)
         if self.contraction == "matmul":  # unchecked (no host read): shift each cavity
-            return "exp_shifted"
-        spread = th.detach().amax() - th.detach().amin()
-        return "exp" if _auto_range_ok(spread, limit) else "log"
+            return pairwise_tables(th, "exp_shifted", K)
+        hi = th.detach().amax(dim=(1, 2))  # (torch.aminmax over dim 1 of (F, K^2): slower)
+        lo = th.detach().amin(dim=(1, 2))
+        if _auto_range_ok((hi - lo).amax(), limit):
+            return pairwise_tables(th, "exp", K, table_max=hi)
+        return pairwise_tables(th, "log", K)
 
     def _initial_messages(self, u: torch.Tensor, th0: list[torch.Tensor]) -> torch.Tensor:
         """Uniform messages, except that unary factors send their (normalised) table at once.

@@ -97,3 +97,26 @@ def test_million_variable_grid_declares_from_arrays():
     pairs = np.stack([x.ids[:, :-1], x.ids[:, 1:]], -1).reshape(-1, 2)
     fg.add_factors(pairs, np.zeros((len(pairs), 2, 2)))
     assert fg.num_factors == 300 * 299 and len(fg) == 90000
+
+
+def test_the_graph_owns_its_tables_and_scopes():
+    """Editing the caller's arrays after declaration changes nothing (an edit to NaN would
+    otherwise skip the declaration-time checks): numpy float64 arrays and CPU tensors, which
+    ``np.asarray`` would share, included."""
+    fg = pu.FactorGraph()
+    fg.add_variables("x", 3, 2)
+    tabs = np.zeros((2, 2, 2))
+    scopes = np.array([[0, 1], [1, 2]])
+    single = torch.zeros(2, 2, dtype=torch.float64)
+    fg.add_factors(scopes, tabs, name="pair")
+    fg.add_factor([("x", 0), ("x", 2)], single)
+    tabs[0, 0, 0] = np.nan
+    scopes[0, 0] = 2
+    single[0, 0] = 7.0
+    net = pu.compile(fg)
+    pair = net.log_potentials("pair")
+    assert torch.equal(pair, torch.zeros_like(pair))
+    for name in net.group_names:
+        assert not net.log_potentials(name).isnan().any()
+        assert float(net.log_potentials(name).abs().max()) == 0.0
+    assert fg.groups[0].scopes[0].tolist() == [0, 1]

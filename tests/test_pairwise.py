@@ -171,13 +171,38 @@ def test_forced_matmul_past_the_checked_range_shifts_each_cavity():
     fg.add_factors(pairs, tabs)
     net = pu.compile(fg, iterations=6, contraction="matmul")
     th = net._at(net._thetas(), 0)[net._pw_idx[0]]
-    assert net._pairwise_form(th, 60.0) == "exp_shifted"
-    assert pu.compile(fg, iterations=6)._pairwise_form(th, 60.0) == "log"
+    assert net._pairwise_tables(th, 60.0).form == "exp_shifted"
+    assert pu.compile(fg, iterations=6)._pairwise_tables(th, 60.0).form == "log"
     ref = pu.compile(fg, iterations=6, contraction="logsumexp", dtype=torch.float64)()
     out = net()
     torch.testing.assert_close(
         out.log_marginals.exp().double(), ref.log_marginals.exp(), atol=1e-4, rtol=0
     )
+
+
+def test_auto_checks_each_tables_own_log_range():
+    """Each table is shifted by its own maximum, so ``"auto"`` takes the exp form when every
+    table's range is below the limit, however far apart the tables sit (here 200 nats)."""
+    rng = np.random.default_rng(8)
+    fg = pu.FactorGraph()
+    x = fg.add_variables("x", (4, 4), 3)
+    pairs = np.stack([x.ids[:, :-1], x.ids[:, 1:]], -1).reshape(-1, 2)
+    tabs = 2.0 * rng.normal(size=(len(pairs), 3, 3))
+    tabs[::2] += 200.0  # every other table far above the rest
+    fg.add_factors(pairs, tabs)
+    fg.add_factors(x.ids.reshape(-1, 1), rng.normal(size=(16, 3)))
+    net = pu.compile(fg, iterations=8, damping=0.3)
+    th = net._at(net._thetas(), 0)[net._pw_idx[0]]
+    assert net._pairwise_tables(th, 60.0).form == "exp"
+    ref = pu.compile(fg, iterations=8, damping=0.3, contraction="logsumexp")()
+    torch.testing.assert_close(net().log_marginals, ref.log_marginals, atol=1e-5, rtol=1e-5)
+    wide = tabs.copy()
+    wide[0, 0, 0] -= 70.0  # one table past the limit: the whole group takes the log form
+    fg2 = pu.FactorGraph()
+    fg2.add_variables("x", (4, 4), 3)
+    fg2.add_factors(pairs, wide)
+    net2 = pu.compile(fg2, iterations=8)
+    assert net2._pairwise_tables(net2._at(net2._thetas(), 0)[0], 60.0).form == "log"
 
 
 def test_applicability():

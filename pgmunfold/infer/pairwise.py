@@ -102,13 +102,21 @@ def pad_states(theta: torch.Tensor, K: int, value: float) -> torch.Tensor:
 
 
 def pairwise_tables(
-    theta: torch.Tensor, form: Literal["exp", "exp_shifted", "log"], K: int
+    theta: torch.Tensor,
+    form: Literal["exp", "exp_shifted", "log"],
+    K: int,
+    table_max: torch.Tensor | None = None,
 ) -> PairwiseTables:
     """State-major tables of a pairwise group of natural log-potentials, padded to ``K``
     states (variables of fewer states: the missing ones hold a hard zero).
 
+    Args:
+        table_max: each table's largest entry (detached), when the caller already has it
+            (exp forms; computed here when ``None``).
+
     Shape:
-        ``theta``: ``(F, k0, k1)`` or ``(1, k0, k1)``; output tables: ``(K, K, F)``.
+        ``theta``: ``(F, k0, k1)`` or ``(1, k0, k1)``; ``table_max``: ``(F,)`` or ``(1,)``;
+        output tables: ``(K, K, F)``.
     """
     if form == "log":
         return PairwiseTables(form, *state_major_tables(pad_states(theta * LOG2E, K, NEG_BITS)))
@@ -116,7 +124,9 @@ def pairwise_tables(
     # change is a copy anyway; neither sub_ nor exp_ saves what it overwrites): one pass and
     # one allocation of F * K^2 instead of three
     _, to1 = state_major_tables(theta)
-    to1 = to1.sub_(theta.detach().amax(dim=(1, 2))).exp_()
+    if table_max is None:
+        table_max = theta.detach().amax(dim=(1, 2))
+    to1 = to1.sub_(table_max).exp_()
     k0, k1 = theta.shape[1:]
     if k0 < K or k1 < K:
         # padded states: 1, not 0. A missing source state has weight 2^q = 0 exactly anyway
