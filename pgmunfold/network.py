@@ -54,6 +54,8 @@ from pgmunfold.infer.pairwise import (
     LOG2E,
     NEG_BITS,
     PairwiseTables,
+    TableGradLink,
+    link_table_grad,
     pad_states,
     pairwise_messages,
     pairwise_tables,
@@ -159,6 +161,17 @@ def _map_states(log_marg: torch.Tensor) -> torch.Tensor:
     if log_marg.shape[2] == 2:
         return torch.gt(log_marg[:, :, 1], log_marg[:, :, 0]).long()
     return log_marg.argmax(dim=2)
+
+
+def _linked_tables(theta: torch.Tensor) -> tuple[Any, ...]:
+    """``(to0, to1, link)``: the state-major tables of :func:`state_major_tables`, detached and
+    linked to autograd by :func:`link_table_grad` when they record it.
+
+    Shape:
+        ``theta``: ``(F, K, K)``; ``to0``, ``to1``: ``(K, K, F)``.
+    """
+    to1, link = link_table_grad(state_major_tables(theta)[1])
+    return to1.transpose(0, 1), to1, link
 
 
 class _FoldedUnaries:
@@ -1235,7 +1248,7 @@ class UnfoldedNetwork(nn.Module):
         self,
         q: torch.Tensor,
         field0: torch.Tensor,
-        tables: list[tuple[torch.Tensor, torch.Tensor]],
+        tables: list[tuple[torch.Tensor, torch.Tensor, TableGradLink | None]],
         damping: torch.Tensor,
         ws: Workspace | None = None,
         parity: int = 0,
@@ -1245,8 +1258,9 @@ class UnfoldedNetwork(nn.Module):
         per group and direction, gathered to the variables like BP messages.
 
         Shape:
-            ``q``, ``field0``: ``(B, K, V)``; ``tables[g]``: ``(to0, to1)`` each
-            ``(K, K, F_g or 1)``; output: ``(B, K, V)``.
+            ``q``, ``field0``: ``(B, K, V)``; ``tables[g]``: ``(to0, to1, link)``, the tables
+            ``(K, K, F_g or 1)`` (``to0`` the transposed view of ``to1``; ``link``: see
+            :func:`~pgmunfold.infer.pairwise.link_table_grad`); output: ``(B, K, V)``.
         """
         ws = ws if ws is not None else Workspace(False)
         B, K, V = q.shape
@@ -1257,10 +1271,10 @@ class UnfoldedNetwork(nn.Module):
         out = ws("m", (B, K, P + 1), q)
         parts = []
         start = 0
-        for (to0, to1), n in zip(tables, self._pw_sizes, strict=True):
-            for s_, t, tt in ((start, to0, to1), (start + n, to1, to0)):
+        for (to0, to1, link), n in zip(tables, self._pw_sizes, strict=True):
+            for s_, t, tt, tr in ((start, to0, to1, True), (start + n, to1, to0, False)):
                 o = None if out is None else out.narrow(2, s_, n)
-                parts.append(state_matvec(t, tt, qp.narrow(2, s_, n), o))
+                parts.append(state_matvec(t, tt, qp.narrow(2, s_, n), o, link, tr))
             start += 2 * n
         if out is None:
             m = torch.cat([*parts, q.new_zeros(B, K, 1)], dim=2)
@@ -1288,7 +1302,7 @@ class UnfoldedNetwork(nn.Module):
         ws = Workspace.for_forward()
         damping = self._damping_scalar(u)
         fields: dict[tuple[int, ...], torch.Tensor] = {}
-        tables: dict[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        tables: dict[tuple[int, ...], list[tuple[torch.Tensor, ...]]] = {}
         q = torch.softmax(u, dim=2).transpose(1, 2).contiguous()
         prev = q
         for t in range(self.iterations):
@@ -1303,7 +1317,7 @@ class UnfoldedNetwork(nn.Module):
                 fields[ukey] = f0.transpose(1, 2).contiguous()
             key = self._pairwise_key(t)
             if key not in tables:  # padded states: weight 0 (their marginal is exactly 0)
-                tables[key] = [state_major_tables(pad_states(th[i], K, 0.0)) for i in self._pw_idx]
+                tables[key] = [_linked_tables(pad_states(th[i], K, 0.0)) for i in self._pw_idx]
             q = self._layer(
                 self._mf_pairwise_step, q, fields[ukey], tables[key], damping, ws=ws, parity=t % 2
             )

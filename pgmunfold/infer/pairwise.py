@@ -36,6 +36,7 @@ from collections.abc import Sequence
 from typing import Any, Literal, NamedTuple
 
 import torch
+from torch.autograd.function import once_differentiable
 
 from pgmunfold.infer.ops import NEG, Semiring
 
@@ -44,6 +45,9 @@ __all__ = [
     "NEG_BITS",
     "PairwiseTables",
     "StateMatvec",
+    "TableGrad",
+    "TableGradLink",
+    "link_table_grad",
     "matvec_loop",
     "pad_states",
     "pairwise_messages",
@@ -78,6 +82,8 @@ class PairwiseTables(NamedTuple):
             (slab ``to0[c]`` is what a message to position 0 needs when ``c`` is summed out).
         to1: ``to1[a, c, f]``, the same entries for messages to position 1 (contiguous;
             ``to0`` is its transposed view).
+        grad: under autograd (exp forms): ``to0``/``to1`` are then detached and the table's
+            gradient reaches it through this link (see :class:`TableGrad`); else ``None``.
 
     Shape:
         ``to0``, ``to1``: ``(K, K, F)`` (``F = 1`` for a shared table).
@@ -86,6 +92,7 @@ class PairwiseTables(NamedTuple):
     form: Literal["exp", "exp_shifted", "log"]
     to0: torch.Tensor
     to1: torch.Tensor
+    grad: TableGradLink | None = None
 
 
 def pad_states(theta: torch.Tensor, K: int, value: float) -> torch.Tensor:
@@ -123,11 +130,12 @@ def pairwise_tables(
     # 2^(bits - max) = e^(theta - max), formed in place on the state-major copy (the layout
     # change is a copy anyway; neither sub_ nor exp_ saves what it overwrites): one pass and
     # one allocation of F * K^2 instead of three
-    _, to1 = state_major_tables(theta)
+    F, k0, k1 = theta.shape
     if table_max is None:
         table_max = theta.detach().amax(dim=(1, 2))
-    to1 = to1.sub_(table_max).exp_()
-    k0, k1 = theta.shape[1:]
+    # in place on the copy itself, not on a view of it (an in-place op on a view costs a
+    # CopySlices node, whose backward copies the whole table gradient)
+    to1 = _state_major_copy(theta).sub_(table_max).exp_().view(k0, k1, F)
     if k0 < K or k1 < K:
         # padded states: 1, not 0. A missing source state has weight 2^q = 0 exactly anyway
         # (its field is the hard-zero sentinel); a missing target state then gets a positive
@@ -135,7 +143,8 @@ def pairwise_tables(
         padded = to1.new_ones(K, K, to1.shape[2])
         padded[:k0, :k1] = to1
         to1 = padded
-    return PairwiseTables(form, to1.transpose(0, 1), to1)
+    to1, link = link_table_grad(to1)
+    return PairwiseTables(form, to1.transpose(0, 1), to1, link)
 
 
 def state_major_tables(theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -149,10 +158,20 @@ def state_major_tables(theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
         ``theta``: ``(F, k0, k1)``; outputs: ``(k1, k0, F)`` and ``(k0, k1, F)``.
     """
     F, k0, k1 = theta.shape
-    # (a * k1 + c, F): a 2-d transpose copies ~3x faster than the equivalent 3-d permute
-    to1 = theta.reshape(F, k0 * k1).t().clone(memory_format=torch.contiguous_format)
-    to1 = to1.view(k0, k1, F)
+    to1 = _state_major_copy(theta).view(k0, k1, F)
     return to1.transpose(0, 1), to1
+
+
+def _state_major_copy(theta: torch.Tensor) -> torch.Tensor:
+    """``out[a * k1 + c, f] = theta[f, a, c]``, always a new contiguous tensor (also for
+    ``F = 1``, where the transpose is already contiguous): callers may overwrite it.
+
+    Shape:
+        ``theta``: ``(F, k0, k1)``; output: ``(k0 * k1, F)``.
+    """
+    F, k0, k1 = theta.shape
+    # a 2-d transpose copies ~3x faster than the equivalent 3-d permute
+    return theta.reshape(F, k0 * k1).t().clone(memory_format=torch.contiguous_format)
 
 
 def _normalise_bits(x: torch.Tensor, inplace: bool) -> torch.Tensor:
@@ -186,35 +205,128 @@ def matvec_loop(tab: torch.Tensor, p: torch.Tensor, out: torch.Tensor | None) ->
     return acc
 
 
+class TableGrad:
+    """The gradient of one state-major table ``base`` ``(K, K, F or 1)``, summed in place over
+    every contraction that reads it (``T`` iterations, two directions each).
+
+    Without it, each contraction's backward makes a fresh ``(K, K, F)`` gradient that autograd
+    then adds to the running total: ``2 T`` table-sized allocations (on CPU each a round of
+    page faults) and as many extra passes. The table enters autograd once, through the
+    zero-size *token* of :func:`link_table_grad`; every contraction takes the token as an input
+    and adds its share here. Autograd runs the token's backward only after every node that
+    used the token, so what it hands to ``base`` is the complete sum.
+    """
+
+    def __init__(self) -> None:
+        self.total: torch.Tensor | None = None
+
+    def add(self, x: torch.Tensor, y: torch.Tensor, shared: bool) -> None:
+        """``total[j, a, f] += sum_b x[b, j, f] y[b, a, f]`` (also summed over ``f`` for a
+        shared table).
+
+        Shape:
+            ``x``, ``y``: ``(B, K, F)``.
+        """
+        if shared:
+            part = torch.einsum("bjf,baf->ja", x, y).unsqueeze(2)
+        elif self.total is None:  # the first share: a product, no zero fill
+            part = x[0].unsqueeze(1) * y[0].unsqueeze(0)
+            for b in range(1, x.shape[0]):
+                part.addcmul_(x[b].unsqueeze(1), y[b].unsqueeze(0))
+            self.total = part
+            return
+        else:
+            for b in range(x.shape[0]):  # one pass over the total per batch row
+                self.total.addcmul_(x[b].unsqueeze(1), y[b].unsqueeze(0))
+            return
+        self.total = part if self.total is None else self.total.add_(part)
+
+    def take(self) -> torch.Tensor | None:
+        """The summed gradient (``None``: no contraction contributed); resets the sum."""
+        total, self.total = self.total, None
+        return total
+
+
+class _TableToken(torch.autograd.Function):
+    """``token = apply(base, sink)``: a zero-size tensor whose backward hands ``sink``'s sum
+    to ``base`` (see :class:`TableGrad`)."""
+
+    @staticmethod
+    def forward(base: torch.Tensor, sink: TableGrad) -> torch.Tensor:
+        return base.new_empty(0)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
+        ctx.sink = inputs[1]
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, _: torch.Tensor) -> tuple[torch.Tensor | None, None]:
+        return ctx.sink.take(), None
+
+
+class TableGradLink(NamedTuple):
+    """A detached table's way back into autograd: contractions pass ``token`` to
+    :class:`StateMatvec` and add their share of the gradient to ``sink``."""
+
+    token: torch.Tensor
+    sink: TableGrad
+
+
+def link_table_grad(base: torch.Tensor) -> tuple[torch.Tensor, TableGradLink | None]:
+    """``(base.detach(), link)`` when ``base`` records autograd (and nothing is being
+    compiled: under ``torch.compile`` the contraction is plain ops); else ``(base, None)``.
+
+    Shape:
+        ``base``: ``(K, K, F or 1)``; output: the same.
+    """
+    if not base.requires_grad or torch.compiler.is_compiling():
+        return base, None
+    sink = TableGrad()
+    token = _TableToken.apply(base, sink)
+    assert isinstance(token, torch.Tensor)
+    return base.detach(), TableGradLink(token, sink)
+
+
 class StateMatvec(torch.autograd.Function):
     """``out[b, a, f] = sum_j tab[j, a, f] p[b, j, f]``: ``K`` fused multiply-adds over
     ``(B, K, F)`` slabs, with a hand-written backward that is the same loop again (instead of
     autograd's ``2 K`` broadcast products and reductions).
 
-    ``apply(tab, tab_t, p, out)``: ``tab_t[a, j, f] = tab[j, a, f]``, the other direction's
-    table (no gradient flows through it: it holds the same numbers as ``tab``);
-    ``out``: a buffer for the result (no-grad only) or ``None``.
+    ``apply(tab, tab_t, p, token, sink, transposed)``: ``tab_t[a, j, f] = tab[j, a, f]``,
+    the other direction's table (no gradient flows through it: it holds the same numbers as
+    ``tab``). The table's gradient goes either to ``tab`` itself (``token`` and ``sink``
+    ``None``), or, for a detached table, to ``sink`` (a :class:`TableGrad`), with ``token`` its
+    autograd link; ``transposed``: ``tab`` is the transposed view of the sink's table.
 
     Shape:
-        ``tab``, ``tab_t``: ``(K, K, F or 1)``; ``p``, ``out``: ``(B, K, F)``; output:
-        ``(B, K, F)``.
+        ``tab``, ``tab_t``: ``(K, K, F or 1)``; ``p``: ``(B, K, F)``; ``token``: ``(0,)``;
+        output: ``(B, K, F)``.
     """
 
     @staticmethod
     def forward(
-        tab: torch.Tensor, tab_t: torch.Tensor, p: torch.Tensor, out: torch.Tensor | None
+        tab: torch.Tensor,
+        tab_t: torch.Tensor,
+        p: torch.Tensor,
+        token: torch.Tensor | None = None,
+        sink: TableGrad | None = None,
+        transposed: bool = False,
     ) -> torch.Tensor:
-        return matvec_loop(tab, p, out)
+        return matvec_loop(tab, p, None)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
-        tab, tab_t, p, _ = inputs
-        ctx.save_for_backward(tab, tab_t, p)
+        tab, tab_t, p, _, sink, transposed = (*inputs, None, None, False)[:6]
+        ctx.save_for_backward(tab_t, p)
+        ctx.shared = tab.shape[2] == 1
+        ctx.sink, ctx.transposed = sink, transposed
 
     @staticmethod
+    @once_differentiable
     def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        tab, tab_t, p = ctx.saved_tensors
-        grad_tab = grad_p = None
+        tab_t, p = ctx.saved_tensors
+        grad_tab = grad_p = grad_token = None
         if ctx.needs_input_grad[
             2
         ]:  # grad_p[b, j] = sum_a tab[j, a] g[b, a] = sum_a tab_t[a, j] g[b, a]
@@ -224,18 +336,30 @@ class StateMatvec(torch.autograd.Function):
                 grad_tab = p[0].unsqueeze(1) * g[0].unsqueeze(0)
             else:
                 grad_tab = (p.unsqueeze(2) * g.unsqueeze(1)).sum(dim=0)
-            if tab.shape[2] == 1:
+            if ctx.shared:
                 grad_tab = grad_tab.sum(dim=2, keepdim=True)
-        return grad_tab, None, grad_p, None
+        if len(ctx.needs_input_grad) > 3 and ctx.needs_input_grad[3]:
+            # the sink's table is tab (tab[j, a] <- p[j] g[a]) or its transpose (base[a, j])
+            x, y = (g, p) if ctx.transposed else (p, g)
+            ctx.sink.add(x, y, ctx.shared)
+            grad_token = g.new_zeros(0)
+        return grad_tab, None, grad_p, grad_token, None, None
 
 
 def state_matvec(
-    tab: torch.Tensor, tab_t: torch.Tensor | None, p: torch.Tensor, out: torch.Tensor | None
+    tab: torch.Tensor,
+    tab_t: torch.Tensor | None,
+    p: torch.Tensor,
+    out: torch.Tensor | None,
+    link: TableGradLink | None = None,
+    transposed: bool = False,
 ) -> torch.Tensor:
     """``out[b, a, f] = sum_j tab[j, a, f] p[b, j, f]``: in place into ``out`` (no-grad), with
-    :class:`StateMatvec`'s hand-written backward under autograd, or with plain ops under
-    ``torch.compile`` (dynamo's tracing of custom Functions trips a deprecation warning,
-    pytorch/pytorch#128439; the compiler fuses the loop anyway) or without ``tab_t``.
+    :class:`StateMatvec`'s hand-written backward under autograd (the table's gradient summed
+    through ``link`` when given, see :class:`TableGrad`; ``transposed``: ``tab`` is the
+    transposed view of the linked table), or with plain ops under ``torch.compile`` (dynamo's
+    tracing of custom Functions trips a deprecation warning, pytorch/pytorch#128439; the
+    compiler fuses the loop anyway) or without ``tab_t``.
 
     Shape:
         ``tab``, ``tab_t``: ``(K, K, F or 1)``; ``p``, ``out``: ``(B, K, F)``; output:
@@ -243,7 +367,10 @@ def state_matvec(
     """
     if out is not None or tab_t is None or torch.compiler.is_compiling():
         return matvec_loop(tab, p, out)
-    out_ = StateMatvec.apply(tab, tab_t, p, None)
+    if link is None:
+        out_ = StateMatvec.apply(tab, tab_t, p)
+    else:
+        out_ = StateMatvec.apply(tab, tab_t, p, link.token, link.sink, transposed)
     assert isinstance(out_, torch.Tensor)
     return out_
 
@@ -255,8 +382,11 @@ def _contract(
     semiring: Semiring,
     out: torch.Tensor | None = None,
     tab_t: torch.Tensor | None = None,
+    link: TableGradLink | None = None,
+    transposed: bool = False,
 ) -> torch.Tensor:
-    """Normalised messages to one scope position from the cavities ``q`` of the other.
+    """Normalised messages to one scope position from the cavities ``q`` of the other
+    (``link``, ``transposed``: see :func:`state_matvec`).
 
     ``out[b, a, f] = reduce_j (tab[j, a, f] + q[b, j, f])`` in bits (``q`` from beliefs shifted
     to a maximum of 0, see :class:`PairwiseTables`), ``reduce`` log2-sum-exp2 or max; ``tab`` is
@@ -274,7 +404,7 @@ def _contract(
         if form == "exp_shifted":
             q = q.sub_(q.amax(dim=1, keepdim=True)) if inplace else q - q.detach().amax(1, True)
         p = torch.exp2(q, out=q if inplace else None)
-        acc = state_matvec(tab, tab_t, p, out)
+        acc = state_matvec(tab, tab_t, p, out, link, transposed)
         lse = acc.sum(dim=1, keepdim=True).log2()
         if form == "exp_shifted":  # unchecked: a contradiction gives zeros, never -inf - -inf
             lse = lse.clamp_min(NEG_BITS)
@@ -319,12 +449,13 @@ def pairwise_messages(
     parts = []
     start = 0
     for tab, n in zip(tables, sizes, strict=True):
-        for dst, src, t, tt in (
-            (start, start + n, tab.to0, tab.to1),
-            (start + n, start, tab.to1, tab.to0),
+        for dst, src, t, tt, transposed in (
+            (start, start + n, tab.to0, tab.to1, True),
+            (start + n, start, tab.to1, tab.to0, False),
         ):
             o = None if out is None else out.narrow(2, dst, n)
-            parts.append(_contract(t, tab.form, q.narrow(2, src, n), semiring, o, tt))
+            qs = q.narrow(2, src, n)
+            parts.append(_contract(t, tab.form, qs, semiring, o, tt, tab.grad, transposed))
         start += 2 * n
     if out is not None:
         out.narrow(2, P, 1).zero_()
