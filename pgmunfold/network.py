@@ -136,19 +136,26 @@ def _max_change(
     names: tuple[str, str],
 ) -> torch.Tensor:
     """The residual of the message part: ``|to_prob(new) - to_prob(old)|``, maximised over all
-    but the batch dimension. With an enabled workspace (no-grad) both probability arrays go
-    into the buffers ``names`` (scratch once the iterations are done): a fresh array of every
-    message costs page faults that measured here more than the sweep itself.
+    but the batch dimension. The array of changes is formed without autograd, in place (with
+    an enabled workspace, in its buffers ``names``, scratch once the iterations are done): a
+    fresh array of every message costs page faults that measured here more than the sweep
+    itself. Under autograd the result is then recomputed, differentiably, from the arg-max
+    entry of each batch row alone (the gradient of a maximum reaches only the maximising
+    entries anyway; at a tie, this picks the first).
 
     Shape:
         ``new``, ``old``: ``(B, ...)``; output: ``(B,)``.
     """
-    dims = tuple(range(1, new.dim()))
-    if not ws.enabled:
-        return (to_prob(new) - to_prob(old)).abs().amax(dim=dims)
-    a = to_prob(new, out=ws(names[0], tuple(new.shape), new))
-    b = to_prob(old, out=ws(names[1], tuple(old.shape), old))
-    return a.sub_(b).abs_().amax(dim=dims)
+    differentiable = torch.is_grad_enabled() and (new.requires_grad or old.requires_grad)
+    with torch.no_grad():
+        a = to_prob(new, out=ws(names[0], tuple(new.shape), new))
+        b = to_prob(old, out=ws(names[1], tuple(old.shape), old))
+        change = a.sub_(b).abs_()
+        if not differentiable:
+            return change.amax(dim=tuple(range(1, new.dim())))
+        top = change.view(new.shape[0], -1).argmax(dim=1)
+    at = (torch.arange(new.shape[0], device=new.device), *torch.unravel_index(top, new.shape[1:]))
+    return (to_prob(new[at]) - to_prob(old[at])).abs()
 
 
 def _map_states(log_marg: torch.Tensor) -> torch.Tensor:
@@ -1179,7 +1186,9 @@ class UnfoldedNetwork(nn.Module):
                     plans[key] = self._dense_plans(th)
                 msg = self._layer(self._bp_step, msg, u, th, plans.get(key))
             residual = (
-                (msg.exp() - prev.exp()).abs().amax(dim=(1, 2)) if msg.shape[1] else u.new_zeros(B)
+                _max_change(msg, prev, torch.exp, Workspace(False), ("", ""))
+                if msg.shape[1]
+                else u.new_zeros(B)
             )
             log_marg = log_normalize(variable_beliefs(msg, u, self.var_slots))
 
