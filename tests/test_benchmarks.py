@@ -9,6 +9,7 @@ import torch
 from benchmarks import (
     autograd_cost,
     compare_pgmax,
+    forward_overhead,
     grid_lbp,
     launch_overhead,
     op_traffic,
@@ -89,3 +90,17 @@ def test_op_traffic_per_iteration_counts_the_binary_step(tmp_path):
     assert binary["by_op"]["aten::index_select"]["launches"] >= 2
     assert pairwise["kernels_per_iter"] > binary["kernels_per_iter"] > 5
     assert pairwise["bytes_per_iter"] > roofline.compulsory_bytes(4, 3)
+
+
+def test_forward_overhead_fits_fixed_and_per_iteration_cost(tmp_path):
+    out = tmp_path / "fo.json"
+    args = ["--sizes", "4", "--ks", "2", "3", "--iters", "1", "3", "--repeats", "1"]
+    forward_overhead.main([*args, "--json", str(out)])
+    rows = json.loads(out.read_text())
+    assert [(r["K"], r["path"]) for r in rows] == [(2, "binary"), (3, "pairwise")]
+    for r in rows:
+        t1, t3 = r["times_s"]["1"], r["times_s"]["3"]
+        assert r["per_iter_s"] == pytest.approx((t3 - t1) / 2)
+        assert r["fixed_s"] == pytest.approx(t1 - r["per_iter_s"])
+    with pytest.raises(SystemExit):
+        forward_overhead.main(["--iters", "5"])
