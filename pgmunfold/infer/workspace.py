@@ -28,6 +28,9 @@ class Workspace:
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
         self._bufs: dict[str, torch.Tensor] = {}
+        # the view handed out last per name: a repeated request (every iteration) returns it
+        # without making new tensor objects (~10 us per request, measurable on small graphs)
+        self._views: dict[str, torch.Tensor] = {}
 
     @classmethod
     def for_forward(cls) -> Workspace:
@@ -45,6 +48,14 @@ class Workspace:
         """
         if not self.enabled:
             return None
+        view = self._views.get(name)
+        if (
+            view is not None
+            and view.shape == shape
+            and view.dtype == like.dtype
+            and view.device == like.device
+        ):
+            return view
         numel = math.prod(shape)
         buf = self._bufs.get(name)
         if (
@@ -55,4 +66,6 @@ class Workspace:
         ):
             buf = like.new_empty(numel)
             self._bufs[name] = buf
-        return buf[:numel].view(shape)
+        view = buf[:numel].view(shape)
+        self._views[name] = view
+        return view
