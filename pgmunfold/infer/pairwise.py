@@ -229,17 +229,14 @@ class TableGrad:
         """
         if shared:
             part = torch.einsum("bjf,baf->ja", x, y).unsqueeze(2)
-        elif self.total is None:  # the first share: a product, no zero fill
-            part = x[0].unsqueeze(1) * y[0].unsqueeze(0)
-            for b in range(1, x.shape[0]):
-                part.addcmul_(x[b].unsqueeze(1), y[b].unsqueeze(0))
-            self.total = part
+            self.total = part if self.total is None else self.total.add_(part)
             return
-        else:
-            for b in range(x.shape[0]):  # one pass over the total per batch row
-                self.total.addcmul_(x[b].unsqueeze(1), y[b].unsqueeze(0))
-            return
-        self.total = part if self.total is None else self.total.add_(part)
+        rows = range(x.shape[0])
+        if self.total is None:  # the first share: a product, no zero fill
+            self.total = x[0].unsqueeze(1) * y[0].unsqueeze(0)
+            rows = range(1, x.shape[0])
+        for b in rows:  # one pass over the total per batch row
+            self.total.addcmul_(x[b].unsqueeze(1), y[b].unsqueeze(0))
 
     def take(self) -> torch.Tensor | None:
         """The summed gradient (``None``: no contraction contributed); resets the sum."""
