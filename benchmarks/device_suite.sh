@@ -9,8 +9,9 @@
 # numba, scipy and torch):
 #     echo /.whl/ >> .git/info/exclude
 #     python3 -m pip download --no-deps pgmax==0.6.1 -d .whl
-# Run on the lent machine with the device tool, carrying .whl (about 8 minutes at most: every step
-# has its own time limit and writes its table under $OUT as it goes):
+# Run on the lent machine with the device tool, carrying .whl (every step has its own time
+# limit, 15.5 minutes in all, and writes its table under $OUT as it goes; ONLY=regex picks
+# steps, so a short device budget can run a few):
 #     bash benchmarks/device_suite.sh            # results under $OUT
 # Smoke test of the same flow on a CPU machine (toy sizes, PGMax from its own environment):
 #     DEVICE=cpu SMALL=1 PGMAX_PYTHON=/tmp/pgmax-venv/bin/python bash benchmarks/device_suite.sh
@@ -32,12 +33,14 @@ if [ -n "${SMALL:-}" ]; then
     grid=(--sizes 16 --ks 2 3 --iters 5)
     small=(--sizes 16 --ks 2 --iters 3 --repeats 2)
     roof=(--sizes 16 --ks 2 3 --iters 5 --repeats 2 --copy-mb 64)
+    over=(--sizes 16 --ks 2 3 --iters 1 3 --repeats 2)
 else
     # N=1000 at K=2 only: PGMax's host-side build of the K=8 grid alone takes minutes
     sizes=(--sizes 32 300 --ks 2 8 --include-1000 --ks-1000 2 --iters 50 --repeats 5)
     grid=(--sizes 32 300 1000 --ks 2 8 --iters 50)
     small=(--sizes 32 --ks 2 8 --iters 20 --repeats 10)
     roof=(--sizes 300 1000 --ks 2 8 --iters 50)
+    over=(--sizes 300 1000 --ks 2 8 --iters 1 5 20 --repeats 7)
 fi
 "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
 # each step has its own time limit, so that one slow step still leaves the others' results
@@ -56,6 +59,8 @@ step 90 roofline_"$DEVICE" "$PY" -m benchmarks.roofline --device "$DEVICE" \
     "${roof[@]}" --json "$OUT/roofline_$DEVICE.json"
 step 120 autograd_"$DEVICE" "$PY" -m benchmarks.autograd_cost --device "$DEVICE" \
     --sizes 100 300 --ks 2 8 --iters 20 50 --json "$OUT/autograd_$DEVICE.json"
+step 60 overhead_"$DEVICE" "$PY" -m benchmarks.forward_overhead --device "$DEVICE" \
+    "${over[@]}" --json "$OUT/overhead_$DEVICE.json"
 step 90 grid_"$DEVICE" "$PY" -m benchmarks.grid_lbp --device "$DEVICE" --algorithms bp mf \
     --contraction matmul "${grid[@]}" --json "$OUT/grid_$DEVICE.json"
 step 150 launch_"$DEVICE" "$PY" -m benchmarks.launch_overhead --device "$DEVICE" "${small[@]}" \
