@@ -472,3 +472,15 @@ def test_pairwise_tables_match_their_definition_and_leave_theta_alone(form, F, k
         ref[:, :k0, :k1] = (theta - theta.amax(dim=(1, 2), keepdim=True)).exp()
     torch.testing.assert_close(tab.to1, ref.permute(1, 2, 0))
     torch.testing.assert_close(tab.to0, ref.permute(2, 1, 0))
+
+
+def test_double_backward_through_the_fast_path_raises_clearly():
+    """The in-place table-gradient sum is not differentiable: a second-order gradient raises
+    (``once_differentiable``) instead of silently missing terms."""
+    fg, x = grid(2, k=3, coupling=1.0, seed=5)
+    net = pu.compile(fg, iterations=3, dtype=torch.float64)
+    assert net.pairwise_fast
+    u = torch.randn(1, 2, 2, 3, dtype=torch.float64, requires_grad=True)
+    (g,) = torch.autograd.grad(net(unary={x: u}).log_partition.sum(), u, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable"):
+        g.sum().backward()
