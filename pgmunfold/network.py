@@ -170,17 +170,6 @@ def _map_states(log_marg: torch.Tensor) -> torch.Tensor:
     return log_marg.argmax(dim=2)
 
 
-def _linked_tables(theta: torch.Tensor) -> tuple[Any, ...]:
-    """``(to0, to1, link)``: the state-major tables of :func:`state_major_tables`, detached and
-    linked to autograd by :func:`link_table_grad` when they record it.
-
-    Shape:
-        ``theta``: ``(F, K, K)``; ``to0``, ``to1``: ``(K, K, F)``.
-    """
-    to1, link = link_table_grad(state_major_tables(theta)[1])
-    return to1.transpose(0, 1), to1, link
-
-
 class _FoldedUnaries:
     """Unary factors on the fast paths. A unary factor's message is its (normalised) table
     whatever the cavity, so it is folded into the variables' field instead of occupying message
@@ -1311,7 +1300,9 @@ class UnfoldedNetwork(nn.Module):
         ws = Workspace.for_forward()
         damping = self._damping_scalar(u)
         fields: dict[tuple[int, ...], torch.Tensor] = {}
-        tables: dict[tuple[int, ...], list[tuple[torch.Tensor, ...]]] = {}
+        tables: dict[
+            tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor, TableGradLink | None]]
+        ] = {}
         q = torch.softmax(u, dim=2).transpose(1, 2).contiguous()
         prev = q
         for t in range(self.iterations):
@@ -1326,7 +1317,10 @@ class UnfoldedNetwork(nn.Module):
                 fields[ukey] = f0.transpose(1, 2).contiguous()
             key = self._pairwise_key(t)
             if key not in tables:  # padded states: weight 0 (their marginal is exactly 0)
-                tables[key] = [_linked_tables(pad_states(th[i], K, 0.0)) for i in self._pw_idx]
+                tables[key] = [
+                    link_table_grad(state_major_tables(pad_states(th[i], K, 0.0))[1])
+                    for i in self._pw_idx
+                ]
             q = self._layer(
                 self._mf_pairwise_step, q, fields[ukey], tables[key], damping, ws=ws, parity=t % 2
             )

@@ -143,8 +143,7 @@ def pairwise_tables(
         padded = to1.new_ones(K, K, to1.shape[2])
         padded[:k0, :k1] = to1
         to1 = padded
-    to1, link = link_table_grad(to1)
-    return PairwiseTables(form, to1.transpose(0, 1), to1, link)
+    return PairwiseTables(form, *link_table_grad(to1))
 
 
 def state_major_tables(theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -270,19 +269,24 @@ class TableGradLink(NamedTuple):
     sink: TableGrad
 
 
-def link_table_grad(base: torch.Tensor) -> tuple[torch.Tensor, TableGradLink | None]:
-    """``(base.detach(), link)`` when ``base`` records autograd (and nothing is being
-    compiled: under ``torch.compile`` the contraction is plain ops); else ``(base, None)``.
+def link_table_grad(
+    base: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, TableGradLink | None]:
+    """``(to0, to1, link)``: the contiguous state-major table ``base`` as ``to1`` and its
+    transposed view as ``to0``, both detached and linked to autograd through ``link`` when
+    ``base`` records autograd (and nothing is being compiled: under ``torch.compile`` the
+    contraction is plain ops); else ``base`` itself and ``link = None``.
 
     Shape:
-        ``base``: ``(K, K, F or 1)``; output: the same.
+        ``base``: ``(K, K, F or 1)``; ``to0``, ``to1``: the same.
     """
-    if not base.requires_grad or torch.compiler.is_compiling():
-        return base, None
-    sink = TableGrad()
-    token = _TableToken.apply(base, sink)
-    assert isinstance(token, torch.Tensor)
-    return base.detach(), TableGradLink(token, sink)
+    link = None
+    if base.requires_grad and not torch.compiler.is_compiling():
+        sink = TableGrad()
+        token = _TableToken.apply(base, sink)
+        assert isinstance(token, torch.Tensor)
+        base, link = base.detach(), TableGradLink(token, sink)
+    return base.transpose(0, 1), base, link
 
 
 class StateMatvec(torch.autograd.Function):
