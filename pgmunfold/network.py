@@ -117,7 +117,9 @@ def _pad_last(x: torch.Tensor, size: int, value: float) -> torch.Tensor:
 
 
 def _select_columns(x: torch.Tensor, index: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
-    """``x[:, index]`` as an ``index_select``; for one row, a 1-d one (~1.7x faster on CPU).
+    """``x[:, index]`` as an ``index_select``; for one row, a 1-d one. On CPU, one such op
+    is 5-20 % faster on large rows; the binary path's iteration at N=300 runs about 25 %
+    faster with it on 2 threads, and about 6 % slower at N=32 (measured 2026-11-27).
 
     Shape:
         ``x``: ``(B, N)``; ``index``: ``(M,)``; ``out``: ``(B, M)`` or ``None``; output: ``(B, M)``.
