@@ -134,20 +134,21 @@ def _max_change(
     new: torch.Tensor,
     old: torch.Tensor,
     to_prob: Callable[..., torch.Tensor],
-    ws: Workspace,
-    names: tuple[str, str],
+    ws: Workspace | None = None,
+    names: tuple[str, str] = ("", ""),
 ) -> torch.Tensor:
     """The residual of the message part: ``|to_prob(new) - to_prob(old)|``, maximised over all
-    but the batch dimension. The array of changes is formed without autograd, in place (with
-    an enabled workspace, in its buffers ``names``, scratch once the iterations are done): a
-    fresh array of every message costs page faults that measured here more than the sweep
-    itself. Under autograd the result is then recomputed, differentiably, from the arg-max
+    but the batch dimension. The array of changes is formed without autograd, in place: with
+    an enabled workspace ``ws``, in its buffers ``names`` (scratch once the iterations are
+    done), since a fresh array of every message costs page faults that measured here more
+    than the sweep itself; without one, in fresh arrays. Under autograd the result is then recomputed, differentiably, from the arg-max
     entry of each batch row alone (the gradient of a maximum reaches only the maximising
     entries anyway; at a tie, this picks the first).
 
     Shape:
         ``new``, ``old``: ``(B, ...)``; output: ``(B,)``.
     """
+    ws = ws if ws is not None else Workspace(False)
     differentiable = torch.is_grad_enabled() and (new.requires_grad or old.requires_grad)
     with torch.no_grad():
         a = to_prob(new, out=ws(names[0], tuple(new.shape), new))
@@ -1176,11 +1177,7 @@ class UnfoldedNetwork(nn.Module):
                 if self.schedule == "parallel" and key not in plans:
                     plans[key] = self._dense_plans(th)
                 msg = self._layer(self._bp_step, msg, u, th, plans.get(key))
-            residual = (
-                _max_change(msg, prev, torch.exp, Workspace(False), ("", ""))
-                if msg.shape[1]
-                else u.new_zeros(B)
-            )
+            residual = _max_change(msg, prev, torch.exp) if msg.shape[1] else u.new_zeros(B)
             log_marg = log_normalize(variable_beliefs(msg, u, self.var_slots))
 
             def messages() -> torch.Tensor:
