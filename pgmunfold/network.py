@@ -141,9 +141,9 @@ def _max_change(
     but the batch dimension. The array of changes is formed without autograd, in place: with
     an enabled workspace ``ws``, in its buffers ``names`` (scratch once the iterations are
     done), since a fresh array of every message costs page faults that measured here more
-    than the sweep itself; without one, in fresh arrays. Under autograd the result is then recomputed, differentiably, from the arg-max
-    entry of each batch row alone (the gradient of a maximum reaches only the maximising
-    entries anyway; at a tie, this picks the first).
+    than the sweep itself; without one, in fresh arrays. Under autograd the result is then
+    recomputed, differentiably, from the arg-max entry of each batch row alone (the gradient
+    of a maximum reaches only the maximising entries anyway; at a tie, this picks the first).
 
     Shape:
         ``new``, ``old``: ``(B, ...)``; output: ``(B,)``.
