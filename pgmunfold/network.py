@@ -25,6 +25,7 @@ from pgmunfold.compile.schedule import factor_colouring, variable_colouring
 from pgmunfold.compile.wiring import GroupWiring, Wiring, build_wiring, slot_table
 from pgmunfold.graph import FactorGraph, GraphError, VariableArray
 from pgmunfold.infer.binary import (
+    BinarySweep,
     ExpForm,
     binary_messages,
     exp_form_coefficients,
@@ -136,29 +137,54 @@ def _max_change(
     to_prob: Callable[..., torch.Tensor],
     ws: Workspace | None = None,
     names: tuple[str, str] = ("", ""),
+    dim: int | None = None,
 ) -> torch.Tensor:
-    """The residual of the message part: ``|to_prob(new) - to_prob(old)|``, maximised over all
-    but the batch dimension. The array of changes is formed without autograd, in place: with
-    an enabled workspace ``ws``, in its buffers ``names`` (scratch once the iterations are
-    done), since a fresh array of every message costs page faults that measured here more
-    than the sweep itself; without one, in fresh arrays. Under autograd the result is then
-    recomputed, differentiably, from the arg-max entry of each batch row alone (the gradient
-    of a maximum reaches only the maximising entries anyway; at a tie, this picks the first).
+    """The residual of the message part: ``|p(new) - p(old)|``, maximised over all but the
+    batch dimension, where ``p = to_prob`` (elementwise, e.g. ``sigmoid`` of log-odds) or, with
+    ``dim``, ``to_prob`` (``exp`` or ``exp2`` of log-messages) normalised along ``dim``: damping
+    in the log domain leaves messages unnormalised, and the residual is defined on normalised
+    message probabilities, whatever the path. The array of changes is formed without
+    autograd, in place: with an enabled workspace ``ws``, in its buffers ``names`` (scratch
+    once the iterations are done), since a fresh array of every message costs page faults that
+    measured here more than the sweep itself; without one, in fresh arrays. Under autograd the
+    result is then recomputed, differentiably, from the arg-max entry of each batch row alone
+    (with ``dim``, from the message holding it; the gradient of a maximum reaches only the
+    maximising entries anyway; at a tie, this picks the first).
 
     Shape:
         ``new``, ``old``: ``(B, ...)``; output: ``(B,)``.
     """
     ws = ws if ws is not None else Workspace(False)
     differentiable = torch.is_grad_enabled() and (new.requires_grad or old.requires_grad)
+    axis = None if dim is None else dim % new.dim()
+
+    def probabilities(x: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
+        if axis is None:
+            return to_prob(x, out=out)
+        p = torch.sub(x, x.amax(dim=axis, keepdim=True), out=out)
+        p = to_prob(p, out=p)
+        return p.div_(p.sum(dim=axis, keepdim=True))
+
     with torch.no_grad():
-        a = to_prob(new, out=ws(names[0], tuple(new.shape), new))
-        b = to_prob(old, out=ws(names[1], tuple(old.shape), old))
+        a = probabilities(new, ws(names[0], tuple(new.shape), new))
+        b = probabilities(old, ws(names[1], tuple(old.shape), old))
         change = a.sub_(b).abs_()
         if not differentiable:
             return change.amax(dim=tuple(range(1, new.dim())))
         top = change.view(new.shape[0], -1).argmax(dim=1)
-    at = (torch.arange(new.shape[0], device=new.device), *torch.unravel_index(top, new.shape[1:]))
-    return (to_prob(new[at]) - to_prob(old[at])).abs()
+    rows = torch.arange(new.shape[0], device=new.device)
+    at = (rows, *torch.unravel_index(top, new.shape[1:]))
+    if axis is None:
+        return (to_prob(new[at]) - to_prob(old[at])).abs()
+    message: list[Any] = list(at)
+    message[axis] = slice(None)  # the whole message holding the entry: (B, K)
+
+    def entry(x: torch.Tensor) -> torch.Tensor:
+        z = x[tuple(message)]
+        p = to_prob(z - z.amax(dim=1, keepdim=True))
+        return (p / p.sum(dim=1, keepdim=True))[rows, at[axis]]
+
+    return (entry(new) - entry(old)).abs()
 
 
 def _map_states(log_marg: torch.Tensor) -> torch.Tensor:
@@ -236,8 +262,8 @@ class _FoldedUnaries:
             new, old = self.messages[i], self.previous[i]
             if new.dim() == 1:  # log-odds
                 change = (torch.sigmoid(new) - torch.sigmoid(old)).abs().amax()
-            else:
-                change = (new.exp() - old.exp()).abs().amax()
+            else:  # normalised: damping in the log domain leaves them unnormalised
+                change = (torch.softmax(new, -1) - torch.softmax(old, -1)).abs().amax()
             pairwise = torch.maximum(pairwise, change)
         return pairwise
 
@@ -313,6 +339,8 @@ class UnfoldedNetwork(nn.Module):
     bin_slots_t: torch.Tensor
     bin_partner_edge: torch.Tensor
     bin_partner_var: torch.Tensor
+    bin_state_slots: torch.Tensor
+    bin_cavity_index: torch.Tensor
     pw_var: torch.Tensor
     pw_slots_t: torch.Tensor
     pw_partner_var: torch.Tensor
@@ -432,12 +460,19 @@ class UnfoldedNetwork(nn.Module):
             #   E' (the padding edge)
             # bin_partner_edge: (E' + 1,) the other edge of the edge's factor (padding: itself)
             # bin_partner_var: (E' + 1,) the variable of that other edge (padding: 0)
+            # the same, as positions in the no-grad sweep's state [belief (V) | messages]:
+            # bin_state_slots: (D' * V,) V + bin_slots_t
+            # bin_cavity_index: (2 (E' + 1),) bin_partner_var, then V + bin_partner_edge
             ev = np.concatenate([sc.reshape(-1) for sc in pw_scopes]).astype(np.int64)
-            n = ev.shape[0]
-            buf("bin_slots_t", slot_table(ev, w.num_variables).T.reshape(-1))
+            n, nv = ev.shape[0], w.num_variables
+            slots = slot_table(ev, nv).T.reshape(-1)
+            buf("bin_slots_t", slots)
             partner = np.append(np.arange(n, dtype=np.int64) ^ 1, n)
             buf("bin_partner_edge", partner)
-            buf("bin_partner_var", np.append(ev, 0)[partner] * (partner < n))
+            partner_var = np.append(ev, 0)[partner] * (partner < n)
+            buf("bin_partner_var", partner_var)
+            buf("bin_state_slots", slots + nv)
+            buf("bin_cavity_index", np.concatenate([partner_var, partner + nv]))
         if self.pairwise_fast or self.mf_fast:
             # pw_var: (P,) the variable that receives column p (columns: group by group, the
             #   messages to scope position 0, then to position 1)
@@ -909,29 +944,21 @@ class UnfoldedNetwork(nn.Module):
         field: torch.Tensor,
         coeffs: tuple[torch.Tensor, ...],
         damping: torch.Tensor,
-        ws: Workspace | None = None,
-        parity: int = 0,
     ) -> torch.Tensor:
-        """One flooding iteration of the binary fast path (log-odds). With an enabled
-        workspace (no-grad) intermediates and the result go into reused buffers; two message
-        buffers alternate by ``parity``.
+        """One flooding iteration of the binary fast path (log-odds), every op allocating its
+        result: the step under autograd (and ``torch.compile``), and the functional twin of
+        :class:`~pgmunfold.infer.binary.BinarySweep`, which runs without autograd.
 
         Shape:
             ``lo``: ``(B, E' + 1)``; ``field``: ``(B, V)``; output: ``(B, E' + 1)``.
         """
-        ws = ws if ws is not None else Workspace(False)
         B, V = field.shape
-        E1 = lo.shape[1]
-        slots, pv, pe = self.bin_slots_t, self.bin_partner_var, self.bin_partner_edge
-        incoming = _select_columns(lo, slots, ws("inc", (B, len(slots)), lo))
-        belief = torch.sum(incoming.view(B, -1, V), dim=1, out=ws("bel", (B, V), lo))
-        belief = torch.add(belief, field, out=belief if ws.enabled else None)
-        c = _select_columns(belief, pv, ws("c", (B, E1), lo))
-        own = _select_columns(lo, pe, ws("own", (B, E1), lo))
-        c = c.sub_(own) if ws.enabled else c - own
-        out = ws(f"lo{parity}", (B, E1), lo)
-        new = binary_messages(c, coeffs, self.semiring, out=out)
-        return new if self.damping == 0.0 else torch.lerp(new, lo, damping, out=out)
+        incoming = _select_columns(lo, self.bin_slots_t, None)
+        belief = field + incoming.view(B, -1, V).sum(dim=1)
+        c = _select_columns(belief, self.bin_partner_var, None)
+        c = c - _select_columns(lo, self.bin_partner_edge, None)
+        new = binary_messages(c, coeffs, self.semiring)
+        return new if self.damping == 0.0 else torch.lerp(new, lo, damping)
 
     def _run_binary(
         self, u: torch.Tensor, thetas: list[torch.Tensor]
@@ -943,30 +970,45 @@ class UnfoldedNetwork(nn.Module):
         unaries = _FoldedUnaries(self, thetas, log_odds=True)
         ul = u[:, :, 1] - u[:, :, 0]
         field = unaries.field(ul)
-        lo = u.new_zeros(B, self.bin_partner_edge.shape[0])  # pairwise messages start uniform
-        prev = lo
         damping = self._damping_scalar(u)
         ws = Workspace.for_forward()
         coeffs: dict[tuple[int, ...], tuple[torch.Tensor, ...]] = {}
-        for t in range(self.iterations):
-            prev = lo
-            th = self._at(thetas, t)
-            key = self._pairwise_key(t)
-            if key not in coeffs:  # once per distinct combination of copies
-                coeffs[key] = self._binary_coefficients(th)
-            lo = self._layer(
-                self._binary_step, lo, field, coeffs[key], damping, ws=ws, parity=t % 2
+        keys = [self._pairwise_key(t) for t in range(self.iterations)]
+        if ws.enabled:  # no autograd: the loop on reused buffers
+            sweep = BinarySweep(
+                self.bin_state_slots,
+                self.bin_cavity_index,
+                field,
+                damping,
+                self.damping != 0.0,
+                self.semiring,
+                ws,
             )
-            if unaries.update(th):
-                field = unaries.field(ul)
-        # marginals straight from the log-odds beliefs; the general path's messages (for log Z
-        # and the factor beliefs) only when those are read
-        V = field.shape[1]
-        slots = self.bin_slots_t
-        incoming = _select_columns(lo, slots, ws("inc", (B, len(slots)), lo))
-        belief = field + incoming.view(B, -1, V).sum(dim=1)
+            for t, key in enumerate(keys):
+                th = self._at(thetas, t) if key not in coeffs or unaries.dynamic else None
+                if th is not None and key not in coeffs:  # once per combination of copies
+                    coeffs[key] = self._binary_coefficients(th)
+                sweep.step(coeffs[key])
+                if th is not None and unaries.update(th):
+                    sweep.set_field(unaries.field(ul))
+            lo, prev, belief = sweep.messages, sweep.previous, sweep.belief()
+        else:
+            lo = u.new_zeros(B, self.bin_partner_edge.shape[0])  # messages start uniform
+            prev = lo
+            for t, key in enumerate(keys):
+                prev = lo
+                th = self._at(thetas, t)
+                if key not in coeffs:
+                    coeffs[key] = self._binary_coefficients(th)
+                lo = self._layer(self._binary_step, lo, field, coeffs[key], damping)
+                if unaries.update(th):
+                    field = unaries.field(ul)
+            V = field.shape[1]
+            incoming = _select_columns(lo, self.bin_slots_t, None)
+            belief = field + incoming.view(B, -1, V).sum(dim=1)
         # convergence measured on message probabilities, immune to hard-zero sentinels
-        residual = unaries.residual(_max_change(lo, prev, torch.sigmoid, ws, ("c", "own")))
+        scratch = ("bin_gathered", "bin_incoming")  # the sweep's, free now
+        residual = unaries.residual(_max_change(lo, prev, torch.sigmoid, ws, scratch))
 
         def messages() -> torch.Tensor:
             pw = iter(lo[:, :-1].split([2 * n for n in self._pw_sizes], dim=1))
@@ -1077,7 +1119,7 @@ class UnfoldedNetwork(nn.Module):
         belief = (field + incoming.view(B, K, -1, V).sum(dim=2)) / LOG2E
         # the padding column holds 0 in both: it changes nothing
         residual = unaries.residual(
-            _max_change(msg[:, :, :-1], prev[:, :, :-1], torch.exp2, ws, ("q", "inc"))
+            _max_change(msg[:, :, :-1], prev[:, :, :-1], torch.exp2, ws, ("q", "inc"), dim=1)
         )
 
         def messages() -> torch.Tensor:
@@ -1177,7 +1219,7 @@ class UnfoldedNetwork(nn.Module):
                 if self.schedule == "parallel" and key not in plans:
                     plans[key] = self._dense_plans(th)
                 msg = self._layer(self._bp_step, msg, u, th, plans.get(key))
-            residual = _max_change(msg, prev, torch.exp) if msg.shape[1] else u.new_zeros(B)
+            residual = _max_change(msg, prev, torch.exp, dim=2) if msg.shape[1] else u.new_zeros(B)
             log_marg = log_normalize(variable_beliefs(msg, u, self.var_slots))
 
             def messages() -> torch.Tensor:

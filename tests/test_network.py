@@ -318,32 +318,44 @@ def test_map_states_takes_the_first_state_at_a_tie_like_argmax():
     assert torch.equal(_map_states(y), y.argmax(dim=2))
 
 
-@pytest.mark.parametrize("fn", [torch.sigmoid, torch.exp2])
-def test_residual_in_reused_buffers_equals_the_plain_form(fn):
+@pytest.mark.parametrize(
+    ("fn", "dim"), [(torch.sigmoid, None), (torch.exp2, None), (torch.exp2, 1), (torch.exp, 2)]
+)
+def test_residual_in_reused_buffers_equals_the_plain_form(fn, dim):
+    """With ``dim``, the probabilities are normalised along it (log-domain damping leaves
+    messages unnormalised); the in-place forms equal the plain ones, values and gradients."""
     from pgmunfold.infer.workspace import Workspace
     from pgmunfold.network import _max_change
 
-    new, old = torch.randn(2, 3, 7), torch.randn(2, 3, 7)
+    def prob(x):
+        if dim is None:
+            return fn(x)
+        p = fn(x - x.amax(dim=dim, keepdim=True))
+        return p / p.sum(dim=dim, keepdim=True)
+
+    new, old = 3 * torch.randn(2, 3, 7), 3 * torch.randn(2, 3, 7)
     new_c, old_c = new.clone(), old.clone()
-    ref = (fn(new) - fn(old)).abs().amax(dim=(1, 2))
+    ref = (prob(new) - prob(old)).abs().amax(dim=(1, 2))
     with torch.no_grad():
         ws = Workspace.for_forward()
         ws("big", (50,), new)  # a larger buffer: the request gets a view of its front
-        got = _max_change(new[:, :, :-1], old[:, :, :-1], fn, ws, ("big", "other"))
-    plain = _max_change(new[:, :, :-1], old[:, :, :-1], fn, Workspace(False), ("a", "b"))
+        got = _max_change(new[:, :, :-1], old[:, :, :-1], fn, ws, ("big", "other"), dim=dim)
+    plain = _max_change(new[:, :, :-1], old[:, :, :-1], fn, Workspace(False), ("a", "b"), dim)
     torch.testing.assert_close(got, plain)
     assert torch.equal(new, new_c) and torch.equal(old, old_c)
-    full = _max_change(new, old, fn, Workspace(False), ("a", "b"))
+    full = _max_change(new, old, fn, dim=dim)
     torch.testing.assert_close(full, ref)
     # under autograd: the same value, and amax's gradient (no ties here)
     n1, o1 = new.clone().requires_grad_(), old.clone().requires_grad_()
     n2, o2 = new.clone().requires_grad_(), old.clone().requires_grad_()
-    got = _max_change(n1[:, :, :-1], o1[:, :, :-1], fn, Workspace(False), ("a", "b"))
-    want = (fn(n2[:, :, :-1]) - fn(o2[:, :, :-1])).abs().amax(dim=(1, 2))
+    got = _max_change(n1[:, :, :-1], o1[:, :, :-1], fn, dim=dim)
+    want = (prob(n2[:, :, :-1]) - prob(o2[:, :, :-1])).abs().amax(dim=(1, 2))
     torch.testing.assert_close(got, want)
     w = torch.tensor([1.0, -2.0])
     (got * w).sum().backward()
     (want * w).sum().backward()
     torch.testing.assert_close(n1.grad, n2.grad)
     torch.testing.assert_close(o1.grad, o2.grad)
-    assert n1.grad.count_nonzero() == 2  # one entry per batch row
+    # one entry per batch row, or (normalised) the entries of one message per batch row
+    size = 1 if dim is None else new.shape[dim] - (dim == 2)
+    assert n1.grad.count_nonzero() == 2 * size

@@ -19,9 +19,11 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from pgmunfold.infer.ops import NEG, Semiring
+from pgmunfold.infer.ops import NEG, Semiring, softplus
+from pgmunfold.infer.workspace import Workspace
 
 __all__ = [
+    "BinarySweep",
     "ExpForm",
     "binary_messages",
     "exp_form_coefficients",
@@ -44,7 +46,7 @@ def stable_g_diff(
     Shape:
         broadcastable tensors; output: their broadcast shape.
     """
-    g = F.softplus if semiring == "sum" else F.relu
+    g = softplus if semiring == "sum" else F.relu
     pos = (c >= 0).to(c.dtype)
     s = 1.0 - 2.0 * pos  # -1 where c >= 0, +1 elsewhere
     return pos * (a - b) + g(s * (c + a)) - g(s * (c + b))
@@ -159,3 +161,116 @@ def log_odds_to_log_messages(l: torch.Tensor) -> torch.Tensor:
         ``l``: ``(B, E)``; output: ``(B, E, 2)``.
     """
     return torch.stack([F.logsigmoid(-l), F.logsigmoid(l)], dim=2).clamp_min(NEG)
+
+
+class BinarySweep:
+    """The flooding iterations of the binary path without autograd: the loop of a forward
+    under ``torch.no_grad()``, on buffers allocated once and reused by every iteration.
+
+    Each of the two state buffers (alternating by iteration) holds ``[belief | messages]``:
+    the ``V`` variables' log-odds beliefs, then the ``E' + 1`` edge log-odds messages. The
+    cavity of an edge (the belief of the other variable of its factor minus that variable's
+    message along the factor) is then one gather from the state and one subtraction, and the
+    belief, for one batch row, one ``addmv``: about half the per-iteration time of the
+    functional step on small graphs, where an iteration is a dozen ops of a few microseconds
+    each (``N = 32``, ``K = 2`` grid: 95 to 40 us on one CPU thread, measured 2026-11-27).
+    One batch row runs on 1-d tensors. The functional twin, used under autograd, is
+    ``UnfoldedNetwork._binary_step``; tests check both against the general path.
+
+    Args:
+        state_slots: ``(D' * V,)`` per slot row ``d * V + v``, the position in the state of
+            the ``d``-th message to variable ``v`` (``V`` + its edge, or the padding edge).
+        cavity_index: ``(2 (E' + 1),)`` the state positions of each edge's partner variable's
+            belief, then of its partner edge's message.
+        field: ``(B, V)`` the variables' log-odds field (unaries, evidence).
+        damping: the damping as a 0-d tensor; ``damped``: whether it is not 0.
+        semiring: ``"sum"`` or ``"max"``.
+        ws: the forward's (enabled) workspace: the scratch arrays ``"bin_incoming"``
+            (``(B, D' * V)``) and ``"bin_gathered"`` (``(B, 2 (E' + 1))``) are its buffers,
+            free for other uses once the iterations are done.
+
+    Shape:
+        :attr:`messages` and :attr:`previous`: ``(B, E' + 1)`` views of the state buffers;
+        :meth:`belief` returns ``(B, V)``.
+    """
+
+    def __init__(
+        self,
+        state_slots: torch.Tensor,
+        cavity_index: torch.Tensor,
+        field: torch.Tensor,
+        damping: torch.Tensor,
+        damped: bool,
+        semiring: Semiring,
+        ws: Workspace,
+    ) -> None:
+        B, V = field.shape
+        E1 = cavity_index.shape[0] // 2
+        D = state_slots.shape[0] // V
+        self.rows = () if B == 1 else (B,)  # one batch row: 1-d tensors
+        self.dim = len(self.rows)  # the axis of items
+        self.state_slots, self.cavity_index = state_slots, cavity_index
+        self.damping, self.damped, self.semiring = damping, damped, semiring
+        self.field = field[0] if B == 1 else field
+        self.V, self.B = V, B
+        states = [field.new_zeros(*self.rows, V + E1) for _ in range(2)]
+        self._beliefs = [s[..., :V] for s in states]
+        self._messages = [s[..., V:] for s in states]
+        self._states = states
+
+        def scratch(name: str, n: int) -> torch.Tensor:
+            buf = ws(name, (B, n), field)
+            assert buf is not None, "BinarySweep needs an enabled workspace"
+            return buf[0] if B == 1 else buf
+
+        self._incoming = scratch("bin_incoming", D * V)
+        # (V, D) column-major view of the incoming messages: belief = field + incoming @ 1
+        self._incoming_t = self._incoming.view(D, V).t() if B == 1 else None
+        self._incoming_3d = self._incoming.view(B, D, V)
+        self._ones = field.new_ones(D)
+        gathered = scratch("bin_gathered", 2 * E1)
+        self._gathered = gathered
+        self._partner_belief, self._partner_message = gathered[..., :E1], gathered[..., E1:]
+        self.t = 0
+
+    def _rows(self, x: torch.Tensor) -> torch.Tensor:
+        return x.unsqueeze(0) if self.B == 1 else x
+
+    @property
+    def messages(self) -> torch.Tensor:
+        """The messages of the last iteration (zero before the first)."""
+        return self._rows(self._messages[self.t % 2])
+
+    @property
+    def previous(self) -> torch.Tensor:
+        """The messages of the iteration before the last."""
+        return self._rows(self._messages[(self.t + 1) % 2 if self.t else 0])
+
+    def set_field(self, field: torch.Tensor) -> None:
+        """A new field for the next iterations (untied unary factors). Shape: ``(B, V)``."""
+        self.field = field[0] if self.B == 1 else field
+
+    def _belief_into(self, s: int) -> torch.Tensor:
+        """The beliefs of state ``s``'s messages, written into its belief part."""
+        torch.index_select(self._states[s], self.dim, self.state_slots, out=self._incoming)
+        bel = self._beliefs[s]
+        if self._incoming_t is not None:
+            return torch.addmv(self.field, self._incoming_t, self._ones, out=bel)
+        return torch.sum(self._incoming_3d, dim=1, out=bel).add_(self.field)
+
+    def step(self, coeffs: tuple[torch.Tensor, ...]) -> None:
+        """One iteration with the per-edge constants ``coeffs`` (see :func:`binary_messages`)."""
+        s = self.t % 2
+        self._belief_into(s)
+        torch.index_select(self._states[s], self.dim, self.cavity_index, out=self._gathered)
+        # in place: a third array (write-allocate) measured ~1.5x slower at N=300, B=4
+        c = self._partner_belief.sub_(self._partner_message)
+        out = self._messages[1 - s]
+        binary_messages(c, coeffs, self.semiring, out=out)
+        if self.damped:
+            torch.lerp(out, self._messages[s], self.damping, out=out)
+        self.t += 1
+
+    def belief(self) -> torch.Tensor:
+        """The log-odds beliefs of the last messages (a view of the state buffer)."""
+        return self._rows(self._belief_into(self.t % 2))

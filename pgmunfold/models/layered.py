@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pgmunfold.graph import FactorGraph, VariableArray
+from pgmunfold.infer.ops import softplus
 
 __all__ = [
     "LayeredBP",
@@ -53,12 +54,6 @@ Schedule = Literal["layerwise", "parallel"]
 Observed = Literal["evidence", "field"]
 
 
-def _softplus(x: torch.Tensor) -> torch.Tensor:
-    # torch's softplus returns x itself above `threshold`; choose it so that the neglected
-    # log1p(exp(-x)) is below the dtype's resolution (exact comparisons in float64 need this)
-    return F.softplus(x, threshold=37.0 if x.dtype == torch.float64 else 20.0)
-
-
 def bp_message(cavity: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """Sum-product BP message along a binary coupling, in the log-odds domain.
 
@@ -71,7 +66,7 @@ def bp_message(cavity: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     Shape:
         ``cavity`` and ``weight``: broadcastable; output: their broadcast shape.
     """
-    return _softplus(cavity + weight) - _softplus(cavity)
+    return softplus(cavity + weight) - softplus(cavity)
 
 
 def _layer_names(num_layers: int) -> list[str]:
@@ -934,12 +929,12 @@ class LayeredBP(UnfoldedLayered):
         cav: torch.Tensor, w: torch.Tensor, dim: int, keep: bool
     ) -> tuple[torch.Tensor | None, torch.Tensor]:
         """Edge messages ``phi(cav, w)`` (when ``keep``) and their sum over ``dim``."""
-        sp = _softplus(cav + w)
+        sp = softplus(cav + w)
         if keep or cav.shape == sp.shape:
-            edges = sp - _softplus(cav)
+            edges = sp - softplus(cav)
             return edges, edges.sum(dim)
         # cav is broadcast along the other axis: sum_d softplus(c_d) is shared by every row
-        return None, sp.sum(dim) - _softplus(cav).sum(dim)
+        return None, sp.sum(dim) - softplus(cav).sum(dim)
 
     def _run(self, x: torch.Tensor, full: bool) -> list[torch.Tensor]:
         L, T = self.num_layers, self.steps
