@@ -921,22 +921,26 @@ class UnfoldedNetwork(nn.Module):
             each output ``(E' + 1,)``.
         """
         groups = [pairwise_coefficients(th[i]) for i in self._pw_idx]
-        coeffs: list[tuple[torch.Tensor, ...]] = list(groups)
+        fields: list[tuple[torch.Tensor, ...]] = list(groups)
+        exp_form = False
         if self.semiring == "sum" and self.contraction != "logsumexp":
             ds = [interaction(a, b) for _, a, b in groups]
             limit = exp_form_limit(ds[0].dtype)
-            if self.contraction == "matmul" or _auto_range_ok(
-                torch.stack([d.detach().abs().amax() for d in ds]).amax(), limit
-            ):
-                coeffs = [exp_form_coefficients(*g, d) for g, d in zip(groups, ds, strict=True)]
-        cols = []
-        for fields in zip(*coeffs, strict=True):  # per coefficient, every group's edges
-            parts = [
-                c.expand(self._mgroups[i].num_factors, 2).reshape(-1)
-                for i, c in zip(self._pw_idx, fields, strict=True)
-            ]
-            cols.append(torch.cat([*parts, parts[0].new_zeros(1)]))  # + the padding edge
-        return ExpForm(*cols) if isinstance(coeffs[0], ExpForm) else tuple(cols)
+            d_all = ds[0] if len(ds) == 1 else torch.cat(ds)
+            exp_form = self.contraction == "matmul" or _auto_range_ok(
+                d_all.detach().abs().amax(), limit
+            )
+            if exp_form:
+                fields = [exp_form_coefficients(*g, d) for g, d in zip(groups, ds, strict=True)]
+        # one (fields, E' + 1) table: each group's fields stacked, (F or 1, 2 or 1) expanded
+        # to its factors' edges, then the padding edge's zeros; its rows are the coefficients
+        blocks = [
+            torch.stack([c.expand(self._mgroups[i].num_factors, 2) for c in fs]).flatten(1)
+            for i, fs in zip(self._pw_idx, fields, strict=True)
+        ]
+        table = F.pad(blocks[0] if len(blocks) == 1 else torch.cat(blocks, 1), (0, 1))
+        cols = table.unbind(0)
+        return ExpForm(*cols) if exp_form else tuple(cols)
 
     def _binary_step(
         self,

@@ -108,20 +108,22 @@ def exp_form_coefficients(
     With ``d = a - b >= 0``: ``1 + expm1(d) sigmoid(c + b) = (1 + e^(c+a)) / (1 + e^(c+b))``; for
     ``d < 0`` swap ``a`` and ``b`` and negate. Five elementwise passes per iteration instead of
     about a dozen, exact for every ``c`` (sigmoid saturates cleanly at the +-1e30 clamps) as
-    long as ``|d| < exp_form_limit`` (checked by the caller). ``kappa`` is formed branch by
-    branch so that its gradient at ``d = 0`` is the true one (not the zero subgradient of
-    ``|d|``). ``d`` is one number per factor (:func:`interaction`), so ``kappa`` and ``sign``
-    are computed per factor, not per edge.
+    long as ``|d| < exp_form_limit`` (checked by the caller). ``sign = copysign(1, d)`` and
+    ``kappa = expm1(sign d)``, so that the gradient at ``d = 0`` is the true one (not the zero
+    subgradient of ``|d|``). ``d`` is one number per factor (:func:`interaction`), so
+    ``kappa`` and ``sign`` are computed per factor, not per edge.
 
     Shape:
         ``off``, ``a``, ``b``: ``(F, 2)``; ``d``: ``(F, 1)`` (computed when ``None``); output:
         see :class:`ExpForm`.
     """
     d = interaction(a, b) if d is None else d
-    pos = d >= 0
-    kappa = torch.where(pos, torch.expm1(d), torch.expm1(-d))
+    # copysign(1, d), constant (from the detached d); kappa = expm1(|d|) whose gradient is
+    # sign * exp(|d|): the message's gradient in d, through sign * log1p(kappa ...), carries
+    # sign * sign = 1 on both branches, at d = +-0 included (|d|'s subgradient 0 would lose it)
+    sign = torch.ones_like(d).copysign_(d.detach())
+    kappa = torch.expm1(d * sign)
     shift = torch.minimum(a, b)  # b where d >= 0, else a (at a tie, kappa = 0)
-    sign = torch.where(pos, 1.0, -1.0).to(d.dtype)
     return ExpForm(off, shift, kappa, sign)
 
 
