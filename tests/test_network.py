@@ -359,3 +359,23 @@ def test_residual_in_reused_buffers_equals_the_plain_form(fn, dim):
     # one entry per batch row, or (normalised) the entries of one message per batch row
     size = 1 if dim is None else new.shape[dim] - (dim == 2)
     assert n1.grad.count_nonzero() == 2 * size
+
+
+@pytest.mark.parametrize(("k", "alg"), [(2, "bp"), (3, "bp"), (2, "mf")])
+def test_inference_mode_equals_no_grad(k, alg):
+    """The reused-buffer loops (binary sweep, pairwise and mean-field workspaces) also run
+    under ``torch.inference_mode()``, with the no-grad results."""
+    rng = np.random.default_rng(2)
+    fg = pu.FactorGraph()
+    x = fg.add_variables("x", 6, k)
+    fg.add_factors(np.stack([x.ids, np.roll(x.ids, 1)], 1), rng.normal(size=(6, k, k)))
+    net = pu.compile(fg, algorithm=alg, iterations=7, damping=0.3)
+    u = torch.as_tensor(rng.normal(size=(3, 6, k)), dtype=torch.float32)
+    with torch.inference_mode():
+        a = net(unary={x: u})
+        logz_a = a.log_partition
+    with torch.no_grad():
+        b = net(unary={x: u})
+    torch.testing.assert_close(a.log_marginals, b.log_marginals, atol=0, rtol=0)
+    torch.testing.assert_close(a.residual, b.residual, atol=0, rtol=0)
+    torch.testing.assert_close(logz_a, b.log_partition, atol=0, rtol=0)
