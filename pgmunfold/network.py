@@ -311,7 +311,8 @@ class UnfoldedNetwork(nn.Module):
         fast_path: use specialised kernels where they apply, all for unary and pairwise
             factors only with the parallel schedule: flooding BP on binary variables with
             finite tables (scalar log-odds messages, ``binary_fast``); other flooding BP
-            (state-major messages, ``pairwise_fast``); parallel mean-field (``mf_fast``). The
+            (state-major messages, ``pairwise_fast``); parallel mean-field (``mf_fast``; on
+            binary variables with finite tables in log-odds form, ``mf_binary``). The
             general path computes the same function; ``False`` forces it.
         checkpoint: memory-bounded training: each iteration's intermediate activations are
             recomputed in the backward pass (``torch.utils.checkpoint``), so only the messages
@@ -341,6 +342,7 @@ class UnfoldedNetwork(nn.Module):
     bin_partner_var: torch.Tensor
     bin_state_slots: torch.Tensor
     bin_cavity_index: torch.Tensor
+    bin_slot_partner_var: torch.Tensor
     pw_var: torch.Tensor
     pw_slots_t: torch.Tensor
     pw_partner_var: torch.Tensor
@@ -426,6 +428,8 @@ class UnfoldedNetwork(nn.Module):
             and pairwise_graph
         )
         self.mf_fast = fast_path and algorithm == "mf" and schedule == "parallel" and pairwise_graph
+        # binary variables, finite tables: mean-field on log-odds (one probability per variable)
+        self.mf_binary = self.mf_fast and not has_zero and bool((w.cards == 2).all())
         fdtype = torch.get_default_dtype() if dtype is None else dtype
         if not fdtype.is_floating_point:
             raise ValueError(f"dtype must be a floating dtype, got {dtype}")
@@ -453,7 +457,7 @@ class UnfoldedNetwork(nn.Module):
         self._un_idx = tuple(i for i, g in enumerate(self._mgroups) if g.arity == 1)
         self._pw_sizes = tuple(self._mgroups[i].num_factors for i in self._pw_idx)
         pw_scopes = [sc for g, sc in zip(w.groups, w.scopes, strict=True) if g.arity == 2]
-        if self.binary_fast:
+        if self.binary_fast or self.mf_binary:
             # pairwise edges in the general path's order (group, factor, position), then one
             # padding edge whose message is always 0 (its coefficients are all zero):
             # bin_slots_t: (D' * V,) row d * V + v = the d-th pairwise edge of variable v, or
@@ -473,6 +477,9 @@ class UnfoldedNetwork(nn.Module):
             buf("bin_partner_var", partner_var)
             buf("bin_state_slots", slots + nv)
             buf("bin_cavity_index", np.concatenate([partner_var, partner + nv]))
+            # bin_slot_partner_var: (D' * V,) per slot row, the variable at the other end of
+            #   its edge (padding: 0, with weight 0; mean-field)
+            buf("bin_slot_partner_var", partner_var[slots])
         if self.pairwise_fast or self.mf_fast:
             # pw_var: (P,) the variable that receives column p (columns: group by group, the
             #   messages to scope position 0, then to position 1)
@@ -1028,6 +1035,10 @@ class UnfoldedNetwork(nn.Module):
         """Per iteration, the copy of message group ``i`` (an index into ``_mgroups``)."""
         return self.copy_index[self._keys[self._msg_idx[i]]]
 
+    def _unary_key(self, t: int) -> tuple[int, ...]:
+        """Which copy of each unary group iteration ``t`` uses."""
+        return tuple(self._copies(i)[t] for i in self._un_idx)
+
     def _pairwise_key(self, t: int) -> tuple[int, ...]:
         """Which copy of each pairwise group iteration ``t`` uses."""
         return tuple(self._copies(i)[t] for i in self._pw_idx)
@@ -1287,6 +1298,15 @@ class UnfoldedNetwork(nn.Module):
             q = torch.where(masks[c].view(1, -1, 1), new, q)
         return q
 
+    def _damp(
+        self, new: torch.Tensor, old: torch.Tensor, damping: torch.Tensor, in_place: bool
+    ) -> torch.Tensor:
+        """``(1 - d) new + d old`` (``new`` itself when ``d = 0``), into ``new`` when
+        ``in_place`` (no autograd). Shape: any, ``new`` and ``old`` alike."""
+        if self.damping == 0.0:
+            return new
+        return torch.lerp(new, old, damping, out=new if in_place else None)
+
     def _mf_pairwise_step(
         self,
         q: torch.Tensor,
@@ -1331,9 +1351,7 @@ class UnfoldedNetwork(nn.Module):
         field = torch.sum(incoming.view(B, K, -1, V), dim=2, out=ws("field", (B, K, V), q))
         field = torch.add(field, field0, out=field if ws.enabled else None)
         new = torch.softmax(field, dim=1)
-        if self.damping == 0.0:
-            return new
-        return torch.lerp(new, q, damping, out=new if ws.enabled else None)
+        return self._damp(new, q, damping, in_place=ws.enabled)
 
     def _run_mf_pairwise(
         self, u: torch.Tensor, thetas: list[torch.Tensor]
@@ -1353,7 +1371,7 @@ class UnfoldedNetwork(nn.Module):
         for t in range(self.iterations):
             prev = q
             th = self._at(thetas, t)
-            ukey = tuple(self._copies(i)[t] for i in self._un_idx)
+            ukey = self._unary_key(t)
             if ukey not in fields:  # the unary factors' field: their tables, whatever q is
                 f0 = u
                 for i in self._un_idx:
@@ -1371,8 +1389,101 @@ class UnfoldedNetwork(nn.Module):
             )
         return q.transpose(1, 2).contiguous(), prev.transpose(1, 2)
 
+    def _mf_binary_coefficients(self, th: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per slot row, the weight ``d = t11 - t10 - t01 + t00`` of its edge's factor, and per
+        variable the sum of its edges' offsets (``t10 - t00`` in slot 0, ``t01 - t00`` in slot
+        1): a variable's log-odds field is ``offset + sum_slots d q1[partner]``.
+
+        Shape:
+            outputs ``(D' * V,)`` and ``(V,)``.
+        """
+        offs, ds = [], []
+        for i in self._pw_idx:
+            off, a, b = pairwise_coefficients(th[i])
+            n = self._mgroups[i].num_factors
+            offs.append(off.expand(n, 2).reshape(-1))
+            ds.append(interaction(a, b).expand(n, 2).reshape(-1))
+        zero = offs[0].new_zeros(1)  # the padding edge
+        slots = self.bin_slots_t
+        w = torch.cat([*ds, zero]).index_select(0, slots)
+        offset = torch.cat([*offs, zero]).index_select(0, slots).view(-1, self.num_variables)
+        return w, offset.sum(dim=0)
+
+    def _mf_binary_step(
+        self,
+        q: torch.Tensor,
+        field: torch.Tensor,
+        w: torch.Tensor,
+        signs: torch.Tensor,
+        damping: torch.Tensor,
+        ws: Workspace | None = None,
+        parity: int = 0,
+    ) -> torch.Tensor:
+        """One parallel mean-field iteration on binary variables:
+        ``h = field + sum_slots w q1[partner]``, then ``q = (sigmoid(-h), sigmoid(h))``, both
+        states formed directly (``1 - q1`` would lose a tiny ``q0``), and damped as
+        probabilities, like the general path.
+
+        Shape:
+            ``q``: ``(B, 2, V)`` (state-major); ``field``: ``(B, V)``; ``w``: ``(D' * V,)``;
+            ``signs``: ``(1, 2, 1)``, -1 and +1; output: ``(B, 2, V)``.
+        """
+        ws = ws if ws is not None else Workspace(False)
+        B, _, V = q.shape
+        part = self.bin_slot_partner_var
+        qp = _select_columns(q[:, 1], part, ws("qp", (B, part.shape[0]), q))
+        qp = qp.mul_(w) if ws.enabled else qp * w
+        h = torch.sum(qp.view(B, -1, V), dim=1, out=ws("h", (B, V), q))
+        h = h.add_(field) if ws.enabled else h + field
+        z = torch.mul(h.unsqueeze(1), signs, out=ws(f"q{parity}", (B, 2, V), q))
+        # exp(logsigmoid): torch's sigmoid is 1 / (1 + exp(-x)), 0 once exp(-x) overflows
+        # (x < -709.8 in float64, -88.7 in float32), where the softmax of the general path
+        # still gives exp(x), subnormal but not 0 (its log is then not the hard-zero sentinel)
+        new = torch.exp(F.logsigmoid(z), out=z if ws.enabled else None)
+        return self._damp(new, q, damping, in_place=ws.enabled)
+
+    def _run_mf_binary(
+        self, u: torch.Tensor, thetas: list[torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Parallel mean-field on binary variables in log-odds form; returns the last two
+        ``q`` ``(B, V, 2)`` (natural layout)."""
+        B = u.shape[0]
+        scopes = self._scopes()
+        ws = Workspace.for_forward()
+        damping = self._damping_scalar(u)
+        # -1, +1 made on the device (no host-to-device copy: CUDA-graph capture allows it)
+        signs = (torch.arange(2, dtype=u.dtype, device=u.device) * 2 - 1).view(1, 2, 1)
+        ul = u[:, :, 1] - u[:, :, 0]
+        unary: dict[tuple[int, ...], torch.Tensor] = {}
+        coeffs: dict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor]] = {}
+        fields: dict[tuple[tuple[int, ...], tuple[int, ...]], torch.Tensor] = {}
+        q = torch.softmax(u, dim=2).transpose(1, 2).contiguous()
+        prev = q
+        for t in range(self.iterations):
+            prev = q
+            th = self._at(thetas, t)
+            ukey = self._unary_key(t)
+            if ukey not in unary:  # the unary factors' log-odds, whatever q is
+                f0 = ul
+                for i in self._un_idx:
+                    lo = (th[i][:, 1] - th[i][:, 0]).expand(self._mgroups[i].num_factors)
+                    f0 = f0.index_add(1, scopes[i][:, 0], lo.unsqueeze(0).expand(B, -1))
+                unary[ukey] = f0
+            key = self._pairwise_key(t)
+            if key not in coeffs:
+                coeffs[key] = self._mf_binary_coefficients(th)
+            w, offset = coeffs[key]
+            if (ukey, key) not in fields:
+                fields[ukey, key] = unary[ukey] + offset
+            q = self._layer(
+                self._mf_binary_step, q, fields[ukey, key], w, signs, damping, ws=ws, parity=t % 2
+            )
+        return q.transpose(1, 2).contiguous(), prev.transpose(1, 2)
+
     def _run_mf(self, u: torch.Tensor, thetas: list[torch.Tensor]) -> Beliefs:
-        if self.mf_fast:
+        if self.mf_binary:
+            q, prev = self._run_mf_binary(u, thetas)
+        elif self.mf_fast:
             q, prev = self._run_mf_pairwise(u, thetas)
         else:
             q = torch.softmax(u, dim=2)

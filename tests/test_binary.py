@@ -195,3 +195,77 @@ def test_softplus_to_the_dtype_resolution():
     torch.testing.assert_close(softplus(x), exact, atol=0, rtol=5e-16)  # 2 ulps
     assert (softplus(x[x > 20]) != x[x > 20]).any()
     torch.testing.assert_close(softplus(x.float()), exact.float())
+
+
+@given(
+    binary_graphs(),
+    st.sampled_from([0.0, 0.4]),
+    st.integers(1, 3),
+    st.booleans(),
+    st.booleans(),
+    st.integers(0, 2**31 - 1),
+)
+def test_mean_field_binary_path_equals_general(gx, damping, B, with_evidence, untied, seed):
+    """Mean-field on binary variables in log-odds form (``mf_binary``) equals the general
+    mean-field path: marginals, bound, residual; with and without autograd; tied and untied."""
+    fg, x = gx
+    kw = dict(algorithm="mf", iterations=6, damping=damping, dtype=torch.float64)
+    fast, slow = pu.compile(fg, **kw), pu.compile(fg, fast_path=False, **kw)
+    assert fast.mf_binary and not slow.mf_fast
+    gen = torch.Generator().manual_seed(seed)
+    if untied:  # copies that differ per iteration, unary groups included
+        fast, slow = fast.untie(last=3), slow.untie(last=3)
+        for a, b in zip(fast.parameters(), slow.parameters(), strict=True):
+            with torch.no_grad():
+                a.add_(torch.randn(a.shape, dtype=a.dtype, generator=gen))
+                b.copy_(a)
+    u = torch.randn(B, len(fg), 2, dtype=torch.float64, generator=gen)
+    ev = {("x", 0): torch.randint(0, 2, (B,), generator=gen)} if with_evidence else None
+    ref = slow(unary={x: u}, evidence=ev)
+    for grad in (True, False):  # False: the in-place variant (reused buffers)
+        with torch.set_grad_enabled(grad):
+            out = fast(unary={x: u}, evidence=ev)
+        torch.testing.assert_close(out.log_marginals, ref.log_marginals, atol=1e-9, rtol=1e-9)
+        torch.testing.assert_close(out.residual, ref.residual, atol=1e-9, rtol=1e-9)
+        torch.testing.assert_close(out.log_partition, ref.log_partition, atol=1e-8, rtol=1e-9)
+        torch.testing.assert_close(out.map_states, ref.map_states)
+
+
+def test_mean_field_binary_gradients_and_gradcheck():
+    rng = np.random.default_rng(3)
+    fg = pu.FactorGraph()
+    x = fg.add_variables("x", 5, 2)
+    fg.add_factors(np.stack([x.ids, np.roll(x.ids, 1)], 1), rng.normal(size=(5, 2, 2)))
+    fg.add_factors(x.ids[:2, None], rng.normal(size=(2, 2)))
+    u0 = torch.as_tensor(rng.normal(size=(2, 5, 2)))
+    grads = []
+    for fast in (True, False):
+        net = pu.compile(
+            fg, algorithm="mf", iterations=5, damping=0.3, dtype=torch.float64, fast_path=fast
+        ).untie(last=2)
+        assert net.mf_binary == fast
+        u = u0.clone().requires_grad_()
+        out = net(unary={x: u})
+        (out.log_partition.sum() + out.log_marginals[..., 1].sum()).backward()
+        grads.append([u.grad, *(p.grad for p in net.parameters())])
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b)
+    net = pu.compile(fg, algorithm="mf", iterations=4, damping=0.2, dtype=torch.float64)
+    u = u0.clone().requires_grad_()
+    assert torch.autograd.gradcheck(lambda u: net(unary={x: u}).log_partition, (u,))
+
+
+def test_mean_field_binary_keeps_tiny_probabilities():
+    """``q0`` is ``sigmoid(-h)``, not ``1 - q1``: a confident variable's small marginal keeps
+    its value (``1 - q1`` rounds it to 0, whose log is the hard-zero sentinel)."""
+    fg = pu.FactorGraph()
+    x = fg.add_variables("x", 2, 2)
+    fg.add_factors(np.array([[0, 1]]), np.array([[[0.0, 0.0], [0.0, 5.0]]]))
+    kw = dict(algorithm="mf", iterations=5, dtype=torch.float64)
+    # 40: 1 - q1 rounds to 0; 720: q0 = exp(-720) is subnormal, where torch's sigmoid gives 0
+    for field in (40.0, 720.0):
+        u = torch.tensor([[[0.0, field], [0.0, 0.0]]], dtype=torch.float64)
+        fast = pu.compile(fg, **kw)(unary={x: u})
+        slow = pu.compile(fg, fast_path=False, **kw)(unary={x: u})
+        assert -800.0 < float(fast.log_marginals[0, 0, 0]) < -40.0  # not the -1e30 sentinel
+        torch.testing.assert_close(fast.log_marginals, slow.log_marginals, atol=1e-9, rtol=1e-9)
