@@ -342,7 +342,7 @@ class UnfoldedNetwork(nn.Module):
     bin_partner_var: torch.Tensor
     bin_state_slots: torch.Tensor
     bin_cavity_index: torch.Tensor
-    bin_slot_partner_var: torch.Tensor
+    bin_slot_partner_q1: torch.Tensor
     pw_var: torch.Tensor
     pw_slots_t: torch.Tensor
     pw_partner_var: torch.Tensor
@@ -477,9 +477,10 @@ class UnfoldedNetwork(nn.Module):
             buf("bin_partner_var", partner_var)
             buf("bin_state_slots", slots + nv)
             buf("bin_cavity_index", np.concatenate([partner_var, partner + nv]))
-            # bin_slot_partner_var: (D' * V,) per slot row, the variable at the other end of
-            #   its edge (padding: 0, with weight 0; mean-field)
-            buf("bin_slot_partner_var", partner_var[slots])
+            # bin_slot_partner_q1: (D' * V,) per slot row, V + the variable at the other end of
+            #   its edge (padding: V + 0, with weight 0): the position of its q1 in the
+            #   mean-field state (q0 | q1) flattened
+            buf("bin_slot_partner_q1", partner_var[slots] + nv)
         if self.pairwise_fast or self.mf_fast:
             # pw_var: (P,) the variable that receives column p (columns: group by group, the
             #   messages to scope position 0, then to position 1)
@@ -1430,8 +1431,8 @@ class UnfoldedNetwork(nn.Module):
         """
         ws = ws if ws is not None else Workspace(False)
         B, _, V = q.shape
-        part = self.bin_slot_partner_var
-        qp = _select_columns(q[:, 1], part, ws("qp", (B, part.shape[0]), q))
+        part = self.bin_slot_partner_q1  # a gather from q whole: no select node in autograd
+        qp = _select_columns(q.reshape(B, 2 * V), part, ws("qp", (B, part.shape[0]), q))
         qp = qp.mul_(w) if ws.enabled else qp * w
         h = torch.sum(qp.view(B, -1, V), dim=1, out=ws("h", (B, V), q))
         h = h.add_(field) if ws.enabled else h + field
