@@ -213,8 +213,8 @@ class BinarySweep:
         self.dim = len(self.rows)  # the axis of items
         self.state_slots, self.cavity_index = state_slots, cavity_index
         self.damping, self.damped, self.semiring = damping, damped, semiring
-        self.field = field[0] if B == 1 else field
-        self.V, self.B = V, B
+        self.B = B
+        self.set_field(field)
         states = [field.new_zeros(*self.rows, V + E1) for _ in range(2)]
         self._beliefs = [s[..., :V] for s in states]
         self._messages = [s[..., V:] for s in states]
