@@ -215,7 +215,7 @@ class _FoldedUnaries:
         idx = net._un_idx
         self.dynamic = any(max(net._copies(i)) > 0 for i in idx)
         self.scopes = net._scopes()
-        self.messages = self._fresh(net._at(thetas, 0))
+        self.messages = self.fresh(net._at(thetas, 0))
         self.previous = self.messages
 
     def _message(self, th: torch.Tensor) -> torch.Tensor:
@@ -223,20 +223,24 @@ class _FoldedUnaries:
             return th[:, 1] - th[:, 0]
         return log_normalize(_pad_last(th, self.net.max_card, NEG))
 
-    def _fresh(self, th: list[torch.Tensor]) -> dict[int, torch.Tensor]:
+    def fresh(self, th: list[torch.Tensor]) -> dict[int, torch.Tensor]:
+        """Per unary group, its (undamped) message from the tables ``th``."""
         out = {}
         for i in self.net._un_idx:
             m = self._message(th[i])
             out[i] = m.expand(self.net._mgroups[i].num_factors, *m.shape[1:])
         return out
 
-    def field(self, base: torch.Tensor) -> torch.Tensor:
-        """``base`` plus every unary message, added to its variable.
+    def field(
+        self, base: torch.Tensor, messages: dict[int, torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """``base`` plus every unary message (``messages``, default: the current damped ones),
+        added to its variable.
 
         Shape:
             ``base``: ``(B, V, *S)``; output: the same.
         """
-        for i, m in self.messages.items():
+        for i, m in (self.messages if messages is None else messages).items():
             src = m.unsqueeze(0).expand(base.shape[0], *m.shape)
             base = base.index_add(1, self.scopes[i][:, 0], src)
         return base
@@ -247,7 +251,7 @@ class _FoldedUnaries:
         self.previous = self.messages
         if not self.dynamic:
             return False
-        new = self._fresh(th)
+        new = self.fresh(th)
         d = self.net.damping
         self.messages = {i: torch.lerp(m, self.messages[i], d) for i, m in new.items()}
         return True
@@ -1448,8 +1452,7 @@ class UnfoldedNetwork(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Parallel mean-field on binary variables in log-odds form; returns the last two
         ``q`` ``(B, V, 2)`` (natural layout)."""
-        B = u.shape[0]
-        scopes = self._scopes()
+        unaries = _FoldedUnaries(self, thetas, log_odds=True)  # for its unary log-odds
         ws = Workspace.for_forward()
         damping = self._damping_scalar(u)
         # -1, +1 made on the device (no host-to-device copy: CUDA-graph capture allows it)
@@ -1464,12 +1467,8 @@ class UnfoldedNetwork(nn.Module):
             prev = q
             th = self._at(thetas, t)
             ukey = self._unary_key(t)
-            if ukey not in unary:  # the unary factors' log-odds, whatever q is
-                f0 = ul
-                for i in self._un_idx:
-                    lo = (th[i][:, 1] - th[i][:, 0]).expand(self._mgroups[i].num_factors)
-                    f0 = f0.index_add(1, scopes[i][:, 0], lo.unsqueeze(0).expand(B, -1))
-                unary[ukey] = f0
+            if ukey not in unary:  # the unary factors' log-odds (undamped), whatever q is
+                unary[ukey] = unaries.field(ul, unaries.fresh(th))
             key = self._pairwise_key(t)
             if key not in coeffs:
                 coeffs[key] = self._mf_binary_coefficients(th)

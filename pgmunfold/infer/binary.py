@@ -175,7 +175,7 @@ class BinarySweep:
     message along the factor) is then one gather from the state and one subtraction, and the
     belief, for one batch row, one ``addmv``: about half the per-iteration time of the
     functional step on small graphs, where an iteration is a dozen ops of a few microseconds
-    each (``N = 32``, ``K = 2`` grid: 95 to 40 us on one CPU thread, measured 2026-11-27).
+    each (``N = 32``, ``K = 2`` grid: 86-98 to 38-46 us on one CPU thread, 2026-11-27).
     One batch row runs on 1-d tensors. The functional twin, used under autograd, is
     ``UnfoldedNetwork._binary_step``; tests check both against the general path.
 
