@@ -137,6 +137,7 @@ def run_pgmunfold(
     dtype: torch.dtype = torch.float32,
     timed: bool = True,
     device: str = "cpu",
+    backend: str = "torch",
 ) -> tuple[dict[str, Any], np.ndarray]:
     """Declare, compile and time pgmunfold BP on ``pot``.
 
@@ -150,6 +151,7 @@ def run_pgmunfold(
         timed: ``False``: one call only (a reference run).
         device: ``"cpu"`` or ``"cuda"``. On CUDA the network uses ``contraction="matmul"``
             (no host read, so it can be captured) and is also timed as a CUDA-graph replay.
+        backend: the network's ``backend`` (``"triton"``: the fused kernels, CUDA only).
 
     Returns:
         The result row and the marginals ``(N, N, K)`` as float64 numpy.
@@ -163,7 +165,13 @@ def run_pgmunfold(
     t0 = time.perf_counter()
     contraction = "matmul" if device == "cuda" else "auto"
     net = pu.compile(
-        fg, algorithm="bp", iterations=iters, damping=damping, dtype=dtype, contraction=contraction
+        fg,
+        algorithm="bp",
+        iterations=iters,
+        damping=damping,
+        dtype=dtype,
+        contraction=contraction,
+        backend=backend,  # type: ignore[arg-type]
     ).to(device)
     compile_s = time.perf_counter() - t0
     u = dense_unary(pot, flat, dtype).to(device) if unary_mode == "evidence" else None
@@ -190,6 +198,7 @@ def run_pgmunfold(
         "impl": "pgmunfold",
         "dtype": str(dtype).removeprefix("torch."),
         "binary_fast_path": bool(net.binary_fast),
+        "backend": backend,
         "torch_threads": torch.get_num_threads(),
         "declare_s": declare_s,
         "compile_s": compile_s,
@@ -296,7 +305,13 @@ def compare_row(n: int, k: int, args: argparse.Namespace, workdir: Path) -> dict
     np.savez(npz, **pot)  # type: ignore[arg-type]
     load0 = os.getloadavg()
     pu_row, pu_marg = run_pgmunfold(
-        pot, args.iters, args.damping, args.repeats, args.unary_mode, device=args.device
+        pot,
+        args.iters,
+        args.damping,
+        args.repeats,
+        args.unary_mode,
+        device=args.device,
+        backend=args.backend,
     )
     px_row, px_marg = run_pgmax(
         args.pgmax_python,
@@ -392,6 +407,12 @@ def main(argv: list[str] | None = None) -> int:
         help="torch intra-op threads (default: torch's); 1 also asks XLA for one thread",
     )
     ap.add_argument("--timeout", type=float, default=900, help="seconds per PGMax run")
+    ap.add_argument(
+        "--backend",
+        choices=["torch", "triton"],
+        default="torch",
+        help="pgmunfold's backend (triton: the fused kernels; CUDA only)",
+    )
     ap.add_argument(
         "--device",
         choices=["cpu", "cuda"],

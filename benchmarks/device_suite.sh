@@ -34,6 +34,7 @@ if [ -n "${SMALL:-}" ]; then
     small=(--sizes 16 --ks 2 --iters 3 --repeats 2)
     roof=(--sizes 16 --ks 2 3 --iters 5 --repeats 2 --copy-mb 64)
     over=(--sizes 16 --ks 2 3 --iters 1 3 --repeats 2)
+    tiles=(--sizes 16 --ks 2 3 --iters 5 --repeats 2 --tiles 1024 8192 --warps 4)
 else
     # N=1000 at K=2 only: PGMax's host-side build of the K=8 grid alone takes minutes
     sizes=(--sizes 32 300 --ks 2 8 --include-1000 --ks-1000 2 --iters 50 --repeats 5)
@@ -41,6 +42,7 @@ else
     small=(--sizes 32 --ks 2 8 --iters 20 --repeats 10)
     roof=(--sizes 300 1000 --ks 2 8 --iters 50)
     over=(--sizes 300 1000 --ks 2 8 --iters 1 5 20 --repeats 7)
+    tiles=(--sizes 300 1000 --ks 2 8 --iters 20 --repeats 5)
 fi
 "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
 # each step has its own time limit, so that one slow step still leaves the others' results
@@ -55,6 +57,16 @@ if [ "$DEVICE" = cuda ]; then
 fi
 step 300 compare_pgmax_"$DEVICE" "$PY" -m benchmarks.compare_pgmax --device "$DEVICE" \
     --pgmax-python "$PGMAX_PYTHON" "${sizes[@]}" --json "$OUT/compare_pgmax_$DEVICE.json"
+# the fused Triton kernels (backend="triton"): against PGMax and on the roofline
+if [ "$DEVICE" = cuda ]; then
+    step 300 compare_triton_"$DEVICE" "$PY" -m benchmarks.compare_pgmax --device "$DEVICE" \
+        --backend triton --pgmax-python "$PGMAX_PYTHON" "${sizes[@]}" \
+        --json "$OUT/compare_triton_$DEVICE.json"
+    step 120 tiles_"$DEVICE" "$PY" -m benchmarks.fused_tiles --device "$DEVICE" \
+        "${tiles[@]}" --json "$OUT/tiles_$DEVICE.json"
+    step 90 roofline_triton_"$DEVICE" "$PY" -m benchmarks.roofline --device "$DEVICE" \
+        --backend triton "${roof[@]}" --json "$OUT/roofline_triton_$DEVICE.json"
+fi
 step 90 roofline_"$DEVICE" "$PY" -m benchmarks.roofline --device "$DEVICE" \
     "${roof[@]}" --json "$OUT/roofline_$DEVICE.json"
 step 120 autograd_"$DEVICE" "$PY" -m benchmarks.autograd_cost --device "$DEVICE" \

@@ -4,7 +4,8 @@
 1. Correctness on the device: BP (general K-state path, binary and pairwise fast paths,
    sequential), max-product and mean-field (fast and sequential) in float64 on CUDA equal the
    same networks on the CPU, with and without autograd; gradients are finite; the fast paths
-   replay as CUDA graphs with their eager result.
+   replay as CUDA graphs with their eager result. The fused Triton kernels
+   (``backend="triton"``, CUDA only) are compared with the torch backend on the CPU.
 2. The grid benchmark (``benchmarks.grid_lbp``) on CUDA, eager and CUDA-graph replay.
 """
 
@@ -52,13 +53,18 @@ def correctness(device: str) -> bool:
         ("bp max-product", 3, False, {"semiring": "max"}),
         ("mf sequential", 3, False, {"algorithm": "mf", "schedule": "sequential"}),
         ("bp untied+checkpoint", 2, False, {"untie": True, "checkpoint": True}),
+        ("bp K=2 triton", 2, False, {"backend": "triton"}),
+        ("bp K=8 triton", 8, False, {"backend": "triton"}),
+        ("bp K=3 max triton", 3, False, {"semiring": "max", "backend": "triton"}),
     ]
     for label, k, hard, kw in cases:
         fg, x = _grid(12, k, hard)
         u = torch.randn(
             4, 12, 12, k, dtype=torch.float64, generator=torch.Generator().manual_seed(1)
         )
-        cpu = pu.compile(fg, iterations=15, damping=0.3, dtype=torch.float64, **kw)
+        # the reference: the torch backend (the fused kernels need CUDA)
+        ref_kw = {k: v for k, v in kw.items() if k != "backend"}
+        cpu = pu.compile(fg, iterations=15, damping=0.3, dtype=torch.float64, **ref_kw)
         dev = pu.compile(fg, iterations=15, damping=0.3, dtype=torch.float64, **kw).to(device)
         with torch.no_grad():  # the reference
             a = cpu(unary={x: u})
@@ -90,6 +96,7 @@ def capture(device: str) -> bool:
         ("graph bp binary", 2, {}),
         ("graph bp K=3 pairwise", 3, {}),
         ("graph mf K=3", 3, {"algorithm": "mf"}),
+        ("graph bp K=8 triton", 8, {"backend": "triton"}),
     ]:
         fg, _ = _grid(12, k)
         net = pu.compile(fg, iterations=15, damping=0.3, contraction="matmul", **kw).to(device)

@@ -16,9 +16,12 @@ factors, ``D = 2E`` directed messages, batch 1:
   edge (``off, sign, shift, kappa``), field ``V`` (read + write);
 - pairwise path (``K > 2``): messages ``D * K`` (read + write), two ``E x K x K`` table copies
   (one per direction), field ``V * K`` (read + write).
+- ``--backend triton`` (the fused kernels, any ``K``): messages ``D * K`` (read + write), one
+  ``E x K x K`` table (both directions from one read), field ``V * K`` (read) and beliefs
+  ``V * K`` (write).
 
 Run: ``python -m benchmarks.roofline [--sizes 300 1000] [--ks 2 8] [--iters 50]
-[--device cuda] [--json out.json]``.
+[--device cuda] [--backend triton] [--json out.json]``.
 """
 
 from __future__ import annotations
@@ -42,29 +45,46 @@ def copy_bandwidth(device: str, nbytes: int, repeats: int = 10) -> float:
     return 2 * nbytes / median_time(lambda: y.copy_(x), sync, repeats)
 
 
-def compulsory_bytes(n: int, k: int) -> int:
+def compulsory_bytes(n: int, k: int, backend: str = "torch") -> int:
     """Compulsory bytes of one fast-path BP iteration on the ``n x n`` grid (see module doc)."""
     v, e = n * n, 2 * n * (n - 1)
     d = 2 * e
-    if k == 2:
+    if backend == "triton":
+        floats = 2 * d * k + e * k * k + 2 * v * k
+    elif k == 2:
         floats = 2 * d + 4 * d + 2 * v
     else:
         floats = 2 * d * k + 2 * e * k * k + 2 * v * k
     return 4 * floats
 
 
-def measure(n: int, k: int, iters: int, device: str, bandwidth: float, repeats: int) -> dict:
+def measure(
+    n: int, k: int, iters: int, device: str, bandwidth: float, repeats: int, backend: str = "torch"
+) -> dict:
     fg, _ = build(n, k)
     # "matmul" on CUDA: no host read of the tables' range, so the forward can be captured
     contraction = "matmul" if device == "cuda" else "auto"
-    net = pu.compile(fg, iterations=iters, damping=0.5, contraction=contraction).to(device)
+    net = pu.compile(
+        fg,
+        iterations=iters,
+        damping=0.5,
+        contraction=contraction,
+        backend=backend,  # type: ignore[arg-type]
+    ).to(device)
     path = "binary" if net.binary_fast else "pairwise" if net.pairwise_fast else "general"
+    path = "fused" if backend == "triton" else path
     sync = device_sync(device)
     with torch.no_grad():
         net()
         sync()
         t = median_time(net, sync, repeats)
-    row = {"N": n, "K": k, "iters": iters, "path": path, "bytes_per_iter": compulsory_bytes(n, k)}
+    row = {
+        "N": n,
+        "K": k,
+        "iters": iters,
+        "path": path,
+        "bytes_per_iter": compulsory_bytes(n, k, backend),
+    }
     row["s_per_iter"] = t / iters
     if device == "cuda":
         graph, _ = capture_cuda_graph(net)
@@ -81,6 +101,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     add_grid_args(ap, sizes=[300, 1000], ks=[2, 8], iters=50, repeats=5)
     ap.add_argument("--copy-mb", type=int, default=1024, help="size of the copy-bandwidth probe")
+    ap.add_argument("--backend", choices=["torch", "triton"], default="torch")
     args = ap.parse_args(argv)
     bw = copy_bandwidth(args.device, args.copy_mb << 20)
     name = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
@@ -92,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for k in args.ks:
         for n in args.sizes:
-            r = measure(n, k, args.iters, args.device, bw, args.repeats)
+            r = measure(n, k, args.iters, args.device, bw, args.repeats, args.backend)
             r["copy_gb_s"] = bw / 1e9
             rows.append(r)
             graph = f"{r['graph_s_per_iter']:>14.2e}" if "graph_s_per_iter" in r else f"{'-':>14}"

@@ -41,6 +41,13 @@ from pgmunfold.infer.bp import (
     variable_beliefs,
 )
 from pgmunfold.infer.free_energy import bethe_log_partition, mean_field_bound, score_states
+from pgmunfold.infer.fused import (
+    FusedWiring,
+    fused_beliefs,
+    fused_factor_messages,
+    fused_tables,
+    require_triton,
+)
 from pgmunfold.infer.meanfield import mf_expected_potentials, mf_field
 from pgmunfold.infer.ops import (
     NEG,
@@ -272,6 +279,22 @@ class _FoldedUnaries:
         return pairwise
 
 
+def _check_triton_backend(net: UnfoldedNetwork, pairwise_graph: bool) -> None:
+    """``backend="triton"``'s conditions, checked at compile time (see :class:`UnfoldedNetwork`)."""
+    need = {
+        "algorithm='bp'": net.algorithm == "bp",
+        "schedule='parallel'": net.schedule == "parallel",
+        "fast_path=True": net.fast_path,
+        f"only unary and pairwise factors of at most {PAIRWISE_MAX_CARD} states, at least one "
+        "pairwise": pairwise_graph,
+        "exact_cavity off (no -inf in the tables, or exact_cavity=False)": not net.exact_cavity,
+    }
+    missing = [k for k, ok in need.items() if not ok]
+    if missing:
+        raise ValueError(f"backend='triton' needs {'; '.join(missing)}")
+    require_triton()
+
+
 def _auto_range_ok(spread: torch.Tensor, limit: float) -> bool:
     """``contraction="auto"``'s one host read per forward: is a table group's log-range
     ``spread`` (a 0-d tensor) below ``limit``? Refused with a clear error during CUDA-graph
@@ -328,6 +351,14 @@ class UnfoldedNetwork(nn.Module):
             ``"auto"`` (default) picks ``"matmul"`` per group and forward when the range check
             passes (one scalar read per group per forward: use ``"matmul"`` or
             ``"logsumexp"`` explicitly under CUDA-graph capture).
+        backend: ``"torch"`` (default) or ``"triton"``: flooding BP on the pairwise fast path
+            (binary variables included) runs two fused Triton kernels per iteration
+            (:mod:`pgmunfold.infer.fused`; log-domain reductions in registers, so
+            ``contraction`` does not apply) when no gradient is recorded; under autograd the
+            torch kernels run (the same function). Needs CUDA tensors (or Triton's interpreter,
+            ``TRITON_INTERPRET=1``, for tests), the ``triton`` package, ``algorithm="bp"``,
+            ``schedule="parallel"``, ``fast_path=True``, unary and pairwise factors of at most
+            64 states and subtractive cavities (``exact_cavity`` off); checked here.
 
     Shape:
         ``forward(evidence, unary)`` returns :class:`~pgmunfold.Beliefs` whose tensors have a
@@ -351,6 +382,11 @@ class UnfoldedNetwork(nn.Module):
     pw_slots_t: torch.Tensor
     pw_partner_var: torch.Tensor
     pw_slot_pos: torch.Tensor
+    fused_col0: torch.Tensor
+    fused_col1: torch.Tensor
+    fused_var0: torch.Tensor
+    fused_var1: torch.Tensor
+    fused_table: torch.Tensor
 
     def __init__(
         self,
@@ -367,6 +403,7 @@ class UnfoldedNetwork(nn.Module):
         fast_path: bool = True,
         checkpoint: bool = False,
         contraction: Literal["auto", "logsumexp", "matmul"] = "auto",
+        backend: Literal["torch", "triton"] = "torch",
         *,
         _wiring: Wiring | None = None,
         _plan: Mapping[str, tuple[int, ...]] | None = None,
@@ -409,8 +446,12 @@ class UnfoldedNetwork(nn.Module):
         if contraction not in ("auto", "logsumexp", "matmul"):
             raise ValueError(f"contraction must be auto, logsumexp or matmul, got {contraction!r}")
         self.contraction = contraction
+        if backend not in ("torch", "triton"):
+            raise ValueError(f"backend must be 'torch' or 'triton', got {backend!r}")
+        self.backend: Literal["torch", "triton"] = backend
         self.binary_fast = (
             fast_path
+            and backend == "torch"
             and algorithm == "bp"
             and schedule == "parallel"
             and not self.exact_cavity
@@ -432,6 +473,8 @@ class UnfoldedNetwork(nn.Module):
             and pairwise_graph
         )
         self.mf_fast = fast_path and algorithm == "mf" and schedule == "parallel" and pairwise_graph
+        if backend == "triton":
+            _check_triton_backend(self, pairwise_graph)
         # binary variables, finite tables: mean-field on log-odds (one probability per variable)
         self.mf_binary = self.mf_fast and not has_zero and bool((w.cards == 2).all())
         fdtype = torch.get_default_dtype() if dtype is None else dtype
@@ -502,6 +545,26 @@ class UnfoldedNetwork(nn.Module):
             buf("pw_slot_pos", pos)
             partner = np.concatenate([sc[:, j] for sc in pw_scopes for j in (1, 0)])
             buf("pw_partner_var", partner.astype(np.int64))
+        if self.backend == "triton":
+            # the fused kernels' columns (FusedWiring, infer/fused.py), one row per pairwise
+            # factor, all pairwise groups in order:
+            # fused_col0, fused_col1: (F,) its message columns to scope positions 0 and 1
+            # fused_var0, fused_var1: (F,) the variables at scope positions 0 and 1
+            # fused_table: (F,) its column in fused_tables (a shared group: one for all)
+            cols0, cols1, tabs = [], [], []
+            start = tstart = 0
+            for i, sc in zip(self._pw_idx, pw_scopes, strict=True):
+                n = sc.shape[0]
+                cols0.append(start + np.arange(n))
+                cols1.append(start + n + np.arange(n))
+                shared = self._mgroups[i].shared
+                tabs.append(tstart + (np.zeros(n, np.int64) if shared else np.arange(n)))
+                start, tstart = start + 2 * n, tstart + (1 if shared else n)
+            buf("fused_col0", np.concatenate(cols0).astype(np.int64))
+            buf("fused_col1", np.concatenate(cols1).astype(np.int64))
+            buf("fused_var0", np.concatenate([sc[:, 0] for sc in pw_scopes]).astype(np.int64))
+            buf("fused_var1", np.concatenate([sc[:, 1] for sc in pw_scopes]).astype(np.int64))
+            buf("fused_table", np.concatenate(tabs).astype(np.int64))
 
         # ---- parameter plan
         taken: set[str] = set()
@@ -653,6 +716,7 @@ class UnfoldedNetwork(nn.Module):
             fast_path=self.fast_path,
             checkpoint=self.checkpoint,
             contraction=self.contraction,
+            backend=self.backend,
             _wiring=self._wiring,
             _plan=plan,
         )
@@ -684,6 +748,7 @@ class UnfoldedNetwork(nn.Module):
             f"factors={sum(g.num_factors for g in w.groups)}, edges={w.num_edges}, "
             f"groups={len(w.groups)}, parameters={self.num_parameters()} "
             f"(one copy: {tied_n}; untied groups: {untied or 'none'})"
+            + (f", backend={self.backend}" if self.backend != "torch" else "")
         )
 
     # ------------------------------------------------------------------ inputs
@@ -1093,6 +1158,34 @@ class UnfoldedNetwork(nn.Module):
             return new
         return torch.lerp(new, msg, damping, out=out)
 
+    def _fused_step(
+        self,
+        msg: torch.Tensor,
+        field: torch.Tensor,
+        tables: torch.Tensor,
+        ws: Workspace,
+        parity: int,
+    ) -> torch.Tensor:
+        """One flooding iteration of ``backend="triton"`` (no-grad only): the two fused
+        kernels of :mod:`pgmunfold.infer.fused`, writing into reused buffers (two message
+        buffers alternate by ``parity``).
+
+        Shape:
+            ``msg``: ``(B, K, P + 1)``; ``field``: ``(B, K, V)``; ``tables``: ``(K, K, T)``
+            (:func:`~pgmunfold.infer.fused.fused_tables`); output: ``(B, K, P + 1)``.
+        """
+        B, K, P1 = msg.shape
+        bel = ws("bel", (B, K, field.shape[2]), msg)
+        out = ws(f"msg{parity}", (B, K, P1), msg)
+        assert bel is not None and out is not None
+        wiring = FusedWiring(
+            self.fused_col0, self.fused_col1, self.fused_var0, self.fused_var1, self.fused_table
+        )
+        fused_beliefs(msg, field, self.pw_slots_t, bel)
+        fused_factor_messages(msg, bel, tables, wiring, self.semiring, self.damping, out)
+        out.narrow(2, P1 - 1, 1).zero_()  # the padding column
+        return out
+
     def _run_pairwise(
         self, u: torch.Tensor, thetas: list[torch.Tensor]
     ) -> tuple[torch.Tensor, Callable[[], torch.Tensor], torch.Tensor]:
@@ -1117,16 +1210,23 @@ class UnfoldedNetwork(nn.Module):
         damping = self._damping_scalar(u)
         ws = Workspace.for_forward()
         tables: dict[tuple[int, ...], list[PairwiseTables]] = {}
+        stacked: dict[tuple[int, ...], torch.Tensor] = {}  # backend="triton", no-grad
+        fused = self.backend == "triton" and ws.enabled
         limit = dense_range_limit(u.dtype)
         for t in range(self.iterations):
             prev = msg
             th = self._at(thetas, t)
             key = self._pairwise_key(t)
-            if key not in tables:  # once per distinct combination of copies
-                tables[key] = [self._pairwise_tables(th[i], limit) for i in self._pw_idx]
-            msg = self._layer(
-                self._pairwise_step, msg, field, tables[key], damping, ws=ws, parity=t % 2
-            )
+            if fused:
+                if key not in stacked:
+                    stacked[key] = fused_tables([th[i] for i in self._pw_idx], K)
+                msg = self._fused_step(msg, field, stacked[key], ws, parity=t % 2)
+            else:
+                if key not in tables:  # once per distinct combination of copies
+                    tables[key] = [self._pairwise_tables(th[i], limit) for i in self._pw_idx]
+                msg = self._layer(
+                    self._pairwise_step, msg, field, tables[key], damping, ws=ws, parity=t % 2
+                )
             if unaries.update(th):
                 field = field_of()
         # marginals straight from the state-major beliefs; the general path's messages (for
@@ -1524,6 +1624,7 @@ def compile(
     fast_path: bool = True,
     checkpoint: bool = False,
     contraction: Literal["auto", "logsumexp", "matmul"] = "auto",
+    backend: Literal["torch", "triton"] = "torch",
 ) -> UnfoldedNetwork:
     """Compile ``graph`` into an :class:`UnfoldedNetwork` (see its documentation for arguments).
 
@@ -1543,4 +1644,5 @@ def compile(
         fast_path=fast_path,
         checkpoint=checkpoint,
         contraction=contraction,
+        backend=backend,
     )

@@ -13,5 +13,10 @@ settings.load_profile(
     os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "default")
 )
 
+# the fused Triton kernels (backend="triton") run in Triton's interpreter without CUDA; read
+# when pgmunfold first imports its kernels
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 # small tensors: one intra-op thread avoids oversubscription on the 2-core CI machines
 torch.set_num_threads(1)

@@ -10,6 +10,7 @@ from benchmarks import (
     autograd_cost,
     compare_pgmax,
     forward_overhead,
+    fused_tiles,
     grid_lbp,
     launch_overhead,
     op_traffic,
@@ -51,6 +52,12 @@ def test_roofline_runs_and_counts_the_layout_of_each_path(tmp_path):
     assert roofline.compulsory_bytes(4, 2) == 4 * (2 * 48 + 4 * 48 + 2 * 16)
     assert roofline.compulsory_bytes(4, 3) == 4 * (2 * 48 * 3 + 2 * 24 * 9 + 2 * 16 * 3)
     assert all(0 < r["roofline_fraction"] for r in rows)
+    # the fused kernels read each table once (both directions), write beliefs instead of fields
+    assert roofline.compulsory_bytes(4, 3, "triton") == 4 * (2 * 48 * 3 + 24 * 9 + 2 * 16 * 3)
+    pytest.importorskip("triton")  # on CPU the kernels run in Triton's interpreter (conftest)
+    fused = ["--sizes", "4", "--ks", "3", "--iters", "2", "--repeats", "1", "--copy-mb", "4"]
+    roofline.main([*fused, "--backend", "triton", "--json", str(out)])
+    assert [r["path"] for r in json.loads(out.read_text())] == ["fused"]
 
 
 # torch's own import of inductor modules (torch.utils.mkldnn) warns about torch.jit
@@ -104,3 +111,17 @@ def test_forward_overhead_fits_fixed_and_per_iteration_cost(tmp_path):
         assert r["fixed_s"] == pytest.approx(t1 - r["per_iter_s"])
     with pytest.raises(SystemExit):
         forward_overhead.main(["--iters", "5"])
+
+
+def test_fused_tiles_sweeps_each_configuration(tmp_path):
+    pytest.importorskip("triton")  # on CPU the kernels run in Triton's interpreter (conftest)
+    out = tmp_path / "tiles.json"
+    args = ["--sizes", "3", "--ks", "2", "--iters", "2", "--repeats", "1"]
+    fused_tiles.main([*args, "--tiles", "64", "4096", "--warps", "2", "--json", str(out)])
+    rows = json.loads(out.read_text())
+    assert [(r["backend"], r["tile"]) for r in rows] == [
+        ("torch", 0),
+        ("triton", 64),
+        ("triton", 4096),
+    ]
+    assert all(r["max_abs_dp"] < 1e-5 for r in rows)

@@ -1,0 +1,116 @@
+"""The Triton kernels of :mod:`pgmunfold.infer.fused` (imported only when they are used: Triton
+is optional). Triton resolves a kernel's helpers among the module's globals, hence a module of
+their own. Documentation of what they compute: :mod:`pgmunfold.infer.fused`."""
+
+# mypy: disable-error-code="no-untyped-def"
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _reduce(x, axis: tl.constexpr, MAX: tl.constexpr):
+    top = tl.max(x, axis=axis)
+    if MAX:
+        out = top
+    else:
+        out = top + tl.log2(tl.sum(tl.exp2(x - tl.expand_dims(top, axis)), axis=axis))
+    return out
+
+
+@triton.jit
+def _normalise(x, states, NEG: tl.constexpr):
+    # x: (KP, BLOCK); states: (KP,) which rows are real states
+    xm = tl.where(states[:, None], x, float("-inf"))
+    top = tl.max(xm, axis=0)
+    lse = top + tl.log2(tl.sum(tl.exp2(xm - top[None, :]), axis=0))
+    return tl.maximum(x - lse[None, :], NEG)
+
+
+@triton.jit
+def _block(n_items, BLOCK: tl.constexpr):
+    # this program's batch row, its block of items, and which of them exist
+    idx = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    return tl.program_id(1).to(tl.int64), idx, idx < n_items
+
+
+@triton.jit
+def beliefs_kernel(
+    msg_ptr,
+    field_ptr,
+    bel_ptr,
+    slots_ptr,
+    n_col,
+    n_var,
+    n_deg,
+    K: tl.constexpr,
+    KP: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    b, v, vm = _block(n_var, BLOCK)
+    s = tl.arange(0, KP)
+    m2 = (s < K)[:, None] & vm[None, :]
+    rows = b * K * n_var + s[:, None] * n_var + v[None, :]
+    acc = tl.load(field_ptr + rows, mask=m2, other=0.0)
+    mrow = msg_ptr + b * K * n_col + s[:, None] * n_col
+    for d in range(n_deg):
+        col = tl.load(slots_ptr + d * n_var + v, mask=vm, other=0)
+        acc += tl.load(mrow + col[None, :], mask=m2, other=0.0)
+    tl.store(bel_ptr + rows, acc, mask=m2)
+
+
+@triton.jit
+def factors_kernel(
+    msg_ptr,
+    bel_ptr,
+    out_ptr,
+    tab_ptr,
+    col0_ptr,
+    col1_ptr,
+    var0_ptr,
+    var1_ptr,
+    table_ptr,
+    n_fac,
+    n_col,
+    n_var,
+    n_tab,
+    damping,
+    K: tl.constexpr,
+    KP: tl.constexpr,
+    MAX: tl.constexpr,
+    DAMP: tl.constexpr,
+    NEG: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    b, f, fm = _block(n_fac, BLOCK)
+    c0 = tl.load(col0_ptr + f, mask=fm, other=0)
+    c1 = tl.load(col1_ptr + f, mask=fm, other=0)
+    v0 = tl.load(var0_ptr + f, mask=fm, other=0)
+    v1 = tl.load(var1_ptr + f, mask=fm, other=0)
+    t = tl.load(table_ptr + f, mask=fm, other=0)
+    s = tl.arange(0, KP)
+    states = s < K
+    m2 = states[:, None] & fm[None, :]
+    mrow = msg_ptr + b * K * n_col + s[:, None] * n_col
+    brow = bel_ptr + b * K * n_var + s[:, None] * n_var
+    old0 = tl.load(mrow + c0[None, :], mask=m2, other=0.0)
+    old1 = tl.load(mrow + c1[None, :], mask=m2, other=0.0)
+    q0 = tl.load(brow + v0[None, :], mask=m2, other=0.0) - old0  # cavity of position 0
+    q1 = tl.load(brow + v1[None, :], mask=m2, other=0.0) - old1
+    # tab[a, c, t]: entry (state a of position 0, state c of position 1) of table t
+    a3 = s[:, None, None]
+    c3 = s[None, :, None]
+    m3 = (a3 < K) & (c3 < K) & fm[None, None, :]
+    tab = tl.load(
+        tab_ptr + (a3 * K + c3).to(tl.int64) * n_tab + t[None, None, :],
+        mask=m3,
+        other=NEG,
+    )
+    new0 = _normalise(_reduce(tab + q1[None, :, :], 1, MAX), states, NEG)
+    new1 = _normalise(_reduce(tab + q0[:, None, :], 0, MAX), states, NEG)
+    if DAMP:
+        new0 = new0 + damping * (old0 - new0)
+        new1 = new1 + damping * (old1 - new1)
+    orow = out_ptr + b * K * n_col + s[:, None] * n_col
+    tl.store(orow + c0[None, :], new0, mask=m2)
+    tl.store(orow + c1[None, :], new1, mask=m2)

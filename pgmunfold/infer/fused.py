@@ -1,0 +1,259 @@
+"""Fused Triton kernels for flooding BP on the pairwise fast path (``backend="triton"``): two
+kernels per iteration instead of 13 (K = 2) to 50 (K = 8) torch ops, so every message, belief
+and table entry crosses memory about once per iteration. Forward only: under autograd the
+torch kernels of :mod:`pgmunfold.infer.pairwise` run (same function, hand-written backward).
+
+The layout is the pairwise fast path's (see :mod:`pgmunfold.infer.pairwise`): state-major
+messages ``msg`` ``(B, K, P + 1)`` in bits, the last column a zero padding column; beliefs and
+fields ``(B, K, V)``. Each program of a kernel handles one batch row and a block of variables
+or factors, with all ``K`` states in registers (a ``(K, BLOCK)`` tile, loaded along the
+contiguous column axis).
+
+1. :func:`fused_beliefs`: ``bel[b, :, v] = field[b, :, v] + sum_d msg[b, :, slots[d * V + v]]``.
+2. :func:`fused_factor_messages`: per pairwise factor, both directions from one read of its
+   ``K x K`` table: cavity ``q = bel[var] - msg[col]`` at each end, ``new[a] = reduce_c
+   (tab[a, c] + q[c])`` in the log domain (log2-sum-exp2 or max, in registers), normalised
+   over states, clamped at :data:`~pgmunfold.infer.pairwise.NEG_BITS`, damped
+   ``new + d (old - new)``, written to the other message buffer.
+
+Every reduction runs in the log domain in registers, so there is no exp-form range condition
+(unlike ``contraction="matmul"``) and hard zeros in tables are clamped to the sentinel.
+
+The naive twins (:func:`fused_beliefs_naive`, :func:`fused_factor_messages_naive`) are plain
+torch; ``tests/test_fused.py`` checks the kernels against them and the network's Triton
+backend against the general path. On a machine without CUDA the kernels run in Triton's
+interpreter when ``TRITON_INTERPRET=1`` is set before the first use (slow: for tests only).
+
+Shapes and index buffers (:class:`FusedWiring`, one row per pairwise factor over all
+pairwise groups in order; built at compile time, immutable):
+    ``col0``, ``col1``: ``(F,)`` message columns to scope positions 0 and 1.
+    ``var0``, ``var1``: ``(F,)`` the variables at scope positions 0 and 1.
+    ``table``: ``(F,)`` the factor's column in the table stack of :func:`fused_tables`
+    (a shared group's factors all point at one column).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import torch
+
+from pgmunfold.infer.ops import Semiring
+from pgmunfold.infer.pairwise import LOG2E, NEG_BITS, pad_states
+
+__all__ = [
+    "FusedWiring",
+    "fused_beliefs",
+    "fused_beliefs_naive",
+    "fused_factor_messages",
+    "fused_factor_messages_naive",
+    "fused_tables",
+    "require_triton",
+    "triton_interpreting",
+]
+
+_MAX_GRID_Y = 65535
+"""CUDA's limit on the second grid axis (the batch row): larger batches launch in chunks."""
+
+_TILE = 8192
+"""Elements per program's ``(K, K, BLOCK)`` table tile (factors) or ``(K, BLOCK)`` tile
+(variables, a quarter of it): the block sizes follow from it. Not yet tuned on a GPU
+(``benchmarks/fused_tiles.py`` sweeps it and :data:`_WARPS`)."""
+
+_WARPS = 4
+"""Warps per program of both kernels."""
+
+
+class FusedWiring(NamedTuple):
+    """Per pairwise factor (all pairwise groups, in order), the fused kernels' index columns.
+
+    Shape:
+        every field: ``(F,)`` int64.
+    """
+
+    col0: torch.Tensor
+    col1: torch.Tensor
+    var0: torch.Tensor
+    var1: torch.Tensor
+    table: torch.Tensor
+
+
+def require_triton() -> None:
+    """Raise an ``ImportError`` saying what to install when Triton is missing."""
+    try:
+        import triton  # noqa: F401
+    except ImportError as e:  # pragma: no cover - triton is a test dependency
+        raise ImportError(
+            "backend='triton' needs the triton package (it ships with CUDA builds of torch; "
+            "pip install triton)"
+        ) from e
+
+
+def triton_interpreting() -> bool:
+    """Whether Triton's interpreter is on (``TRITON_INTERPRET=1``): kernels then run on CPU
+    tensors, in Python (for tests)."""
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def _check_device(x: torch.Tensor) -> None:
+    if x.device.type != "cuda" and not _kernels().interpreted:
+        raise RuntimeError(
+            f"backend='triton' runs on CUDA tensors, got a {x.device.type} tensor; move the "
+            "network with .cuda(), use backend='torch', or set TRITON_INTERPRET=1 before the "
+            "first forward to run the kernels in Triton's (slow) interpreter"
+        )
+
+
+class _Kernels(NamedTuple):
+    beliefs: Any
+    factors: Any
+    interpreted: bool
+
+
+@functools.cache
+def _kernels() -> _Kernels:
+    """The jitted kernels, imported on first use (whether they interpret is fixed then)."""
+    require_triton()
+    from pgmunfold.infer import _triton_kernels as k
+
+    return _Kernels(k.beliefs_kernel, k.factors_kernel, triton_interpreting())
+
+
+def _pow2(n: int) -> int:
+    """The register tile's state extent: a power of two >= ``n`` (and >= 2)."""
+    return max(2, 1 << max(0, (n - 1).bit_length()))
+
+
+def fused_tables(thetas: Sequence[torch.Tensor], K: int) -> torch.Tensor:
+    """Stack the pairwise groups' natural log-potentials into the kernels' table layout, in
+    bits, padded to ``K`` states and clamped at the hard-zero sentinel.
+
+    ``out[a, c, t]`` is the entry (state ``a`` of scope position 0, state ``c`` of position 1)
+    of table ``t``; the tables of the groups follow each other along ``t``.
+
+    Shape:
+        ``thetas[g]``: ``(F_g or 1, k0, k1)``; output: ``(K, K, sum_g F_g)`` (``F_g = 1`` for a
+        shared table).
+    """
+    parts = [pad_states(th * LOG2E, K, NEG_BITS).clamp_min(NEG_BITS) for th in thetas]
+    stacked = torch.cat(parts) if len(parts) > 1 else parts[0]
+    return stacked.permute(1, 2, 0).contiguous()
+
+
+def fused_beliefs(
+    msg: torch.Tensor, field: torch.Tensor, slots: torch.Tensor, out: torch.Tensor
+) -> torch.Tensor:
+    """``out[b, :, v] = field[b, :, v] + sum_d msg[b, :, slots[d * V + v]]`` (one kernel).
+
+    Args:
+        slots: ``slots[d * V + v]``, the ``d``-th message column of variable ``v``, or the zero
+            padding column ``P``.
+
+    Shape:
+        ``msg``: ``(B, K, P + 1)``; ``field``, ``out``: ``(B, K, V)``; ``slots``: ``(D * V,)``.
+    """
+    _check_device(msg)
+    _, K, n_col = msg.shape
+    V = field.shape[2]
+    KP = _pow2(K)
+    block = max(16, min(1024, _TILE // (4 * KP)))
+    n_deg = slots.shape[0] // V if V else 0
+    _launch(_kernels().beliefs, V, block, (msg, field, out), slots, n_col, V, n_deg, K, KP)
+    return out
+
+
+def fused_factor_messages(
+    msg: torch.Tensor,
+    belief: torch.Tensor,
+    tables: torch.Tensor,
+    wiring: FusedWiring,
+    semiring: Semiring,
+    damping: float,
+    out: torch.Tensor,
+) -> torch.Tensor:
+    """New (normalised, damped) messages of every pairwise factor, both directions, written to
+    ``out`` (one kernel; the padding column of ``out`` is left as it is).
+
+    Args:
+        msg: the current messages (bits, state-major).
+        belief: ``field`` plus the sum of the incoming messages (:func:`fused_beliefs`).
+        tables: :func:`fused_tables`.
+        damping: ``d``: ``out = new + d (old - new)``.
+
+    Shape:
+        ``msg``, ``out``: ``(B, K, P + 1)``; ``belief``: ``(B, K, V)``; ``tables``:
+        ``(K, K, T)``; ``wiring`` fields: ``(F,)``.
+    """
+    _check_device(msg)
+    _, K, n_col = msg.shape
+    V = belief.shape[2]
+    F = wiring.col0.shape[0]
+    KP = _pow2(K)
+    block = max(1, min(1024, _TILE // (KP * KP)))
+    flags = (semiring == "max", damping != 0.0, NEG_BITS)
+    args = (tables, *wiring, F, n_col, V, tables.shape[2], float(damping), K, KP)
+    _launch(_kernels().factors, F, block, (msg, belief, out), *args, *flags)
+    return out
+
+
+def _launch(kernel: Any, n: int, block: int, rows: tuple[torch.Tensor, ...], *args: Any) -> None:
+    """Launch ``kernel`` over blocks of ``n`` items (grid axis 0) and the batch rows (axis 1,
+    in chunks of at most :data:`_MAX_GRID_Y`): its arguments are the batch-row slices of
+    ``rows``, then ``args``, then ``block``."""
+    B = rows[0].shape[0]
+    for b0 in range(0, B, _MAX_GRID_Y):
+        chunk = slice(b0, b0 + _MAX_GRID_Y)
+        grid = ((n + block - 1) // block, min(B - b0, _MAX_GRID_Y))
+        kernel[grid](*(t[chunk] for t in rows), *args, block, num_warps=_WARPS)
+
+
+def fused_beliefs_naive(
+    msg: torch.Tensor, field: torch.Tensor, slots: torch.Tensor
+) -> torch.Tensor:
+    """The naive twin of :func:`fused_beliefs` (plain torch).
+
+    Shape:
+        ``msg``: ``(B, K, P + 1)``; ``field``: ``(B, K, V)``; ``slots``: ``(D * V,)``;
+        output: ``(B, K, V)``.
+    """
+    B, K, V = field.shape
+    return field + msg[:, :, slots].view(B, K, -1, V).sum(dim=2)
+
+
+def fused_factor_messages_naive(
+    msg: torch.Tensor,
+    belief: torch.Tensor,
+    tables: torch.Tensor,
+    wiring: FusedWiring,
+    semiring: Semiring,
+    damping: float,
+) -> torch.Tensor:
+    """The naive twin of :func:`fused_factor_messages` (plain torch, natural broadcasting);
+    returns a copy of ``msg`` with the pairwise columns replaced.
+
+    Shape:
+        ``msg``: ``(B, K, P + 1)``; ``belief``: ``(B, K, V)``; ``tables``: ``(K, K, T)``;
+        output: ``(B, K, P + 1)``.
+    """
+    old0, old1 = msg[:, :, wiring.col0], msg[:, :, wiring.col1]  # (B, K, F)
+    q0 = belief[:, :, wiring.var0] - old0
+    q1 = belief[:, :, wiring.var1] - old1
+    tab = tables[:, :, wiring.table].unsqueeze(0)  # (1, a, c, F)
+
+    def reduce(x: torch.Tensor, dim: int) -> torch.Tensor:
+        if semiring == "max":
+            return x.amax(dim=dim)
+        return torch.logsumexp(x / LOG2E, dim=dim) * LOG2E
+
+    def normalise(x: torch.Tensor) -> torch.Tensor:
+        return (x - torch.logsumexp(x / LOG2E, dim=1, keepdim=True) * LOG2E).clamp_min(NEG_BITS)
+
+    new0 = normalise(reduce(tab + q1.unsqueeze(1), 2))
+    new1 = normalise(reduce(tab + q0.unsqueeze(2), 1))
+    out = msg.clone()
+    out[:, :, wiring.col0] = torch.lerp(new0, old0, damping)
+    out[:, :, wiring.col1] = torch.lerp(new1, old1, damping)
+    return out

@@ -1,0 +1,256 @@
+"""The fused Triton kernels (infer/fused.py, ``backend="triton"``) equal their naive twins and
+the general path. Without CUDA they run in Triton's interpreter (``TRITON_INTERPRET=1``, set
+in conftest.py)."""
+
+import numpy as np
+import pytest
+import torch
+from helpers import grid
+from hypothesis import given
+from hypothesis import strategies as st
+
+import pgmunfold as pu
+from pgmunfold.infer import fused
+from pgmunfold.infer.fused import (
+    FusedWiring,
+    fused_beliefs,
+    fused_beliefs_naive,
+    fused_factor_messages,
+    fused_factor_messages_naive,
+    fused_tables,
+)
+from pgmunfold.infer.pairwise import LOG2E, NEG_BITS
+
+pytest.importorskip("triton")
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@st.composite
+def kernel_inputs(draw):
+    """Random wiring (cycles, repeated pairs, isolated variables), messages, beliefs, tables."""
+    K = draw(st.integers(1, 9))  # 3, 5, 6, 7, 9: padded to a power of two in registers
+    V = draw(st.integers(2, 9))
+    F = draw(st.integers(1, 12))
+    B = draw(st.integers(1, 3))
+    shared = draw(st.booleans())
+    scale = draw(st.sampled_from([0.1, 1.0, 30.0, 1e4]))
+    dtype = draw(st.sampled_from([torch.float32, torch.float64]))
+    gen = torch.Generator().manual_seed(draw(st.integers(0, 2**31 - 1)))
+    var0 = torch.randint(0, V, (F,), generator=gen)
+    var1 = (var0 + 1 + torch.randint(0, V - 1, (F,), generator=gen)) % V
+    P = 2 * F
+    wiring = FusedWiring(
+        torch.arange(F),
+        torch.arange(F, P),
+        var0,
+        var1,
+        torch.zeros(F, dtype=torch.long) if shared else torch.arange(F),
+    )
+    pw_var = torch.cat([var0, var1])
+    D = int(torch.bincount(pw_var, minlength=V).max())
+    slots = torch.full((D, V), P)
+    seen = [0] * V
+    for p, v in enumerate(pw_var.tolist()):
+        slots[seen[v], v] = p
+        seen[v] += 1
+    msg = scale * torch.randn(B, K, P + 1, generator=gen, dtype=dtype)
+    if draw(st.booleans()):  # sentinel (hard-zero) entries in messages and tables
+        msg[:, 0, ::3] = NEG_BITS
+    msg[:, :, -1] = 0.0
+    field = scale * torch.randn(B, K, V, generator=gen, dtype=dtype)
+    theta = scale * torch.randn(1 if shared else F, K, K, generator=gen, dtype=dtype)
+    if draw(st.booleans()):
+        theta[:, 0, -1] = -float("inf")
+    return msg, field, slots.reshape(-1), fused_tables([theta], K), wiring
+
+
+@given(kernel_inputs(), st.sampled_from(["sum", "max"]), st.sampled_from([0.0, 0.4]))
+def test_kernels_equal_their_naive_twins(inputs, semiring, damping):
+    msg, field, slots, tables, wiring = (
+        x.to(DEVICE) if isinstance(x, torch.Tensor) else FusedWiring(*(w.to(DEVICE) for w in x))
+        for x in inputs
+    )
+    bel = torch.full_like(field, float("nan"))
+    fused_beliefs(msg, field, slots, bel)
+    ref_bel = fused_beliefs_naive(msg, field, slots)
+    # sums in another order: rounding relative to the size of the terms
+    eps = torch.finfo(msg.dtype).eps
+    terms = fused_beliefs_naive(msg.abs().clamp_max(-NEG_BITS), field.abs(), slots)
+    assert ((bel - ref_bel).abs() <= 8 * eps * terms).all()
+    out = torch.full_like(msg, float("nan"))
+    before = msg.clone()
+    fused_factor_messages(msg, ref_bel, tables, wiring, semiring, damping, out)
+    ref = fused_factor_messages_naive(msg, ref_bel, tables, wiring, semiring, damping)
+    assert torch.equal(msg, before)  # inputs untouched
+    assert not out[:, :, :-1].isnan().any()  # every message column written
+    # relative to the scale of the bits involved (1e4-nat inputs carry float32 rounding)
+    scale = max(1.0, float(ref_bel.abs().max()), float(msg[msg > NEG_BITS].abs().max()))
+    torch.testing.assert_close(out[:, :, :-1], ref[:, :, :-1], atol=64 * eps * scale, rtol=0)
+
+
+def test_tables_layout_bits_padding_and_clamp():
+    th = torch.tensor([[[0.0, 1.0], [-float("inf"), 2.0]]], dtype=torch.float64)
+    tab = fused_tables([th, 3.0 * th], 3)
+    assert tab.shape == (3, 3, 2) and tab.is_contiguous()
+    assert tab[0, 1, 0] == 1.0 * LOG2E and tab[1, 1, 1] == 6.0 * LOG2E
+    assert tab[1, 0, 0] == NEG_BITS  # -inf clamped to the sentinel
+    assert (tab[2, :, :] == NEG_BITS).all() and (tab[:, 2, :] == NEG_BITS).all()  # padded
+
+
+def test_batches_beyond_the_grid_limit_launch_in_chunks(monkeypatch):
+    monkeypatch.setattr(fused, "_MAX_GRID_Y", 2)
+    fg, _ = grid(3, k=3, seed=4)
+    u = torch.randn(5, 9, 3, dtype=torch.float64)
+    a = pu.compile(fg, iterations=4, damping=0.2, dtype=torch.float64, backend="triton")
+    b = pu.compile(fg, iterations=4, damping=0.2, dtype=torch.float64, fast_path=False)
+    a, b = a.to(DEVICE), b.to(DEVICE)
+    with torch.no_grad():
+        ra, rb = a(unary=u.to(DEVICE)), b(unary=u.to(DEVICE))
+    torch.testing.assert_close(ra.log_marginals, rb.log_marginals)
+
+
+@st.composite
+def pairwise_graphs(draw):
+    """Unary and pairwise factors; cards 2-5 (mixed: padded states), shared and per-factor
+    tables, several groups, cycles, untied copies, evidence."""
+    n = draw(st.integers(2, 6))
+    rng = np.random.default_rng(draw(st.integers(0, 2**31 - 1)))
+    binary = draw(st.booleans())
+    cards = [2] * n if binary else [int(c) for c in rng.integers(2, 6, size=n)]
+    fg = pu.FactorGraph()
+    for i, c in enumerate(cards):
+        fg.add_variable(f"v{i}", c)
+    scale = draw(st.sampled_from([0.1, 1.0, 5.0, 100.0]))
+    groups = draw(st.integers(1, 2))
+    for g in range(groups):
+        m = draw(st.integers(1, 7))
+        pairs = np.array([rng.choice(n, 2, replace=False) for _ in range(m)])
+        by_cards: dict[tuple[int, int], list[np.ndarray]] = {}
+        for a, b in pairs:  # one group per pair of cardinalities
+            by_cards.setdefault((cards[a], cards[b]), []).append(np.array([a, b]))
+        shared = draw(st.booleans())
+        for (ka, kb), scopes in by_cards.items():
+            size = (ka, kb) if shared else (len(scopes), ka, kb)
+            fg.add_factors(np.stack(scopes), scale * rng.normal(size=size), name=f"p{g}_{ka}{kb}")
+    if draw(st.booleans()):
+        for i, c in enumerate(cards):
+            fg.add_factor(f"v{i}", rng.normal(size=c))
+    return fg, cards
+
+
+@given(
+    pairwise_graphs(),
+    st.sampled_from(["sum", "max"]),
+    st.sampled_from([0.0, 0.5]),
+    st.integers(1, 3),
+    st.booleans(),
+    st.booleans(),
+)
+def test_triton_backend_equals_general_path(graph, semiring, damping, B, untie, evidence):
+    fg, cards = graph
+    V = fg.num_variables
+    K = max(cards)
+    gen = torch.Generator().manual_seed(V + B)
+    u = torch.randn(B, V, K, generator=gen, dtype=torch.float64)
+    ev = {"v0": cards[0] - 1} if evidence else None
+    kw = dict(iterations=5, damping=damping, semiring=semiring, untie=untie, dtype=torch.float64)
+    nets = [
+        pu.compile(fg, backend="triton", **kw).to(DEVICE),
+        pu.compile(fg, fast_path=False, **kw).to(DEVICE),
+    ]
+    if untie:  # different copies per iteration, the same in both nets
+        for net in nets:
+            g = torch.Generator().manual_seed(3)
+            with torch.no_grad():
+                for p in net.parameters():
+                    p.add_(0.5 * torch.randn(p.shape, generator=g, dtype=p.dtype).to(DEVICE))
+    with torch.no_grad():
+        a, b = (net(unary=u.to(DEVICE), evidence=ev) for net in nets)
+    tol = 1e-9
+    torch.testing.assert_close(a.log_marginals, b.log_marginals, atol=tol, rtol=tol)
+    torch.testing.assert_close(a.residual, b.residual, atol=tol, rtol=tol)
+    if semiring == "sum":
+        torch.testing.assert_close(a.log_partition, b.log_partition, atol=tol, rtol=tol)
+        torch.testing.assert_close(a.map_states, b.map_states)
+
+
+def test_triton_backend_under_autograd_runs_the_torch_kernels():
+    fg, _ = grid(3, k=3, seed=1)
+    u = torch.randn(2, 9, 3, dtype=torch.float64)
+    nets = [
+        pu.compile(fg, iterations=6, damping=0.3, dtype=torch.float64, backend=b).to(DEVICE)
+        for b in ("triton", "torch")
+    ]
+    grads, outs = [], []
+    for net in nets:
+        uu = u.clone().to(DEVICE).requires_grad_()
+        out = net(unary=uu)
+        out.log_partition.sum().backward()
+        grads.append([uu.grad, *(p.grad for p in net.parameters())])
+        outs.append(out.log_marginals)
+    torch.testing.assert_close(outs[0], outs[1])
+    for ga, gb in zip(*grads, strict=True):
+        torch.testing.assert_close(ga, gb)
+    with torch.no_grad():  # and the fused forward gives the same marginals
+        torch.testing.assert_close(nets[0](unary=u.to(DEVICE)).log_marginals, outs[1])
+
+
+def test_triton_backend_float32_binary_grid(monkeypatch):
+    calls = []
+    kernel = pu.network.fused_factor_messages
+    monkeypatch.setattr(
+        pu.network, "fused_factor_messages", lambda *a: calls.append(1) or kernel(*a)
+    )
+    fg, _ = grid(6, k=2, seed=2)
+    nets = [
+        pu.compile(fg, iterations=20, damping=0.5, backend=b).to(DEVICE)
+        for b in ("triton", "torch")
+    ]
+    with torch.no_grad():
+        a, b = (net() for net in nets)
+    torch.testing.assert_close(a.log_marginals, b.log_marginals, atol=2e-5, rtol=0)
+    assert a.log_marginals.dtype == torch.float32
+    assert len(calls) == 20  # one fused launch per iteration, none for the torch backend
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        (dict(algorithm="mf"), "algorithm='bp'"),
+        (dict(schedule="sequential"), "schedule='parallel'"),
+        (dict(fast_path=False), "fast_path=True"),
+        (dict(exact_cavity=True), "exact_cavity off"),
+        (dict(backend="cuda"), "backend must be 'torch' or 'triton', got 'cuda'"),
+    ],
+)
+def test_triton_backend_conditions_are_checked_at_compile_time(kw, message):
+    fg, _ = grid(2, k=2)
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        pu.compile(fg, **{"backend": "triton", **kw})
+
+
+def test_triton_backend_refuses_higher_arity():
+    fg = pu.FactorGraph()
+    x = fg.add_variables("x", 3, 2)
+    fg.add_factors(x.ids[None, :], np.zeros((1, 2, 2, 2)), name="triple")
+    with pytest.raises(ValueError, match="only unary and pairwise factors"):
+        pu.compile(fg, backend="triton")
+
+
+def test_cpu_tensors_without_the_interpreter_are_refused(monkeypatch):
+    monkeypatch.setattr(fused, "_kernels", lambda: fused._Kernels(None, None, False))
+    fg, _ = grid(2, k=2)
+    net = pu.compile(fg, iterations=2, backend="triton")
+    with torch.no_grad(), pytest.raises(RuntimeError, match="runs on CUDA tensors, got a cpu"):
+        net()
+
+
+def test_triton_backend_module_conventions():
+    fg, _ = grid(3, k=3)
+    net = pu.compile(fg, iterations=3, backend="triton")
+    assert "backend=triton" in repr(net)
+    assert "backend" not in repr(pu.compile(fg, iterations=3))
+    assert net.untie().backend == "triton"
+    torch_net = pu.compile(fg, iterations=3)
+    torch_net.load_state_dict(net.state_dict())  # same parameters, index buffers not saved
+    assert not any(k.startswith("fused_") for k in net.state_dict())
