@@ -56,6 +56,7 @@ def correctness(device: str) -> bool:
         ("bp K=2 triton", 2, False, {"backend": "triton"}),
         ("bp K=8 triton", 8, False, {"backend": "triton"}),
         ("bp K=3 max triton", 3, False, {"semiring": "max", "backend": "triton"}),
+        ("bp K=3 hard zeros triton", 3, True, {"backend": "triton"}),
     ]
     for label, k, hard, kw in cases:
         fg, x = _grid(12, k, hard)

@@ -287,7 +287,6 @@ def _check_triton_backend(net: UnfoldedNetwork, pairwise_graph: bool) -> None:
         "fast_path=True": net.fast_path,
         f"only unary and pairwise factors of at most {PAIRWISE_MAX_CARD} states, at least one "
         "pairwise": pairwise_graph,
-        "exact_cavity off (no -inf in the tables, or exact_cavity=False)": not net.exact_cavity,
     }
     missing = [k for k, ok in need.items() if not ok]
     if missing:
@@ -358,7 +357,8 @@ class UnfoldedNetwork(nn.Module):
             torch kernels run (the same function). Needs CUDA tensors (or Triton's interpreter,
             ``TRITON_INTERPRET=1``, for tests), the ``triton`` package, ``algorithm="bp"``,
             ``schedule="parallel"``, ``fast_path=True``, unary and pairwise factors of at most
-            64 states and subtractive cavities (``exact_cavity`` off); checked here.
+            64 states (checked here). Hard zeros are allowed (exact cavities are then summed
+            in the factor kernel).
 
     Shape:
         ``forward(evidence, unary)`` returns :class:`~pgmunfold.Beliefs` whose tensors have a
@@ -1181,8 +1181,13 @@ class UnfoldedNetwork(nn.Module):
         wiring = FusedWiring(
             self.fused_col0, self.fused_col1, self.fused_var0, self.fused_var1, self.fused_table
         )
-        fused_beliefs(msg, field, self.pw_slots_t, bel)
-        fused_factor_messages(msg, bel, tables, wiring, self.semiring, self.damping, out)
+        if self.exact_cavity:  # hard zeros: cavities are exclusive sums over the slots
+            fused_factor_messages(
+                msg, field, tables, wiring, self.semiring, self.damping, out, self.pw_slots_t
+            )
+        else:
+            fused_beliefs(msg, field, self.pw_slots_t, bel)
+            fused_factor_messages(msg, bel, tables, wiring, self.semiring, self.damping, out)
         out.narrow(2, P1 - 1, 1).zero_()  # the padding column
         return out
 

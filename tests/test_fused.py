@@ -64,8 +64,8 @@ def kernel_inputs(draw):
     return msg, field, slots.reshape(-1), fused_tables([theta], K), wiring
 
 
-@given(kernel_inputs(), st.sampled_from(["sum", "max"]), st.sampled_from([0.0, 0.4]))
-def test_kernels_equal_their_naive_twins(inputs, semiring, damping):
+@given(kernel_inputs(), st.sampled_from(["sum", "max"]), st.sampled_from([0.0, 0.4]), st.booleans())
+def test_kernels_equal_their_naive_twins(inputs, semiring, damping, exact):
     msg, field, slots, tables, wiring = (
         x.to(DEVICE) if isinstance(x, torch.Tensor) else FusedWiring(*(w.to(DEVICE) for w in x))
         for x in inputs
@@ -79,8 +79,10 @@ def test_kernels_equal_their_naive_twins(inputs, semiring, damping):
     assert ((bel - ref_bel).abs() <= 8 * eps * terms).all()
     out = torch.full_like(msg, float("nan"))
     before = msg.clone()
-    fused_factor_messages(msg, ref_bel, tables, wiring, semiring, damping, out)
-    ref = fused_factor_messages_naive(msg, ref_bel, tables, wiring, semiring, damping)
+    # exact cavities: the kernel gets the field and sums the other messages itself
+    src, exact_slots = (field, slots) if exact else (ref_bel, None)
+    fused_factor_messages(msg, src, tables, wiring, semiring, damping, out, exact_slots)
+    ref = fused_factor_messages_naive(msg, src, tables, wiring, semiring, damping, exact_slots)
     assert torch.equal(msg, before)  # inputs untouched
     assert not out[:, :, :-1].isnan().any()  # every message column written
     # relative to the scale of the bits involved (1e4-nat inputs carry float32 rounding)
@@ -112,7 +114,7 @@ def test_batches_beyond_the_grid_limit_launch_in_chunks(monkeypatch):
 @st.composite
 def pairwise_graphs(draw):
     """Unary and pairwise factors; cards 2-5 (mixed: padded states), shared and per-factor
-    tables, several groups, cycles, untied copies, evidence."""
+    tables, several groups, cycles, hard zeros (exact cavities), untied copies, evidence."""
     n = draw(st.integers(2, 6))
     rng = np.random.default_rng(draw(st.integers(0, 2**31 - 1)))
     binary = draw(st.booleans())
@@ -122,6 +124,7 @@ def pairwise_graphs(draw):
         fg.add_variable(f"v{i}", c)
     scale = draw(st.sampled_from([0.1, 1.0, 5.0, 100.0]))
     groups = draw(st.integers(1, 2))
+    hard = draw(st.booleans())  # one forbidden pair of states per table
     for g in range(groups):
         m = draw(st.integers(1, 7))
         pairs = np.array([rng.choice(n, 2, replace=False) for _ in range(m)])
@@ -130,8 +133,10 @@ def pairwise_graphs(draw):
             by_cards.setdefault((cards[a], cards[b]), []).append(np.array([a, b]))
         shared = draw(st.booleans())
         for (ka, kb), scopes in by_cards.items():
-            size = (ka, kb) if shared else (len(scopes), ka, kb)
-            fg.add_factors(np.stack(scopes), scale * rng.normal(size=size), name=f"p{g}_{ka}{kb}")
+            tab = scale * rng.normal(size=(len(scopes), ka, kb))
+            if hard:
+                tab[:, 0, kb - 1] = -np.inf
+            fg.add_factors(np.stack(scopes), tab[0] if shared else tab, name=f"p{g}_{ka}{kb}")
     if draw(st.booleans()):
         for i, c in enumerate(cards):
             fg.add_factor(f"v{i}", rng.normal(size=c))
@@ -219,7 +224,6 @@ def test_triton_backend_float32_binary_grid(monkeypatch):
         (dict(algorithm="mf"), "algorithm='bp'"),
         (dict(schedule="sequential"), "schedule='parallel'"),
         (dict(fast_path=False), "fast_path=True"),
-        (dict(exact_cavity=True), "exact_cavity off"),
         (dict(backend="cuda"), "backend must be 'torch' or 'triton', got 'cuda'"),
     ],
 )

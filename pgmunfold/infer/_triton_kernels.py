@@ -60,6 +60,22 @@ def beliefs_kernel(
 
 
 @triton.jit
+def _cavity(mrow, brow, old, slots_ptr, v, c, fm, m2, n_var, n_deg, EXACT: tl.constexpr):
+    # (KP, BLOCK) cavities of variables v towards the factors whose messages to them are in
+    # columns c: belief - own message, or (EXACT; brow then holds the field) the field plus
+    # the other incoming messages, summed (no subtraction of hard-zero sentinels)
+    base = tl.load(brow + v[None, :], mask=m2, other=0.0)
+    if EXACT:
+        for d in range(n_deg):
+            col = tl.load(slots_ptr + d * n_var + v, mask=fm, other=0)
+            base += tl.load(mrow + col[None, :], mask=m2 & (col != c)[None, :], other=0.0)
+        out = base
+    else:
+        out = base - old
+    return out
+
+
+@triton.jit
 def factors_kernel(
     msg_ptr,
     bel_ptr,
@@ -70,15 +86,18 @@ def factors_kernel(
     var0_ptr,
     var1_ptr,
     table_ptr,
+    slots_ptr,
     n_fac,
     n_col,
     n_var,
     n_tab,
+    n_deg,
     damping,
     K: tl.constexpr,
     KP: tl.constexpr,
     MAX: tl.constexpr,
     DAMP: tl.constexpr,
+    EXACT: tl.constexpr,
     NEG: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
@@ -95,8 +114,8 @@ def factors_kernel(
     brow = bel_ptr + b * K * n_var + s[:, None] * n_var
     old0 = tl.load(mrow + c0[None, :], mask=m2, other=0.0)
     old1 = tl.load(mrow + c1[None, :], mask=m2, other=0.0)
-    q0 = tl.load(brow + v0[None, :], mask=m2, other=0.0) - old0  # cavity of position 0
-    q1 = tl.load(brow + v1[None, :], mask=m2, other=0.0) - old1
+    q0 = _cavity(mrow, brow, old0, slots_ptr, v0, c0, fm, m2, n_var, n_deg, EXACT)
+    q1 = _cavity(mrow, brow, old1, slots_ptr, v1, c1, fm, m2, n_var, n_deg, EXACT)
     # tab[a, c, t]: entry (state a of position 0, state c of position 1) of table t
     a3 = s[:, None, None]
     c3 = s[None, :, None]

@@ -11,7 +11,8 @@ contiguous column axis).
 
 1. :func:`fused_beliefs`: ``bel[b, :, v] = field[b, :, v] + sum_d msg[b, :, slots[d * V + v]]``.
 2. :func:`fused_factor_messages`: per pairwise factor, both directions from one read of its
-   ``K x K`` table: cavity ``q = bel[var] - msg[col]`` at each end, ``new[a] = reduce_c
+   ``K x K`` table: cavity ``q = bel[var] - msg[col]`` at each end (with hard zeros: the
+   field plus the variable's other incoming messages, and step 1 is skipped), ``new[a] = reduce_c
    (tab[a, c] + q[c])`` in the log domain (log2-sum-exp2 or max, in registers), normalised
    over states, clamped at :data:`~pgmunfold.infer.pairwise.NEG_BITS`, damped
    ``new + d (old - new)``, written to the other message buffer.
@@ -173,19 +174,24 @@ def fused_factor_messages(
     semiring: Semiring,
     damping: float,
     out: torch.Tensor,
+    slots: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """New (normalised, damped) messages of every pairwise factor, both directions, written to
     ``out`` (one kernel; the padding column of ``out`` is left as it is).
 
     Args:
         msg: the current messages (bits, state-major).
-        belief: ``field`` plus the sum of the incoming messages (:func:`fused_beliefs`).
+        belief: ``field`` plus the sum of the incoming messages (:func:`fused_beliefs`); each
+            cavity is the belief minus the variable's own message. With ``slots`` given: the
+            ``field`` itself, and each cavity is the field plus the variable's *other*
+            incoming messages (exact with hard zeros: no sentinel is subtracted).
         tables: :func:`fused_tables`.
         damping: ``d``: ``out = new + d (old - new)``.
+        slots: the slot table of :func:`fused_beliefs` (exact cavities), or ``None``.
 
     Shape:
         ``msg``, ``out``: ``(B, K, P + 1)``; ``belief``: ``(B, K, V)``; ``tables``:
-        ``(K, K, T)``; ``wiring`` fields: ``(F,)``.
+        ``(K, K, T)``; ``wiring`` fields: ``(F,)``; ``slots``: ``(D * V,)``.
     """
     _check_device(msg)
     _, K, n_col = msg.shape
@@ -193,8 +199,11 @@ def fused_factor_messages(
     F = wiring.col0.shape[0]
     KP = _pow2(K)
     block = max(1, min(1024, _TILE // (KP * KP)))
-    flags = (semiring == "max", damping != 0.0, NEG_BITS)
-    args = (tables, *wiring, F, n_col, V, tables.shape[2], float(damping), K, KP)
+    exact = slots is not None
+    n_deg = slots.shape[0] // V if slots is not None and V else 0
+    flags = (semiring == "max", damping != 0.0, exact, NEG_BITS)
+    slot_arg = slots if slots is not None else wiring.col0  # (not read without exact cavities)
+    args = (tables, *wiring, slot_arg, F, n_col, V, tables.shape[2], n_deg, float(damping), K, KP)
     _launch(_kernels().factors, F, block, (msg, belief, out), *args, *flags)
     return out
 
@@ -230,17 +239,26 @@ def fused_factor_messages_naive(
     wiring: FusedWiring,
     semiring: Semiring,
     damping: float,
+    slots: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The naive twin of :func:`fused_factor_messages` (plain torch, natural broadcasting);
     returns a copy of ``msg`` with the pairwise columns replaced.
 
     Shape:
         ``msg``: ``(B, K, P + 1)``; ``belief``: ``(B, K, V)``; ``tables``: ``(K, K, T)``;
-        output: ``(B, K, P + 1)``.
+        ``slots``: ``(D * V,)``; output: ``(B, K, P + 1)``.
     """
     old0, old1 = msg[:, :, wiring.col0], msg[:, :, wiring.col1]  # (B, K, F)
-    q0 = belief[:, :, wiring.var0] - old0
-    q1 = belief[:, :, wiring.var1] - old1
+
+    def cavity(var: torch.Tensor, col: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+        if slots is None:
+            return belief[:, :, var] - old
+        cols = slots.view(-1, belief.shape[2])[:, var]  # (D, F): every column of the variable
+        others = torch.where(cols != col, msg[:, :, cols], 0.0)  # (B, K, D, F), own one zeroed
+        return belief[:, :, var] + others.sum(dim=2)
+
+    q0 = cavity(wiring.var0, wiring.col0, old0)
+    q1 = cavity(wiring.var1, wiring.col1, old1)
     tab = tables[:, :, wiring.table].unsqueeze(0)  # (1, a, c, F)
 
     def reduce(x: torch.Tensor, dim: int) -> torch.Tensor:
