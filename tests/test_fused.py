@@ -2,6 +2,8 @@
 the general path. Without CUDA they run in Triton's interpreter (``TRITON_INTERPRET=1``, set
 in conftest.py)."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -258,3 +260,23 @@ def test_triton_backend_module_conventions():
     torch_net = pu.compile(fg, iterations=3)
     torch_net.load_state_dict(net.state_dict())  # same parameters, index buffers not saved
     assert not any(k.startswith("fused_") for k in net.state_dict())
+
+
+UAI_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "uai2014-mar"
+# the pairwise instances (the others have factors of arity 3 or more); ObjectDetection_11 has
+# hard zeros (exact cavities) and 11 states (padded to 16 in registers)
+UAI_PAIRWISE = ["CSP_11", "DBN_11", "Grids_11", "ObjectDetection_11", "Segmentation_11"]
+
+
+@pytest.mark.parametrize("name", UAI_PAIRWISE)
+def test_triton_backend_on_uai_instances(name):
+    path = UAI_DIR / f"{name}.uai"
+    if not path.exists():
+        pytest.skip("shared UAI 2014 data not present")
+    fg = pu.read_uai(path)
+    kw = dict(iterations=10, damping=0.3, dtype=torch.float64)
+    nets = [pu.compile(fg, backend="triton", **kw), pu.compile(fg, fast_path=False, **kw)]
+    assert nets[0].exact_cavity == (name == "ObjectDetection_11")
+    with torch.no_grad():
+        a, b = (net.to(DEVICE)() for net in nets)
+    torch.testing.assert_close(a.log_marginals.exp(), b.log_marginals.exp(), atol=1e-12, rtol=0)
