@@ -9,11 +9,21 @@ the default backend (``contraction="matmul"`` on CUDA, as in the other GPU table
 the fused kernels with :data:`pgmunfold.infer.fused._TILE` elements per program tile and
 :data:`~pgmunfold.infer.fused._WARPS` warps per program. The marginals of every configuration
 are compared with the torch backend's (``max|dP|``).
+
+``--ahead-of-time`` needs no GPU: it compiles both kernels for a CUDA target
+(``--arch 90``: H100) with Triton's bundled ``ptxas`` for every tile and warp count, and prints
+the registers per thread and the stack (spill) bytes that ``cuobjdump -res-usage`` reports
+(float32, sum-product, damped). That is how the defaults were chosen before any GPU timing.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -22,13 +32,103 @@ from benchmarks.common import add_grid_args, device_sync, median_time, write_jso
 from benchmarks.grid_lbp import build
 from pgmunfold.infer import fused
 
+_INDEX_PTRS = {"col0_ptr", "col1_ptr", "var0_ptr", "var1_ptr", "table_ptr", "slots_ptr"}
+
+
+def compile_kernels(
+    K: int, tile: int, warps: int, arch: int = 90, dtype: str = "fp32"
+) -> dict[str, Any]:
+    """Compile the beliefs kernel and both factors kernels (subtractive and exact cavities)
+    for ``sm_<arch>`` without a GPU, in a process that does not interpret Triton; returns the
+    compiled kernels by name (``.asm["cubin"]`` holds the binary).
+
+    The signature follows the launch in :mod:`pgmunfold.infer.fused`: float pointers of
+    ``dtype``, int64 index pointers, int32 sizes, a float32 damping; the block sizes follow
+    from ``tile`` as there.
+    """
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    if fused.triton_interpreting():
+        raise RuntimeError("compile ahead of time in a process without TRITON_INTERPRET=1")
+    from pgmunfold.infer import _triton_kernels as k
+
+    KP = fused._pow2(K)
+    factors = {"K": K, "KP": KP, "MAX": False, "DAMP": True, "NEG": fused.NEG_BITS}
+    factors["BLOCK"] = fused._factor_block(KP, tile)
+    consts = {
+        "beliefs": (k.beliefs_kernel, {"K": K, "KP": KP, "BLOCK": fused._belief_block(KP, tile)}),
+        "factors": (k.factors_kernel, {**factors, "EXACT": False}),
+        "factors_exact": (k.factors_kernel, {**factors, "EXACT": True}),
+    }
+    out = {}
+    for name, (fn, const) in consts.items():
+        sig = {}
+        for arg in fn.arg_names:
+            if arg in const:
+                sig[arg] = "constexpr"
+            elif arg.endswith("_ptr"):
+                sig[arg] = "*i64" if arg in _INDEX_PTRS else f"*{dtype}"
+            else:
+                sig[arg] = "fp32" if arg == "damping" else "i32"
+        src = ASTSource(fn, sig, constexprs=const)
+        target = GPUTarget("cuda", arch, 32)
+        out[name] = triton.compile(
+            src, target=target, options={"num_warps": warps, "enable_fp_fusion": True}
+        )
+    return out
+
+
+def resource_usage(kernel: Any) -> dict[str, int]:
+    """Registers per thread and stack bytes of a compiled kernel (``cuobjdump -res-usage``,
+    the binary bundled with Triton's CUDA backend)."""
+    import triton
+
+    tool = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as fh:
+        fh.write(kernel.asm["cubin"])
+        fh.flush()
+        text = subprocess.run(
+            [str(tool), "-res-usage", fh.name], capture_output=True, text=True, check=True
+        ).stdout
+    m = re.search(r"REG:(\d+).*?STACK:(\d+)", text)
+    if m is None:
+        raise RuntimeError(f"no resource usage in cuobjdump's output: {text[-300:]}")
+    return {"registers": int(m.group(1)), "stack_bytes": int(m.group(2))}
+
+
+def ahead_of_time(args: argparse.Namespace) -> None:
+    print(f"sm_{args.arch}: registers per thread / stack (spill) bytes")
+    print(f"{'dtype':<6}{'K':>3}{'tile':>7}{'warps':>6}{'beliefs':>10}{'factors':>10}{'exact':>10}")
+    rows = []
+    for dtype in args.dtypes:
+        for k in args.ks:
+            for tile in args.tiles:
+                for warps in args.warps:
+                    kernels = compile_kernels(k, tile, warps, args.arch, dtype)
+                    use = {n: resource_usage(c) for n, c in kernels.items()}
+                    row = {"dtype": dtype, "K": k, "tile": tile, "warps": warps}
+                    rows.append({**row, "arch": args.arch, **use})
+                    cells = "".join(
+                        f"{u['registers']:>6}/{u['stack_bytes']:<3}" for u in use.values()
+                    )
+                    print(f"{dtype:<6}{k:>3}{tile:>7}{warps:>6}{cells}", flush=True)
+    write_json(args.json, rows)
+
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     add_grid_args(ap, sizes=[300, 1000], ks=[2, 8], iters=20, repeats=5)
-    ap.add_argument("--tiles", type=int, nargs="+", default=[2048, 4096, 8192, 16384])
+    ap.add_argument("--tiles", type=int, nargs="+", default=[1024, 2048, 4096, 8192])
     ap.add_argument("--warps", type=int, nargs="+", default=[4, 8])
+    ap.add_argument("--ahead-of-time", action="store_true", help="compile only (no GPU needed)")
+    ap.add_argument("--arch", type=int, default=90, help="CUDA compute capability x 10")
+    ap.add_argument("--dtypes", nargs="+", default=["fp32"], help="ahead of time: fp32, fp64")
     args = ap.parse_args(argv)
+    if args.ahead_of_time:
+        ahead_of_time(args)
+        return
     dev, sync = args.device, device_sync(args.device)
     contraction = "matmul" if dev == "cuda" else "auto"
     print(f"{'N':>5}{'K':>3} {'backend':<8}{'tile':>7}{'warps':>6}{'s/iter':>11}{'max|dP|':>10}")

@@ -59,12 +59,14 @@ __all__ = [
 _MAX_GRID_Y = 65535
 """CUDA's limit on the second grid axis (the batch row): larger batches launch in chunks."""
 
-_TILE = 8192
+_TILE = 2048
 """Elements per program's ``(K, K, BLOCK)`` table tile (factors) or ``(K, BLOCK)`` tile
-(variables, a quarter of it): the block sizes follow from it. Not yet tuned on a GPU
-(``benchmarks/fused_tiles.py`` sweeps it and :data:`_WARPS`)."""
+(variables, a quarter of it): the block sizes follow from it. Chosen without a GPU, from the
+register counts of the kernels compiled for an H100 (``python -m benchmarks.fused_tiles
+--ahead-of-time``): float32 needs 40 (K = 2) to 64 (K = 8) registers per thread and no
+spills; not yet timed (``benchmarks/fused_tiles.py`` sweeps it and :data:`_WARPS` on a GPU)."""
 
-_WARPS = 4
+_WARPS = 8
 """Warps per program of both kernels."""
 
 
@@ -123,6 +125,16 @@ def _kernels() -> _Kernels:
     return _Kernels(k.beliefs_kernel, k.factors_kernel, triton_interpreting())
 
 
+def _factor_block(KP: int, tile: int) -> int:
+    """Factors per program of the factors kernel."""
+    return max(1, min(1024, tile // (KP * KP)))
+
+
+def _belief_block(KP: int, tile: int) -> int:
+    """Variables per program of the beliefs kernel."""
+    return max(16, min(1024, tile // (4 * KP)))
+
+
 def _pow2(n: int) -> int:
     """The register tile's state extent: a power of two >= ``n`` (and >= 2)."""
     return max(2, 1 << max(0, (n - 1).bit_length()))
@@ -160,7 +172,7 @@ def fused_beliefs(
     _, K, n_col = msg.shape
     V = field.shape[2]
     KP = _pow2(K)
-    block = max(16, min(1024, _TILE // (4 * KP)))
+    block = _belief_block(KP, _TILE)
     n_deg = slots.shape[0] // V if V else 0
     _launch(_kernels().beliefs, V, block, (msg, field, out), slots, n_col, V, n_deg, K, KP)
     return out
@@ -198,7 +210,7 @@ def fused_factor_messages(
     V = belief.shape[2]
     F = wiring.col0.shape[0]
     KP = _pow2(K)
-    block = max(1, min(1024, _TILE // (KP * KP)))
+    block = _factor_block(KP, _TILE)
     exact = slots is not None
     n_deg = slots.shape[0] // V if slots is not None and V else 0
     flags = (semiring == "max", damping != 0.0, exact, NEG_BITS)
@@ -216,7 +228,9 @@ def _launch(kernel: Any, n: int, block: int, rows: tuple[torch.Tensor, ...], *ar
     for b0 in range(0, B, _MAX_GRID_Y):
         chunk = slice(b0, b0 + _MAX_GRID_Y)
         grid = ((n + block - 1) // block, min(B - b0, _MAX_GRID_Y))
-        kernel[grid](*(t[chunk] for t in rows), *args, block, num_warps=_WARPS)
+        kernel[grid](
+            *(t[chunk] for t in rows), *args, block, num_warps=_WARPS, enable_fp_fusion=True
+        )
 
 
 def fused_beliefs_naive(
