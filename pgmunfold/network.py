@@ -1164,11 +1164,12 @@ class UnfoldedNetwork(nn.Module):
         field: torch.Tensor,
         tables: torch.Tensor,
         ws: Workspace,
-        parity: int,
+        t: int,
     ) -> torch.Tensor:
-        """One flooding iteration of ``backend="triton"`` (no-grad only): the two fused
-        kernels of :mod:`pgmunfold.infer.fused`, writing into reused buffers (two message
-        buffers alternate by ``parity``).
+        """Iteration ``t`` of ``backend="triton"`` (no-grad only): the two fused kernels of
+        :mod:`pgmunfold.infer.fused`, writing into reused buffers (two message buffers
+        alternate by the parity of ``t``; the kernels never write their padding column, which
+        is zeroed on each buffer's first use in the forward).
 
         Shape:
             ``msg``: ``(B, K, P + 1)``; ``field``: ``(B, K, V)``; ``tables``: ``(K, K, T)``
@@ -1176,7 +1177,7 @@ class UnfoldedNetwork(nn.Module):
         """
         B, K, P1 = msg.shape
         bel = ws("bel", (B, K, field.shape[2]), msg)
-        out = ws(f"msg{parity}", (B, K, P1), msg)
+        out = ws(f"msg{t % 2}", (B, K, P1), msg)
         assert bel is not None and out is not None
         wiring = FusedWiring(
             self.fused_col0, self.fused_col1, self.fused_var0, self.fused_var1, self.fused_table
@@ -1188,7 +1189,8 @@ class UnfoldedNetwork(nn.Module):
         else:
             fused_beliefs(msg, field, self.pw_slots_t, bel)
             fused_factor_messages(msg, bel, tables, wiring, self.semiring, self.damping, out)
-        out.narrow(2, P1 - 1, 1).zero_()  # the padding column
+        if t < 2:
+            out.narrow(2, P1 - 1, 1).zero_()  # the padding column
         return out
 
     def _run_pairwise(
@@ -1225,7 +1227,7 @@ class UnfoldedNetwork(nn.Module):
             if fused:
                 if key not in stacked:
                     stacked[key] = fused_tables([th[i] for i in self._pw_idx], K)
-                msg = self._fused_step(msg, field, stacked[key], ws, parity=t % 2)
+                msg = self._fused_step(msg, field, stacked[key], ws, t)
             else:
                 if key not in tables:  # once per distinct combination of copies
                     tables[key] = [self._pairwise_tables(th[i], limit) for i in self._pw_idx]
@@ -1238,10 +1240,13 @@ class UnfoldedNetwork(nn.Module):
         # log Z and the factor beliefs) only when those are read
         V = field.shape[2]
         slots = self.pw_slots_t
-        incoming = torch.index_select(
-            msg.view(B * K, -1), 1, slots, out=ws("inc", (B * K, len(slots)), msg)
-        )
-        belief = (field + incoming.view(B, K, -1, V).sum(dim=2)) / LOG2E
+        if fused:  # one kernel
+            belief = fused_beliefs(msg, field, slots, msg.new_empty(B, K, V)).div_(LOG2E)
+        else:
+            incoming = torch.index_select(
+                msg.view(B * K, -1), 1, slots, out=ws("inc", (B * K, len(slots)), msg)
+            )
+            belief = (field + incoming.view(B, K, -1, V).sum(dim=2)) / LOG2E
         # the padding column holds 0 in both: it changes nothing
         residual = unaries.residual(
             _max_change(msg[:, :, :-1], prev[:, :, :-1], torch.exp2, ws, ("q", "inc"), dim=1)
