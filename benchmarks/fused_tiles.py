@@ -43,7 +43,7 @@ def compile_kernels(
     compiled kernels by name (``.asm["cubin"]`` holds the binary).
 
     The signature follows the launch in :mod:`pgmunfold.infer.fused`: float pointers of
-    ``dtype``, int64 index pointers, int32 sizes, a float32 damping; the block sizes follow
+    ``dtype``, int32 index pointers, int32 sizes, a float32 damping; the block sizes follow
     from ``tile`` as there.
     """
     import triton
@@ -59,8 +59,9 @@ def compile_kernels(
     factors["BLOCK"] = fused._factor_block(KP, tile)
     consts = {
         "beliefs": (k.beliefs_kernel, {"K": K, "KP": KP, "BLOCK": fused._belief_block(KP, tile)}),
-        "factors": (k.factors_kernel, {**factors, "EXACT": False}),
-        "factors_exact": (k.factors_kernel, {**factors, "EXACT": True}),
+        "factors": (k.factors_kernel, {**factors, "EXACT": False, "TABLE_ID": True}),
+        # (with a table index column, as for shared tables)
+        "factors_exact": (k.factors_kernel, {**factors, "EXACT": True, "TABLE_ID": False}),
     }
     out = {}
     for name, (fn, const) in consts.items():
@@ -69,7 +70,7 @@ def compile_kernels(
             if arg in const:
                 sig[arg] = "constexpr"
             elif arg.endswith("_ptr"):
-                sig[arg] = "*i64" if arg in _INDEX_PTRS else f"*{dtype}"
+                sig[arg] = "*i32" if arg in _INDEX_PTRS else f"*{dtype}"
             else:
                 sig[arg] = "fp32" if arg == "damping" else "i32"
         src = ASTSource(fn, sig, constexprs=const)

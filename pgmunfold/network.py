@@ -387,6 +387,7 @@ class UnfoldedNetwork(nn.Module):
     fused_var0: torch.Tensor
     fused_var1: torch.Tensor
     fused_table: torch.Tensor
+    fused_slots: torch.Tensor
 
     def __init__(
         self,
@@ -550,7 +551,10 @@ class UnfoldedNetwork(nn.Module):
             # factor, all pairwise groups in order:
             # fused_col0, fused_col1: (F,) its message columns to scope positions 0 and 1
             # fused_var0, fused_var1: (F,) the variables at scope positions 0 and 1
-            # fused_table: (F,) its column in fused_tables (a shared group: one for all)
+            # fused_table: (F,) its column in fused_tables (a shared group: one for all);
+            #   empty when every group is unshared (factor f reads column f)
+            # fused_slots: (D' * V,) pw_slots_t
+            # all int32 below 2^31 entries (half the index traffic of the kernels)
             cols0, cols1, tabs = [], [], []
             start = tstart = 0
             for i, sc in zip(self._pw_idx, pw_scopes, strict=True):
@@ -560,11 +564,15 @@ class UnfoldedNetwork(nn.Module):
                 shared = self._mgroups[i].shared
                 tabs.append(tstart + (np.zeros(n, np.int64) if shared else np.arange(n)))
                 start, tstart = start + 2 * n, tstart + (1 if shared else n)
-            buf("fused_col0", np.concatenate(cols0).astype(np.int64))
-            buf("fused_col1", np.concatenate(cols1).astype(np.int64))
-            buf("fused_var0", np.concatenate([sc[:, 0] for sc in pw_scopes]).astype(np.int64))
-            buf("fused_var1", np.concatenate([sc[:, 1] for sc in pw_scopes]).astype(np.int64))
-            buf("fused_table", np.concatenate(tabs).astype(np.int64))
+            itype = np.int32 if slots_t.size + len(pw_var) < 2**31 - 1 else np.int64
+            buf("fused_col0", np.concatenate(cols0).astype(itype))
+            buf("fused_col1", np.concatenate(cols1).astype(itype))
+            buf("fused_var0", np.concatenate([sc[:, 0] for sc in pw_scopes]).astype(itype))
+            buf("fused_var1", np.concatenate([sc[:, 1] for sc in pw_scopes]).astype(itype))
+            table_ids = np.concatenate(tabs)
+            identity = np.array_equal(table_ids, np.arange(len(table_ids)))
+            buf("fused_table", (table_ids[:0] if identity else table_ids).astype(itype))
+            buf("fused_slots", slots_t.astype(itype))
 
         # ---- parameter plan
         taken: set[str] = set()
@@ -1179,15 +1187,16 @@ class UnfoldedNetwork(nn.Module):
         bel = ws("bel", (B, K, field.shape[2]), msg)
         out = ws(f"msg{t % 2}", (B, K, P1), msg)
         assert bel is not None and out is not None
+        table = self.fused_table if self.fused_table.numel() else None
         wiring = FusedWiring(
-            self.fused_col0, self.fused_col1, self.fused_var0, self.fused_var1, self.fused_table
+            self.fused_col0, self.fused_col1, self.fused_var0, self.fused_var1, table
         )
         if self.exact_cavity:  # hard zeros: cavities are exclusive sums over the slots
             fused_factor_messages(
-                msg, field, tables, wiring, self.semiring, self.damping, out, self.pw_slots_t
+                msg, field, tables, wiring, self.semiring, self.damping, out, self.fused_slots
             )
         else:
-            fused_beliefs(msg, field, self.pw_slots_t, bel)
+            fused_beliefs(msg, field, self.fused_slots, bel)
             fused_factor_messages(msg, bel, tables, wiring, self.semiring, self.damping, out)
         if t < 2:
             out.narrow(2, P1 - 1, 1).zero_()  # the padding column
@@ -1241,7 +1250,8 @@ class UnfoldedNetwork(nn.Module):
         V = field.shape[2]
         slots = self.pw_slots_t
         if fused:  # one kernel
-            belief = fused_beliefs(msg, field, slots, msg.new_empty(B, K, V)).div_(LOG2E)
+            belief = fused_beliefs(msg, field, self.fused_slots, msg.new_empty(B, K, V))
+            belief = belief.div_(LOG2E)
         else:
             incoming = torch.index_select(
                 msg.view(B * K, -1), 1, slots, out=ws("inc", (B * K, len(slots)), msg)

@@ -41,13 +41,7 @@ def kernel_inputs(draw):
     var0 = torch.randint(0, V, (F,), generator=gen)
     var1 = (var0 + 1 + torch.randint(0, V - 1, (F,), generator=gen)) % V
     P = 2 * F
-    wiring = FusedWiring(
-        torch.arange(F),
-        torch.arange(F, P),
-        var0,
-        var1,
-        torch.zeros(F, dtype=torch.long) if shared else torch.arange(F),
-    )
+    table = torch.zeros(F, dtype=torch.long) if shared else torch.arange(F)
     pw_var = torch.cat([var0, var1])
     D = int(torch.bincount(pw_var, minlength=V).max())
     slots = torch.full((D, V), P)
@@ -63,13 +57,19 @@ def kernel_inputs(draw):
     theta = scale * torch.randn(1 if shared else F, K, K, generator=gen, dtype=dtype)
     if draw(st.booleans()):
         theta[:, 0, -1] = -float("inf")
-    return msg, field, slots.reshape(-1), fused_tables([theta], K), wiring
+    itype = draw(st.sampled_from([torch.int32, torch.int64]))  # the network uses int32
+    identity = not shared and draw(st.booleans())  # no table column: factor f reads table f
+    cols = (torch.arange(F), torch.arange(F, P), var0, var1)
+    wiring = FusedWiring(*(c.to(itype) for c in cols), None if identity else table.to(itype))
+    return msg, field, slots.reshape(-1).to(itype), fused_tables([theta], K), wiring
 
 
 @given(kernel_inputs(), st.sampled_from(["sum", "max"]), st.sampled_from([0.0, 0.4]), st.booleans())
 def test_kernels_equal_their_naive_twins(inputs, semiring, damping, exact):
     msg, field, slots, tables, wiring = (
-        x.to(DEVICE) if isinstance(x, torch.Tensor) else FusedWiring(*(w.to(DEVICE) for w in x))
+        x.to(DEVICE)
+        if isinstance(x, torch.Tensor)
+        else FusedWiring(*(w if w is None else w.to(DEVICE) for w in x))
         for x in inputs
     )
     bel = torch.full_like(field, float("nan"))

@@ -48,7 +48,7 @@ def beliefs_kernel(
     BLOCK: tl.constexpr,
 ):
     b, v, vm = _block(n_var, BLOCK)
-    s = tl.arange(0, KP)
+    s = tl.arange(0, KP).to(tl.int64)  # (row offsets s * n_col can pass 2^31)
     m2 = (s < K)[:, None] & vm[None, :]
     rows = b * K * n_var + s[:, None] * n_var + v[None, :]
     acc = tl.load(field_ptr + rows, mask=m2, other=0.0)
@@ -98,6 +98,7 @@ def factors_kernel(
     MAX: tl.constexpr,
     DAMP: tl.constexpr,
     EXACT: tl.constexpr,
+    TABLE_ID: tl.constexpr,
     NEG: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
@@ -106,8 +107,11 @@ def factors_kernel(
     c1 = tl.load(col1_ptr + f, mask=fm, other=0)
     v0 = tl.load(var0_ptr + f, mask=fm, other=0)
     v1 = tl.load(var1_ptr + f, mask=fm, other=0)
-    t = tl.load(table_ptr + f, mask=fm, other=0)
-    s = tl.arange(0, KP)
+    if TABLE_ID:  # one table per factor, in factor order
+        t = f
+    else:
+        t = tl.load(table_ptr + f, mask=fm, other=0)
+    s = tl.arange(0, KP).to(tl.int64)
     states = s < K
     m2 = states[:, None] & fm[None, :]
     mrow = msg_ptr + b * K * n_col + s[:, None] * n_col

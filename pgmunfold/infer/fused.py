@@ -30,7 +30,11 @@ pairwise groups in order; built at compile time, immutable):
     ``col0``, ``col1``: ``(F,)`` message columns to scope positions 0 and 1.
     ``var0``, ``var1``: ``(F,)`` the variables at scope positions 0 and 1.
     ``table``: ``(F,)`` the factor's column in the table stack of :func:`fused_tables`
-    (a shared group's factors all point at one column).
+    (a shared group's factors all point at one column), or ``None`` when it is factor ``f``'s
+    own column ``f`` (no shared table: no index to read).
+
+The index columns may be int32 (half the index traffic; the network uses int32 below
+``2^31`` entries) or int64.
 """
 
 from __future__ import annotations
@@ -63,25 +67,27 @@ _TILE = 2048
 """Elements per program's ``(K, K, BLOCK)`` table tile (factors) or ``(K, BLOCK)`` tile
 (variables, a quarter of it): the block sizes follow from it. Chosen without a GPU, from the
 register counts of the kernels compiled for an H100 (``python -m benchmarks.fused_tiles
---ahead-of-time``): float32 needs 40 (K = 2) to 64 (K = 8) registers per thread and no
-spills; not yet timed (``benchmarks/fused_tiles.py`` sweeps it and :data:`_WARPS` on a GPU)."""
+--ahead-of-time``, ``benchmarks/results/fused_aot_sm90.txt``): in float32 40-64 registers
+per thread for K = 2..16 (80-160 in float64) and no spills. Not yet timed: on a GPU
+``benchmarks/fused_tiles.py`` sweeps it and :data:`_WARPS`."""
 
 _WARPS = 8
 """Warps per program of both kernels."""
 
 
 class FusedWiring(NamedTuple):
-    """Per pairwise factor (all pairwise groups, in order), the fused kernels' index columns.
+    """Per pairwise factor (all pairwise groups, in order), the fused kernels' index columns
+    (see the module docstring; ``table`` ``None``: factor ``f`` uses table column ``f``).
 
     Shape:
-        every field: ``(F,)`` int64.
+        every field: ``(F,)`` int32 or int64.
     """
 
     col0: torch.Tensor
     col1: torch.Tensor
     var0: torch.Tensor
     var1: torch.Tensor
-    table: torch.Tensor
+    table: torch.Tensor | None = None
 
 
 def require_triton() -> None:
@@ -213,10 +219,24 @@ def fused_factor_messages(
     block = _factor_block(KP, _TILE)
     exact = slots is not None
     n_deg = slots.shape[0] // V if slots is not None and V else 0
-    flags = (semiring == "max", damping != 0.0, exact, NEG_BITS)
-    slot_arg = slots if slots is not None else wiring.col0  # (not read without exact cavities)
-    args = (tables, *wiring, slot_arg, F, n_col, V, tables.shape[2], n_deg, float(damping), K, KP)
-    _launch(_kernels().factors, F, block, (msg, belief, out), *args, *flags)
+    identity = wiring.table is None
+    flags = (semiring == "max", damping != 0.0, exact, identity, NEG_BITS)
+    # pointers a flag says are not read: any tensor
+    table = wiring.col0 if wiring.table is None else wiring.table
+    slot_arg = slots if slots is not None else wiring.col0
+    args = (
+        tables,
+        *wiring[:4],
+        table,
+        slot_arg,
+        F,
+        n_col,
+        V,
+        tables.shape[2],
+        n_deg,
+        float(damping),
+    )
+    _launch(_kernels().factors, F, block, (msg, belief, out), *args, K, KP, *flags)
     return out
 
 
@@ -273,7 +293,8 @@ def fused_factor_messages_naive(
 
     q0 = cavity(wiring.var0, wiring.col0, old0)
     q1 = cavity(wiring.var1, wiring.col1, old1)
-    tab = tables[:, :, wiring.table].unsqueeze(0)  # (1, a, c, F)
+    tab = tables if wiring.table is None else tables[:, :, wiring.table]
+    tab = tab.unsqueeze(0)  # (1, a, c, F)
 
     def reduce(x: torch.Tensor, dim: int) -> torch.Tensor:
         if semiring == "max":
