@@ -66,6 +66,8 @@ if [ "$DEVICE" = cuda ]; then
         "${tiles[@]}" --json "$OUT/tiles_$DEVICE.json"
     step 90 roofline_triton_"$DEVICE" "$PY" -m benchmarks.roofline --device "$DEVICE" \
         --backend triton "${roof[@]}" --json "$OUT/roofline_triton_$DEVICE.json"
+    step 90 grid_triton_"$DEVICE" "$PY" -m benchmarks.grid_lbp --device "$DEVICE" \
+        --algorithms bp mf --backend triton "${grid[@]}" --json "$OUT/grid_triton_$DEVICE.json"
 fi
 step 90 roofline_"$DEVICE" "$PY" -m benchmarks.roofline --device "$DEVICE" \
     "${roof[@]}" --json "$OUT/roofline_$DEVICE.json"

@@ -8,9 +8,9 @@ also pays Triton's compilation of that configuration), as seconds per iteration;
 the default backend (``contraction="matmul"`` on CUDA, as in the other GPU tables), ``triton``
 the fused kernels with :data:`pgmunfold.infer.fused._TILE` elements per program tile and
 :data:`~pgmunfold.infer.fused._WARPS` warps per program. The marginals of every configuration
-are compared with the torch backend's (``max|dP|``).
+are compared with the torch backend's (``max|dP|``). ``--algorithm mf``: parallel mean-field.
 
-``--ahead-of-time`` needs no GPU: it compiles both kernels for a CUDA target
+``--ahead-of-time`` needs no GPU: it compiles the kernels for a CUDA target
 (``--arch 90``: H100) with Triton's bundled ``ptxas`` for every tile and warp count, and prints
 the registers per thread and the stack (spill) bytes that ``cuobjdump -res-usage`` reports
 (float32, sum-product, damped). That is how the defaults were chosen before any GPU timing.
@@ -38,9 +38,10 @@ _INDEX_PTRS = {"col0_ptr", "col1_ptr", "var0_ptr", "var1_ptr", "table_ptr", "slo
 def compile_kernels(
     K: int, tile: int, warps: int, arch: int = 90, dtype: str = "fp32"
 ) -> dict[str, Any]:
-    """Compile the beliefs kernel and both factors kernels (subtractive and exact cavities)
-    for ``sm_<arch>`` without a GPU, in a process that does not interpret Triton; returns the
-    compiled kernels by name (``.asm["cubin"]`` holds the binary).
+    """Compile the BP kernels (beliefs; factors with subtractive and with exact cavities) and
+    the mean-field kernels for ``sm_<arch>`` without a GPU, in a process that does not
+    interpret Triton; returns the compiled kernels by name (``.asm["cubin"]`` holds the
+    binary).
 
     The signature follows the launch in :mod:`pgmunfold.infer.fused`: float pointers of
     ``dtype``, int32 index pointers, int32 sizes, a float32 damping; the block sizes follow
@@ -57,11 +58,15 @@ def compile_kernels(
     KP = fused._pow2(K)
     factors = {"K": K, "KP": KP, "MAX": False, "DAMP": True, "NEG": fused.NEG_BITS}
     factors["BLOCK"] = fused._factor_block(KP, tile)
+    factors_mf = {"K": K, "KP": KP, "BLOCK": factors["BLOCK"]}
+    variables = {"K": K, "KP": KP, "BLOCK": fused._belief_block(KP, tile)}
     consts = {
-        "beliefs": (k.beliefs_kernel, {"K": K, "KP": KP, "BLOCK": fused._belief_block(KP, tile)}),
+        "beliefs": (k.beliefs_kernel, variables),
         "factors": (k.factors_kernel, {**factors, "EXACT": False, "TABLE_ID": True}),
         # (with a table index column, as for shared tables)
         "factors_exact": (k.factors_kernel, {**factors, "EXACT": True, "TABLE_ID": False}),
+        "mf_factors": (k.mf_factors_kernel, {**factors_mf, "TABLE_ID": True}),
+        "mf_variables": (k.mf_variables_kernel, {**variables, "DAMP": True}),
     }
     out = {}
     for name, (fn, const) in consts.items():
@@ -101,7 +106,8 @@ def resource_usage(kernel: Any) -> dict[str, int]:
 
 def ahead_of_time(args: argparse.Namespace) -> None:
     print(f"sm_{args.arch}: registers per thread / stack (spill) bytes")
-    print(f"{'dtype':<6}{'K':>3}{'tile':>7}{'warps':>6}{'beliefs':>10}{'factors':>10}{'exact':>10}")
+    names = ["beliefs", "factors", "exact", "mf fac", "mf var"]
+    print(f"{'dtype':<6}{'K':>3}{'tile':>7}{'warps':>6}" + "".join(f"{n:>10}" for n in names))
     rows = []
     for dtype in args.dtypes:
         for k in args.ks:
@@ -125,6 +131,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--warps", type=int, nargs="+", default=[4, 8])
     ap.add_argument("--ahead-of-time", action="store_true", help="compile only (no GPU needed)")
     ap.add_argument("--arch", type=int, default=90, help="CUDA compute capability x 10")
+    ap.add_argument("--algorithm", choices=["bp", "mf"], default="bp")
     ap.add_argument("--dtypes", nargs="+", default=["fp32"], help="ahead of time: fp32, fp64")
     args = ap.parse_args(argv)
     if args.ahead_of_time:
@@ -140,6 +147,7 @@ def main(argv: list[str] | None = None) -> None:
             for n in args.sizes:
                 fg, _ = build(n, k)
                 kw = dict(iterations=args.iters, damping=0.5, contraction=contraction)
+                kw["algorithm"] = args.algorithm
                 ref_net = pu.compile(fg, **kw).to(dev)
                 fast = pu.compile(fg, backend="triton", **kw).to(dev)
                 with torch.no_grad():
@@ -156,6 +164,7 @@ def main(argv: list[str] | None = None) -> None:
                         t = median_time(net, sync, args.repeats) / args.iters
                         diff = float((out.log_marginals.exp() - ref).abs().max())
                         row = {"N": n, "K": k, "backend": backend, "tile": tile, "warps": warps}
+                        row["algorithm"] = args.algorithm
                         row.update(s_per_iter=t, max_abs_dp=diff, device=dev)
                         rows.append(row)
                         print(

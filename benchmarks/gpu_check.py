@@ -57,6 +57,8 @@ def correctness(device: str) -> bool:
         ("bp K=8 triton", 8, False, {"backend": "triton"}),
         ("bp K=3 max triton", 3, False, {"semiring": "max", "backend": "triton"}),
         ("bp K=3 hard zeros triton", 3, True, {"backend": "triton"}),
+        ("mf K=2 triton", 2, False, {"algorithm": "mf", "backend": "triton"}),
+        ("mf K=8 triton", 8, False, {"algorithm": "mf", "backend": "triton"}),
     ]
     for label, k, hard, kw in cases:
         fg, x = _grid(12, k, hard)
@@ -98,6 +100,7 @@ def capture(device: str) -> bool:
         ("graph bp K=3 pairwise", 3, {}),
         ("graph mf K=3", 3, {"algorithm": "mf"}),
         ("graph bp K=8 triton", 8, {"backend": "triton"}),
+        ("graph mf K=8 triton", 8, {"algorithm": "mf", "backend": "triton"}),
     ]:
         fg, _ = _grid(12, k)
         net = pu.compile(fg, iterations=15, damping=0.3, contraction="matmul", **kw).to(device)

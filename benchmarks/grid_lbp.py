@@ -61,6 +61,7 @@ def run(
     device: str,
     backward: bool,
     contraction: str = "auto",
+    backend: str = "torch",
 ) -> dict:
     fg, t_decl = build(n, k)
     t0 = time.perf_counter()
@@ -70,6 +71,7 @@ def run(
         iterations=iters,
         damping=0.5,
         contraction=contraction,  # type: ignore[arg-type]
+        backend=backend,  # type: ignore[arg-type]
     )
     net = net.to(device)
     t_comp = time.perf_counter() - t0
@@ -133,6 +135,12 @@ def main(argv: list[str] | None = None) -> None:
         help="pairwise contraction; CUDA-graph capture needs logsumexp or matmul (no host read)",
     )
     ap.add_argument(
+        "--backend",
+        default="torch",
+        choices=["torch", "triton"],
+        help="triton: the fused kernels (CUDA, no-grad forwards; --backward times the torch ones)",
+    )
+    ap.add_argument(
         "--compare-pgmax",
         metavar="PYTHON",
         default=None,
@@ -148,7 +156,17 @@ def main(argv: list[str] | None = None) -> None:
     for alg in args.algorithms:
         for k in args.ks:
             for n in args.sizes:
-                r = run(n, k, alg, args.iters, args.device, args.backward, args.contraction)
+                r = run(
+                    n,
+                    k,
+                    alg,
+                    args.iters,
+                    args.device,
+                    args.backward,
+                    args.contraction,
+                    args.backend,
+                )
+                r["backend"] = args.backend
                 rows.append(r)
                 line = (
                     f"{alg:<4}{n:>6}{k:>4}{r['declare_s']:>9.2f}{r['compile_s']:>9.2f}"

@@ -45,6 +45,8 @@ from pgmunfold.infer.fused import (
     FusedWiring,
     fused_beliefs,
     fused_factor_messages,
+    fused_mf_messages,
+    fused_mf_update,
     fused_tables,
     require_triton,
 )
@@ -282,7 +284,6 @@ class _FoldedUnaries:
 def _check_triton_backend(net: UnfoldedNetwork, pairwise_graph: bool) -> None:
     """``backend="triton"``'s conditions, checked at compile time (see :class:`UnfoldedNetwork`)."""
     need = {
-        "algorithm='bp'": net.algorithm == "bp",
         "schedule='parallel'": net.schedule == "parallel",
         "fast_path=True": net.fast_path,
         f"only unary and pairwise factors of at most {PAIRWISE_MAX_CARD} states, at least one "
@@ -350,12 +351,12 @@ class UnfoldedNetwork(nn.Module):
             ``"auto"`` (default) picks ``"matmul"`` per group and forward when the range check
             passes (one scalar read per group per forward: use ``"matmul"`` or
             ``"logsumexp"`` explicitly under CUDA-graph capture).
-        backend: ``"torch"`` (default) or ``"triton"``: flooding BP on the pairwise fast path
-            (binary variables included) runs two fused Triton kernels per iteration
-            (:mod:`pgmunfold.infer.fused`; log-domain reductions in registers, so
-            ``contraction`` does not apply) when no gradient is recorded; under autograd the
-            torch kernels run (the same function). Needs CUDA tensors (or Triton's interpreter,
-            ``TRITON_INTERPRET=1``, for tests), the ``triton`` package, ``algorithm="bp"``,
+        backend: ``"torch"`` (default) or ``"triton"``: flooding BP and parallel mean-field on
+            the pairwise fast paths (binary variables included) run two fused Triton kernels
+            per iteration (:mod:`pgmunfold.infer.fused`; BP's log-domain reductions run in
+            registers, so ``contraction`` does not apply) when no gradient is recorded; under
+            autograd the torch kernels run (the same function). Needs CUDA tensors (or
+            Triton's interpreter, ``TRITON_INTERPRET=1``, for tests), the ``triton`` package,
             ``schedule="parallel"``, ``fast_path=True``, unary and pairwise factors of at most
             64 states (checked here). Hard zeros are allowed (exact cavities are then summed
             in the factor kernel).
@@ -477,7 +478,9 @@ class UnfoldedNetwork(nn.Module):
         if backend == "triton":
             _check_triton_backend(self, pairwise_graph)
         # binary variables, finite tables: mean-field on log-odds (one probability per variable)
-        self.mf_binary = self.mf_fast and not has_zero and bool((w.cards == 2).all())
+        self.mf_binary = (
+            self.mf_fast and backend == "torch" and not has_zero and bool((w.cards == 2).all())
+        )
         fdtype = torch.get_default_dtype() if dtype is None else dtype
         if not fdtype.is_floating_point:
             raise ValueError(f"dtype must be a floating dtype, got {dtype}")
@@ -1187,10 +1190,7 @@ class UnfoldedNetwork(nn.Module):
         bel = ws("bel", (B, K, field.shape[2]), msg)
         out = ws(f"msg{t % 2}", (B, K, P1), msg)
         assert bel is not None and out is not None
-        table = self.fused_table if self.fused_table.numel() else None
-        wiring = FusedWiring(
-            self.fused_col0, self.fused_col1, self.fused_var0, self.fused_var1, table
-        )
+        wiring = self._fused_wiring()
         if self.exact_cavity:  # hard zeros: cavities are exclusive sums over the slots
             fused_factor_messages(
                 msg, field, tables, wiring, self.semiring, self.damping, out, self.fused_slots
@@ -1478,6 +1478,34 @@ class UnfoldedNetwork(nn.Module):
         new = torch.softmax(field, dim=1)
         return self._damp(new, q, damping, in_place=ws.enabled)
 
+    def _fused_mf_step(
+        self, q: torch.Tensor, field0: torch.Tensor, tables: torch.Tensor, ws: Workspace, t: int
+    ) -> torch.Tensor:
+        """Iteration ``t`` of parallel mean-field with ``backend="triton"`` (no-grad only): the
+        two fused kernels of :mod:`pgmunfold.infer.fused` (expected log-potentials per factor;
+        field, softmax and damping per variable), into reused buffers (two marginal buffers
+        alternate by the parity of ``t``).
+
+        Shape:
+            ``q``, ``field0``: ``(B, K, V)``; ``tables``: ``(K, K, T)`` (nats); output:
+            ``(B, K, V)``.
+        """
+        B, K, V = q.shape
+        m = ws("m", (B, K, self.pw_var.shape[0] + 1), q)
+        out = ws(f"q{t % 2}", (B, K, V), q)
+        assert m is not None and out is not None
+        if t == 0:
+            m.narrow(2, m.shape[2] - 1, 1).zero_()  # the padding column (never written)
+        fused_mf_messages(q, tables, self._fused_wiring(), m)
+        return fused_mf_update(m, field0, q, self.fused_slots, self.damping, out)
+
+    def _fused_wiring(self) -> FusedWiring:
+        """The fused kernels' index columns (buffers ``fused_*``)."""
+        table = self.fused_table if self.fused_table.numel() else None
+        return FusedWiring(
+            self.fused_col0, self.fused_col1, self.fused_var0, self.fused_var1, table
+        )
+
     def _run_mf_pairwise(
         self, u: torch.Tensor, thetas: list[torch.Tensor]
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -1493,6 +1521,8 @@ class UnfoldedNetwork(nn.Module):
         ] = {}
         q = torch.softmax(u, dim=2).transpose(1, 2).contiguous()
         prev = q
+        fused = self.backend == "triton" and ws.enabled
+        stacked: dict[tuple[int, ...], torch.Tensor] = {}  # backend="triton", no-grad
         for t in range(self.iterations):
             prev = q
             th = self._at(thetas, t)
@@ -1504,6 +1534,11 @@ class UnfoldedNetwork(nn.Module):
                     f0 = f0.index_add(1, scopes[i][:, 0], tab.unsqueeze(0).expand(B, -1, -1))
                 fields[ukey] = f0.transpose(1, 2).contiguous()
             key = self._pairwise_key(t)
+            if fused:
+                if key not in stacked:
+                    stacked[key] = fused_tables([th[i] for i in self._pw_idx], K, bits=False)
+                q = self._fused_mf_step(q, fields[ukey], stacked[key], ws, t)
+                continue
             if key not in tables:  # padded states: weight 0 (their marginal is exactly 0)
                 tables[key] = [
                     link_table_grad(state_major_tables(pad_states(th[i], K, 0.0))[1])

@@ -123,6 +123,11 @@ def test_fused_tiles_sweeps_each_configuration(tmp_path):
     out = tmp_path / "tiles.json"
     args = ["--sizes", "3", "--ks", "2", "--iters", "2", "--repeats", "1"]
     fused_tiles.main([*args, "--tiles", "64", "4096", "--warps", "2", "--json", str(out)])
+    mf = tmp_path / "tiles_mf.json"
+    fused_tiles.main(
+        [*args, "--tiles", "64", "--warps", "2", "--algorithm", "mf", "--json", str(mf)]
+    )
+    assert all(r["max_abs_dp"] < 1e-5 for r in json.loads(mf.read_text()))
     rows = json.loads(out.read_text())
     assert [(r["backend"], r["tile"]) for r in rows] == [
         ("torch", 0),
@@ -149,6 +154,6 @@ def test_fused_kernels_compile_for_an_h100_without_spills(tmp_path):
     rows = json.loads(out.read_text())
     assert len(rows) == 4
     for row in rows:
-        for name in ("beliefs", "factors", "factors_exact"):
+        for name in ("beliefs", "factors", "factors_exact", "mf_factors", "mf_variables"):
             assert row[name]["stack_bytes"] == 0, row
             assert 0 < row[name]["registers"] <= 128, row

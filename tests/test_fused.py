@@ -19,8 +19,13 @@ from pgmunfold.infer.fused import (
     fused_beliefs_naive,
     fused_factor_messages,
     fused_factor_messages_naive,
+    fused_mf_messages,
+    fused_mf_messages_naive,
+    fused_mf_update,
+    fused_mf_update_naive,
     fused_tables,
 )
+from pgmunfold.infer.ops import NEG
 from pgmunfold.infer.pairwise import LOG2E, NEG_BITS
 
 pytest.importorskip("triton")
@@ -92,6 +97,32 @@ def test_kernels_equal_their_naive_twins(inputs, semiring, damping, exact):
     torch.testing.assert_close(out[:, :, :-1], ref[:, :, :-1], atol=64 * eps * scale, rtol=0)
 
 
+@given(kernel_inputs(), st.sampled_from([0.0, 0.4]))
+def test_mean_field_kernels_equal_their_naive_twins(inputs, damping):
+    msg, field, slots, _, wiring = inputs
+    B, K, P1 = msg.shape
+    gen = torch.Generator().manual_seed(P1)
+    q = torch.softmax(torch.randn(field.shape, generator=gen, dtype=field.dtype), dim=1)
+    F = wiring.col0.shape[0]
+    T = F if wiring.table is None else int(wiring.table.max()) + 1
+    theta = 3.0 * torch.randn(T, K, K, generator=gen, dtype=field.dtype)
+    tables = fused_tables([theta], K, bits=False)
+    q, field, slots, tables = (x.to(DEVICE) for x in (q, field, slots, tables))
+    wiring = FusedWiring(*(w if w is None else w.to(DEVICE) for w in wiring))
+    m = torch.full((B, K, P1), float("nan"), dtype=field.dtype, device=DEVICE)
+    m[:, :, -1] = 0.0
+    fused_mf_messages(q, tables, wiring, m)
+    ref_m = fused_mf_messages_naive(q, tables, wiring, P1)
+    torch.testing.assert_close(m, ref_m)
+    out = torch.full_like(q, float("nan"))
+    before = q.clone()
+    fused_mf_update(ref_m, field, q, slots, damping, out)
+    assert torch.equal(q, before)
+    ref = fused_mf_update_naive(ref_m, field, q, slots, damping)
+    torch.testing.assert_close(out, ref)
+    assert torch.allclose(out.sum(dim=1), torch.ones_like(out[:, 0]))
+
+
 def test_tables_layout_bits_padding_and_clamp():
     th = torch.tensor([[[0.0, 1.0], [-float("inf"), 2.0]]], dtype=torch.float64)
     tab = fused_tables([th, 3.0 * th], 3)
@@ -99,6 +130,9 @@ def test_tables_layout_bits_padding_and_clamp():
     assert tab[0, 1, 0] == 1.0 * LOG2E and tab[1, 1, 1] == 6.0 * LOG2E
     assert tab[1, 0, 0] == NEG_BITS  # -inf clamped to the sentinel
     assert (tab[2, :, :] == NEG_BITS).all() and (tab[:, 2, :] == NEG_BITS).all()  # padded
+    nats = fused_tables([th], 3, bits=False)  # mean-field: nats, padded with weight 0
+    assert nats[0, 1, 0] == 1.0 and nats[1, 0, 0] == NEG  # -inf clamped to the sentinel
+    assert (nats[2, :, :] == 0).all() and (nats[:, 2, :] == 0).all()
 
 
 def test_batches_beyond_the_grid_limit_launch_in_chunks(monkeypatch):
@@ -147,13 +181,14 @@ def pairwise_graphs(draw):
 
 @given(
     pairwise_graphs(),
-    st.sampled_from(["sum", "max"]),
+    st.sampled_from([("bp", "sum"), ("bp", "max"), ("mf", "sum")]),
     st.sampled_from([0.0, 0.5]),
     st.integers(1, 3),
     st.booleans(),
     st.booleans(),
 )
-def test_triton_backend_equals_general_path(graph, semiring, damping, B, untie, evidence):
+def test_triton_backend_equals_general_path(graph, alg, damping, B, untie, evidence):
+    algorithm, semiring = alg
     fg, cards = graph
     V = fg.num_variables
     K = max(cards)
@@ -161,6 +196,7 @@ def test_triton_backend_equals_general_path(graph, semiring, damping, B, untie, 
     u = torch.randn(B, V, K, generator=gen, dtype=torch.float64)
     ev = {"v0": cards[0] - 1} if evidence else None
     kw = dict(iterations=5, damping=damping, semiring=semiring, untie=untie, dtype=torch.float64)
+    kw["algorithm"] = algorithm
     nets = [
         pu.compile(fg, backend="triton", **kw).to(DEVICE),
         pu.compile(fg, fast_path=False, **kw).to(DEVICE),
@@ -223,7 +259,7 @@ def test_triton_backend_float32_binary_grid(monkeypatch):
 @pytest.mark.parametrize(
     ("kw", "message"),
     [
-        (dict(algorithm="mf"), "algorithm='bp'"),
+        (dict(algorithm="mf", schedule="sequential"), "schedule='parallel'"),
         (dict(schedule="sequential"), "schedule='parallel'"),
         (dict(fast_path=False), "fast_path=True"),
         (dict(backend="cuda"), "backend must be 'torch' or 'triton', got 'cuda'"),

@@ -35,6 +35,33 @@ def _block(n_items, BLOCK: tl.constexpr):
 
 
 @triton.jit
+def _gather_sum(
+    msg_ptr,
+    field_ptr,
+    slots_ptr,
+    n_col,
+    n_var,
+    n_deg,
+    K: tl.constexpr,
+    KP: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    # this program's variables: field plus every incoming message column, (KP, BLOCK); also
+    # returns the offsets of the (B, K, V) rows, the mask and which rows are real states
+    b, v, vm = _block(n_var, BLOCK)
+    s = tl.arange(0, KP).to(tl.int64)  # (row offsets s * n_col can pass 2^31)
+    states = s < K
+    m2 = states[:, None] & vm[None, :]
+    rows = b * K * n_var + s[:, None] * n_var + v[None, :]
+    acc = tl.load(field_ptr + rows, mask=m2, other=0.0)
+    mrow = msg_ptr + b * K * n_col + s[:, None] * n_col
+    for d in range(n_deg):
+        col = tl.load(slots_ptr + d * n_var + v, mask=vm, other=0)
+        acc += tl.load(mrow + col[None, :], mask=m2, other=0.0)
+    return acc, rows, m2, states
+
+
+@triton.jit
 def beliefs_kernel(
     msg_ptr,
     field_ptr,
@@ -47,16 +74,48 @@ def beliefs_kernel(
     KP: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    b, v, vm = _block(n_var, BLOCK)
-    s = tl.arange(0, KP).to(tl.int64)  # (row offsets s * n_col can pass 2^31)
-    m2 = (s < K)[:, None] & vm[None, :]
-    rows = b * K * n_var + s[:, None] * n_var + v[None, :]
-    acc = tl.load(field_ptr + rows, mask=m2, other=0.0)
-    mrow = msg_ptr + b * K * n_col + s[:, None] * n_col
-    for d in range(n_deg):
-        col = tl.load(slots_ptr + d * n_var + v, mask=vm, other=0)
-        acc += tl.load(mrow + col[None, :], mask=m2, other=0.0)
+    acc, rows, m2, _ = _gather_sum(msg_ptr, field_ptr, slots_ptr, n_col, n_var, n_deg, K, KP, BLOCK)
     tl.store(bel_ptr + rows, acc, mask=m2)
+
+
+@triton.jit
+def _factor_block(
+    col0_ptr,
+    col1_ptr,
+    var0_ptr,
+    var1_ptr,
+    table_ptr,
+    n_fac,
+    K: tl.constexpr,
+    KP: tl.constexpr,
+    TABLE_ID: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    # this program's factors: batch row, which of them exist, their two message columns, their
+    # two variables, their table column; the state offsets (int64: row offsets s * n_col can
+    # pass 2^31), which are real states, and the (KP, BLOCK) mask
+    b, f, fm = _block(n_fac, BLOCK)
+    c0 = tl.load(col0_ptr + f, mask=fm, other=0)
+    c1 = tl.load(col1_ptr + f, mask=fm, other=0)
+    v0 = tl.load(var0_ptr + f, mask=fm, other=0)
+    v1 = tl.load(var1_ptr + f, mask=fm, other=0)
+    if TABLE_ID:  # one table per factor, in factor order
+        t = f
+    else:
+        t = tl.load(table_ptr + f, mask=fm, other=0)
+    s = tl.arange(0, KP).to(tl.int64)
+    states = s < K
+    return b, fm, c0, c1, v0, v1, t, s, states, states[:, None] & fm[None, :]
+
+
+@triton.jit
+def _load_tables(tab_ptr, t, fm, s, K: tl.constexpr, n_tab, other):
+    # tab[a, c, t]: entry (state a of position 0, state c of position 1) of table t, as a
+    # (KP, KP, BLOCK) tile; padded lanes hold `other`
+    a3 = s[:, None, None]
+    c3 = s[None, :, None]
+    m3 = (a3 < K) & (c3 < K) & fm[None, None, :]
+    return tl.load(tab_ptr + (a3 * K + c3) * n_tab + t[None, None, :], mask=m3, other=other)
 
 
 @triton.jit
@@ -102,33 +161,16 @@ def factors_kernel(
     NEG: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    b, f, fm = _block(n_fac, BLOCK)
-    c0 = tl.load(col0_ptr + f, mask=fm, other=0)
-    c1 = tl.load(col1_ptr + f, mask=fm, other=0)
-    v0 = tl.load(var0_ptr + f, mask=fm, other=0)
-    v1 = tl.load(var1_ptr + f, mask=fm, other=0)
-    if TABLE_ID:  # one table per factor, in factor order
-        t = f
-    else:
-        t = tl.load(table_ptr + f, mask=fm, other=0)
-    s = tl.arange(0, KP).to(tl.int64)
-    states = s < K
-    m2 = states[:, None] & fm[None, :]
+    b, fm, c0, c1, v0, v1, t, s, states, m2 = _factor_block(
+        col0_ptr, col1_ptr, var0_ptr, var1_ptr, table_ptr, n_fac, K, KP, TABLE_ID, BLOCK
+    )
     mrow = msg_ptr + b * K * n_col + s[:, None] * n_col
     brow = bel_ptr + b * K * n_var + s[:, None] * n_var
     old0 = tl.load(mrow + c0[None, :], mask=m2, other=0.0)
     old1 = tl.load(mrow + c1[None, :], mask=m2, other=0.0)
     q0 = _cavity(mrow, brow, old0, slots_ptr, v0, c0, fm, m2, n_var, n_deg, EXACT)
     q1 = _cavity(mrow, brow, old1, slots_ptr, v1, c1, fm, m2, n_var, n_deg, EXACT)
-    # tab[a, c, t]: entry (state a of position 0, state c of position 1) of table t
-    a3 = s[:, None, None]
-    c3 = s[None, :, None]
-    m3 = (a3 < K) & (c3 < K) & fm[None, None, :]
-    tab = tl.load(
-        tab_ptr + (a3 * K + c3).to(tl.int64) * n_tab + t[None, None, :],
-        mask=m3,
-        other=NEG,
-    )
+    tab = _load_tables(tab_ptr, t, fm, s, K, n_tab, NEG)
     new0 = _normalise(_reduce(tab + q1[None, :, :], 1, MAX), states, NEG)
     new1 = _normalise(_reduce(tab + q0[:, None, :], 0, MAX), states, NEG)
     if DAMP:
@@ -137,3 +179,61 @@ def factors_kernel(
     orow = out_ptr + b * K * n_col + s[:, None] * n_col
     tl.store(orow + c0[None, :], new0, mask=m2)
     tl.store(orow + c1[None, :], new1, mask=m2)
+
+
+@triton.jit
+def mf_factors_kernel(
+    q_ptr,
+    m_ptr,
+    tab_ptr,
+    col0_ptr,
+    col1_ptr,
+    var0_ptr,
+    var1_ptr,
+    table_ptr,
+    n_fac,
+    n_col,
+    n_var,
+    n_tab,
+    K: tl.constexpr,
+    KP: tl.constexpr,
+    TABLE_ID: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    b, fm, c0, c1, v0, v1, t, s, _, m2 = _factor_block(
+        col0_ptr, col1_ptr, var0_ptr, var1_ptr, table_ptr, n_fac, K, KP, TABLE_ID, BLOCK
+    )
+    qrow = q_ptr + b * K * n_var + s[:, None] * n_var
+    q0 = tl.load(qrow + v0[None, :], mask=m2, other=0.0)
+    q1 = tl.load(qrow + v1[None, :], mask=m2, other=0.0)
+    tab = _load_tables(tab_ptr, t, fm, s, K, n_tab, 0.0)
+    mrow = m_ptr + b * K * n_col + s[:, None] * n_col
+    tl.store(mrow + c0[None, :], tl.sum(tab * q1[None, :, :], axis=1), mask=m2)
+    tl.store(mrow + c1[None, :], tl.sum(tab * q0[:, None, :], axis=0), mask=m2)
+
+
+@triton.jit
+def mf_variables_kernel(
+    m_ptr,
+    field_ptr,
+    q_ptr,
+    out_ptr,
+    slots_ptr,
+    n_col,
+    n_var,
+    n_deg,
+    damping,
+    K: tl.constexpr,
+    KP: tl.constexpr,
+    DAMP: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    acc, rows, m2, states = _gather_sum(
+        m_ptr, field_ptr, slots_ptr, n_col, n_var, n_deg, K, KP, BLOCK
+    )
+    x = tl.where(states[:, None], acc, float("-inf"))
+    e = tl.exp(x - tl.max(x, axis=0)[None, :])
+    new = e / tl.sum(e, axis=0)[None, :]
+    if DAMP:
+        new = new + damping * (tl.load(q_ptr + rows, mask=m2, other=0.0) - new)
+    tl.store(out_ptr + rows, new, mask=m2)

@@ -1,7 +1,8 @@
-"""Fused Triton kernels for flooding BP on the pairwise fast path (``backend="triton"``): two
-kernels per iteration instead of 13 (K = 2) to 50 (K = 8) torch ops, so every message, belief
-and table entry crosses memory about once per iteration. Forward only: under autograd the
-torch kernels of :mod:`pgmunfold.infer.pairwise` run (same function, hand-written backward).
+"""Fused Triton kernels for flooding BP and parallel mean-field on the pairwise fast paths
+(``backend="triton"``): two kernels per iteration instead of 13 (K = 2) to 50 (K = 8) torch
+ops, so every message, belief and table entry crosses memory about once per iteration.
+Forward only: under autograd the torch kernels of :mod:`pgmunfold.infer.pairwise` run (same
+function, hand-written backward).
 
 The layout is the pairwise fast path's (see :mod:`pgmunfold.infer.pairwise`): state-major
 messages ``msg`` ``(B, K, P + 1)`` in bits, the last column a zero padding column; beliefs and
@@ -17,13 +18,22 @@ contiguous column axis).
    over states, clamped at :data:`~pgmunfold.infer.pairwise.NEG_BITS`, damped
    ``new + d (old - new)``, written to the other message buffer.
 
-Every reduction runs in the log domain in registers, so there is no exp-form range condition
+Mean-field (marginals ``q`` ``(B, K, V)``, probabilities):
+
+3. :func:`fused_mf_messages`: per pairwise factor, from one read of its table (nats),
+   ``m[:, a, col0] = sum_c tab[a, c] q[:, c, var1]`` and ``m[:, c, col1] = sum_a tab[a, c]
+   q[:, a, var0]``.
+4. :func:`fused_mf_update`: per variable, ``softmax(field + sum_d m[:, :, slots[d * V + v]])``
+   damped ``new + d (q - new)``, written to the other marginal buffer.
+
+Every BP reduction runs in the log domain in registers, so there is no exp-form range condition
 (unlike ``contraction="matmul"``) and hard zeros in tables are clamped to the sentinel.
 
-The naive twins (:func:`fused_beliefs_naive`, :func:`fused_factor_messages_naive`) are plain
-torch; ``tests/test_fused.py`` checks the kernels against them and the network's Triton
-backend against the general path. On a machine without CUDA the kernels run in Triton's
-interpreter when ``TRITON_INTERPRET=1`` is set before the first use (slow: for tests only).
+The naive twins (:func:`fused_beliefs_naive`, :func:`fused_factor_messages_naive`,
+:func:`fused_mf_messages_naive`, :func:`fused_mf_update_naive`) are plain torch;
+``tests/test_fused.py`` checks the kernels against them and the network's Triton backend
+against the general path. On a machine without CUDA the kernels run in Triton's interpreter
+when ``TRITON_INTERPRET=1`` is set before the first use (slow: for tests only).
 
 Shapes and index buffers (:class:`FusedWiring`, one row per pairwise factor over all
 pairwise groups in order; built at compile time, immutable):
@@ -46,7 +56,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from pgmunfold.infer.ops import Semiring
+from pgmunfold.infer.ops import NEG, Semiring
 from pgmunfold.infer.pairwise import LOG2E, NEG_BITS, pad_states
 
 __all__ = [
@@ -55,6 +65,10 @@ __all__ = [
     "fused_beliefs_naive",
     "fused_factor_messages",
     "fused_factor_messages_naive",
+    "fused_mf_messages",
+    "fused_mf_messages_naive",
+    "fused_mf_update",
+    "fused_mf_update_naive",
     "fused_tables",
     "require_triton",
     "triton_interpreting",
@@ -120,6 +134,8 @@ class _Kernels(NamedTuple):
     beliefs: Any
     factors: Any
     interpreted: bool
+    mf_factors: Any = None
+    mf_variables: Any = None
 
 
 @functools.cache
@@ -128,7 +144,13 @@ def _kernels() -> _Kernels:
     require_triton()
     from pgmunfold.infer import _triton_kernels as k
 
-    return _Kernels(k.beliefs_kernel, k.factors_kernel, triton_interpreting())
+    return _Kernels(
+        k.beliefs_kernel,
+        k.factors_kernel,
+        triton_interpreting(),
+        k.mf_factors_kernel,
+        k.mf_variables_kernel,
+    )
 
 
 def _factor_block(KP: int, tile: int) -> int:
@@ -146,9 +168,11 @@ def _pow2(n: int) -> int:
     return max(2, 1 << max(0, (n - 1).bit_length()))
 
 
-def fused_tables(thetas: Sequence[torch.Tensor], K: int) -> torch.Tensor:
-    """Stack the pairwise groups' natural log-potentials into the kernels' table layout, in
-    bits, padded to ``K`` states and clamped at the hard-zero sentinel.
+def fused_tables(thetas: Sequence[torch.Tensor], K: int, bits: bool = True) -> torch.Tensor:
+    """Stack the pairwise groups' natural log-potentials into the kernels' table layout: for
+    BP (``bits``) in bits, padded to ``K`` states and clamped at the hard-zero sentinel; for
+    mean-field (``bits=False``) in nats, padded with 0 (a missing state has probability 0)
+    and clamped at :data:`~pgmunfold.infer.ops.NEG`.
 
     ``out[a, c, t]`` is the entry (state ``a`` of scope position 0, state ``c`` of position 1)
     of table ``t``; the tables of the groups follow each other along ``t``.
@@ -157,7 +181,10 @@ def fused_tables(thetas: Sequence[torch.Tensor], K: int) -> torch.Tensor:
         ``thetas[g]``: ``(F_g or 1, k0, k1)``; output: ``(K, K, sum_g F_g)`` (``F_g = 1`` for a
         shared table).
     """
-    parts = [pad_states(th * LOG2E, K, NEG_BITS).clamp_min(NEG_BITS) for th in thetas]
+    if bits:
+        parts = [pad_states(th * LOG2E, K, NEG_BITS).clamp_min(NEG_BITS) for th in thetas]
+    else:
+        parts = [pad_states(th, K, 0.0).clamp_min(NEG) for th in thetas]
     stacked = torch.cat(parts) if len(parts) > 1 else parts[0]
     return stacked.permute(1, 2, 0).contiguous()
 
@@ -240,6 +267,54 @@ def fused_factor_messages(
     return out
 
 
+def fused_mf_messages(
+    q: torch.Tensor, tables: torch.Tensor, wiring: FusedWiring, out: torch.Tensor
+) -> torch.Tensor:
+    """Mean-field: per pairwise factor, the expected log-potential each end receives,
+    ``out[:, a, col0] = sum_c tab[a, c] q[:, c, var1]`` and ``out[:, c, col1] = sum_a tab[a, c]
+    q[:, a, var0]``, from one read of its table (one kernel; the padding column of ``out`` is
+    left as it is).
+
+    Shape:
+        ``q``: ``(B, K, V)`` marginals; ``tables``: :func:`fused_tables` with ``bits=False``,
+        ``(K, K, T)``; ``out``: ``(B, K, P + 1)``.
+    """
+    _check_device(q)
+    _, K, V = q.shape
+    KP = _pow2(K)
+    F = wiring.col0.shape[0]
+    table = wiring.col0 if wiring.table is None else wiring.table
+    args = (tables, *wiring[:4], table, F, out.shape[2], V, tables.shape[2], K, KP)
+    kern = _kernels().mf_factors
+    _launch(kern, F, _factor_block(KP, _TILE), (q, out), *args, wiring.table is None)
+    return out
+
+
+def fused_mf_update(
+    m: torch.Tensor,
+    field: torch.Tensor,
+    q: torch.Tensor,
+    slots: torch.Tensor,
+    damping: float,
+    out: torch.Tensor,
+) -> torch.Tensor:
+    """Mean-field: new marginals ``softmax_states(field + sum_d m[:, :, slots[d * V + v]])``,
+    damped ``new + d (q - new)``, written to ``out`` (one kernel).
+
+    Shape:
+        ``m``: ``(B, K, P + 1)`` (:func:`fused_mf_messages`); ``field``, ``q``, ``out``:
+        ``(B, K, V)``; ``slots``: ``(D * V,)``.
+    """
+    _check_device(m)
+    _, K, n_col = m.shape
+    V = field.shape[2]
+    KP = _pow2(K)
+    n_deg = slots.shape[0] // V if V else 0
+    args = (slots, n_col, V, n_deg, float(damping), K, KP, damping != 0.0)
+    _launch(_kernels().mf_variables, V, _belief_block(KP, _TILE), (m, field, q, out), *args)
+    return out
+
+
 def _launch(kernel: Any, n: int, block: int, rows: tuple[torch.Tensor, ...], *args: Any) -> None:
     """Launch ``kernel`` over blocks of ``n`` items (grid axis 0) and the batch rows (axis 1,
     in chunks of at most :data:`_MAX_GRID_Y`): its arguments are the batch-row slices of
@@ -310,3 +385,30 @@ def fused_factor_messages_naive(
     out[:, :, wiring.col0] = torch.lerp(new0, old0, damping)
     out[:, :, wiring.col1] = torch.lerp(new1, old1, damping)
     return out
+
+
+def fused_mf_messages_naive(
+    q: torch.Tensor, tables: torch.Tensor, wiring: FusedWiring, n_col: int
+) -> torch.Tensor:
+    """The naive twin of :func:`fused_mf_messages` (plain torch); the padding column and any
+    column no factor writes hold 0.
+
+    Shape:
+        ``q``: ``(B, K, V)``; ``tables``: ``(K, K, T)``; output: ``(B, K, n_col)``.
+    """
+    tab = tables if wiring.table is None else tables[:, :, wiring.table]
+    out = q.new_zeros(q.shape[0], q.shape[1], n_col)
+    out[:, :, wiring.col0] = torch.einsum("acf,bcf->baf", tab, q[:, :, wiring.var1])
+    out[:, :, wiring.col1] = torch.einsum("acf,baf->bcf", tab, q[:, :, wiring.var0])
+    return out
+
+
+def fused_mf_update_naive(
+    m: torch.Tensor, field: torch.Tensor, q: torch.Tensor, slots: torch.Tensor, damping: float
+) -> torch.Tensor:
+    """The naive twin of :func:`fused_mf_update` (plain torch).
+
+    Shape:
+        ``m``: ``(B, K, P + 1)``; ``field``, ``q``: ``(B, K, V)``; output: ``(B, K, V)``.
+    """
+    return torch.lerp(torch.softmax(fused_beliefs_naive(m, field, slots), dim=1), q, damping)
