@@ -78,6 +78,7 @@ def run_inference(
     tol: float = 1e-6,
     dtype: torch.dtype = torch.float64,
     device: str = "cpu",
+    backend: str = "torch",
 ) -> RunResult:
     """Compile ``fg`` with :func:`pgmunfold.compile` and run it once (no gradients).
 
@@ -85,7 +86,7 @@ def run_inference(
         fg: the model.
         evidence: ``{variable id: state}`` (variables of :func:`read_uai` models are named by
             their ids; for other graphs the ids are translated to names).
-        algorithm, iterations, damping, schedule: passed to :func:`pgmunfold.compile`.
+        algorithm, iterations, damping, schedule, backend: passed to :func:`pgmunfold.compile`.
         tol: residual below which the run counts as converged.
         dtype, device: where the network runs.
     """
@@ -97,6 +98,7 @@ def run_inference(
         damping=damping,
         schedule=schedule,  # type: ignore[arg-type]
         dtype=dtype,
+        backend=backend,  # type: ignore[arg-type]
     ).to(device)
     ev = {fg.variable_name(int(v)): int(s) for v, s in (evidence or {}).items()}
     with torch.no_grad():
@@ -163,6 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
     inf.add_argument("--tol", type=float, default=1e-6, help="convergence tolerance")
     inf.add_argument("--dtype", choices=("float64", "float32"), default="float64")
     inf.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    inf.add_argument(
+        "--backend",
+        choices=("torch", "triton"),
+        default="torch",
+        help="triton: fused GPU kernels (experimental; CUDA, parallel schedule, pairwise models)",
+    )
     inf.add_argument("-v", "--verbose", action="store_true", help="log diagnostics")
     return parser
 
@@ -231,6 +239,7 @@ def _infer(args: argparse.Namespace) -> int:
         tol=args.tol,
         dtype=torch.float64 if args.dtype == "float64" else torch.float32,
         device=args.device,
+        backend=args.backend,
     )
     if out_path is None:
         sys.stdout.write(format_uai_mar(res.marginals))
@@ -238,7 +247,8 @@ def _infer(args: argparse.Namespace) -> int:
         write_uai_mar(res.marginals, out_path)
     state = "converged" if res.converged else "not converged"
     summary = (
-        f"{model.name}: {args.algorithm} {args.schedule} damping={args.damping:g}: "
+        f"{model.name}: {args.algorithm} {args.schedule} damping={args.damping:g}"
+        f"{'' if args.backend == 'torch' else ' backend=' + args.backend}: "
         f"{res.seconds:.3f} s, {res.iterations} iterations, residual {res.residual:.2e} "
         f"({state}), log Z = {res.log_partition:.6f}"
     )

@@ -17,6 +17,13 @@ from pgmunfold.graph import FactorGraph
 from pgmunfold.io import read_fg, read_uai, read_uai_mar, write_fg, write_uai, write_uai_mar
 
 REPO = Path(__file__).resolve().parents[1]
+try:
+    import triton  # noqa: F401
+
+    HAS_TRITON = True
+except ImportError:
+    HAS_TRITON = False
+
 LIBDAI = Path(__file__).resolve().parents[2] / "shared" / "data" / "libdai"
 
 
@@ -73,6 +80,11 @@ def test_infer_writes_marginals_and_summary(
     [
         ["--algorithm", "mf", "--schedule", "sequential"],
         ["--schedule", "sequential", "--damping", "0.3", "--dtype", "float32"],
+        # (without CUDA the fused kernels run in Triton's interpreter, see conftest)
+        pytest.param(
+            ["--backend", "triton"],
+            marks=pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed"),
+        ),
     ],
 )
 def test_infer_options(
@@ -117,6 +129,10 @@ def test_infer_reports_bad_files(
     assert main(["infer", str(files["model"]), "--out", "-", "--mar", str(wrong)]) == 2
     assert "variable 1: the reference has 2 states, the model 3" in capsys.readouterr().err
     assert main(["infer", str(files["model"]), "--evid", str(tmp_path / "none.evid")]) == 2
+    assert (
+        main(["infer", str(files["model"]), "--schedule", "sequential", "--backend", "triton"]) == 2
+    )
+    assert "backend='triton' needs schedule='parallel'" in capsys.readouterr().err
     evid = tmp_path / "e.evid"
     evid.write_text("1 1 3")
     assert main(["infer", str(files["model"]), "--evid", str(evid)]) == 2
