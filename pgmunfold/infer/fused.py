@@ -57,7 +57,7 @@ from typing import Any, NamedTuple
 import torch
 
 from pgmunfold.infer.ops import NEG, Semiring
-from pgmunfold.infer.pairwise import LOG2E, NEG_BITS, pad_states
+from pgmunfold.infer.pairwise import LOG2E, NEG_BITS
 
 __all__ = [
     "FusedWiring",
@@ -175,18 +175,23 @@ def fused_tables(thetas: Sequence[torch.Tensor], K: int, bits: bool = True) -> t
     and clamped at :data:`~pgmunfold.infer.ops.NEG`.
 
     ``out[a, c, t]`` is the entry (state ``a`` of scope position 0, state ``c`` of position 1)
-    of table ``t``; the tables of the groups follow each other along ``t``.
+    of table ``t``; the tables of the groups follow each other along ``t``. Written in place
+    into one new tensor (no autograd: the kernels that read it have no backward).
 
     Shape:
         ``thetas[g]``: ``(F_g or 1, k0, k1)``; output: ``(K, K, sum_g F_g)`` (``F_g = 1`` for a
         shared table).
     """
-    if bits:
-        parts = [pad_states(th * LOG2E, K, NEG_BITS).clamp_min(NEG_BITS) for th in thetas]
-    else:
-        parts = [pad_states(th, K, 0.0).clamp_min(NEG) for th in thetas]
-    stacked = torch.cat(parts) if len(parts) > 1 else parts[0]
-    return stacked.permute(1, 2, 0).contiguous()
+    scale, pad, floor = (LOG2E, NEG_BITS, NEG_BITS) if bits else (1.0, 0.0, NEG)
+    sizes = [th.shape[0] for th in thetas]
+    out = thetas[0].new_full((K, K, sum(sizes)), pad)
+    start = 0
+    for th, n in zip(thetas, sizes, strict=True):  # one strided pass per group, then in place
+        k0, k1 = th.shape[1:]
+        block = out[:k0, :k1, start : start + n]
+        torch.mul(th.permute(1, 2, 0), scale, out=block).clamp_min_(floor)
+        start += n
+    return out
 
 
 def fused_beliefs(
