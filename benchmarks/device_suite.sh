@@ -13,6 +13,8 @@
 # limit, 15.5 minutes in all, and writes its table under $OUT as it goes; ONLY=regex picks
 # steps, so a short device budget can run a few):
 #     bash benchmarks/device_suite.sh            # results under $OUT
+# With little device time, the fused Triton kernels (backend="triton", not yet timed) first:
+#     ONLY='gpu_check|compare_triton|tiles' bash benchmarks/device_suite.sh   # at most 9 min
 # Smoke test of the same flow on a CPU machine (toy sizes, PGMax from its own environment):
 #     DEVICE=cpu SMALL=1 PGMAX_PYTHON=/tmp/pgmax-venv/bin/python bash benchmarks/device_suite.sh
 set -uo pipefail
