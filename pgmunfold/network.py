@@ -1187,15 +1187,16 @@ class UnfoldedNetwork(nn.Module):
             (:func:`~pgmunfold.infer.fused.fused_tables`); output: ``(B, K, P + 1)``.
         """
         B, K, P1 = msg.shape
-        bel = ws("bel", (B, K, field.shape[2]), msg)
         out = ws(f"msg{t % 2}", (B, K, P1), msg)
-        assert bel is not None and out is not None
+        assert out is not None
         wiring = self._fused_wiring()
         if self.exact_cavity:  # hard zeros: cavities are exclusive sums over the slots
             fused_factor_messages(
                 msg, field, tables, wiring, self.semiring, self.damping, out, self.fused_slots
             )
         else:
+            bel = ws("bel", (B, K, field.shape[2]), msg)
+            assert bel is not None
             fused_beliefs(msg, field, self.fused_slots, bel)
             fused_factor_messages(msg, bel, tables, wiring, self.semiring, self.damping, out)
         if t < 2:

@@ -316,3 +316,22 @@ def test_triton_backend_on_uai_instances(name):
     with torch.no_grad():
         a, b = (net.to(DEVICE)() for net in nets)
     torch.testing.assert_close(a.log_marginals.exp(), b.log_marginals.exp(), atol=1e-12, rtol=0)
+
+
+def test_kernel_inputs_are_checked_before_launch():
+    msg = torch.zeros(2, 3, 5)
+    field = torch.zeros(2, 3, 4)
+    slots = torch.full((8,), 4)
+    with pytest.raises(ValueError, match=r"fused_beliefs: out has shape \(2, 3, 3\)"):
+        fused_beliefs(msg, field, slots, torch.zeros(2, 3, 3))
+    with pytest.raises(ValueError, match="fused_beliefs: field must be contiguous"):
+        fused_beliefs(msg, torch.zeros(2, 4, 3).transpose(1, 2), slots, torch.zeros(2, 3, 4))
+    wiring = FusedWiring(*(torch.zeros(2, dtype=torch.long) for _ in range(4)))
+    tables = torch.zeros(3, 3, 2)
+    with pytest.raises(ValueError, match=r"fused_factor_messages: tables has shape \(3, 2, 2\)"):
+        fused_factor_messages(msg, field, tables[:, :2], wiring, "sum", 0.0, msg.clone())
+    short = wiring._replace(var1=torch.zeros(3, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"var1 has shape \(3,\), expected \(2,\)"):
+        fused_mf_messages(field, tables, short, msg.clone())
+    with pytest.raises(ValueError, match=r"fused_mf_update: q has shape"):
+        fused_mf_update(msg, field, field[:1], slots, 0.0, field.clone())

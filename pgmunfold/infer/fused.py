@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import torch
@@ -119,6 +119,25 @@ def triton_interpreting() -> bool:
     """Whether Triton's interpreter is on (``TRITON_INTERPRET=1``): kernels then run on CPU
     tensors, in Python (for tests)."""
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def _check_layout(
+    what: str, expect: Mapping[str, tuple[int, ...]], **tensors: torch.Tensor
+) -> None:
+    """The kernels index raw memory: every tensor must be contiguous, on one device, with the
+    expected shape (``-1`` matches any extent); a ``ValueError`` names the argument."""
+    device = next(iter(tensors.values())).device
+    for name, x in tensors.items():
+        shape = expect.get(name)
+        if shape is not None and (
+            len(shape) != x.dim()
+            or any(e not in (-1, d) for e, d in zip(shape, x.shape, strict=True))
+        ):
+            raise ValueError(f"{what}: {name} has shape {tuple(x.shape)}, expected {shape}")
+        if not x.is_contiguous():
+            raise ValueError(f"{what}: {name} must be contiguous (shape {tuple(x.shape)})")
+        if x.device != device:
+            raise ValueError(f"{what}: {name} is on {x.device}, the others on {device}")
 
 
 def _check_device(x: torch.Tensor) -> None:
@@ -206,9 +225,11 @@ def fused_beliefs(
     Shape:
         ``msg``: ``(B, K, P + 1)``; ``field``, ``out``: ``(B, K, V)``; ``slots``: ``(D * V,)``.
     """
-    _check_device(msg)
-    _, K, n_col = msg.shape
+    B, K, n_col = msg.shape
     V = field.shape[2]
+    shapes = {"field": (B, K, V), "out": (B, K, V), "slots": (-1,)}
+    _check_layout("fused_beliefs", shapes, msg=msg, field=field, out=out, slots=slots)
+    _check_device(msg)
     KP = _pow2(K)
     block = _belief_block(KP, _TILE)
     n_deg = slots.shape[0] // V if V else 0
@@ -243,10 +264,24 @@ def fused_factor_messages(
         ``msg``, ``out``: ``(B, K, P + 1)``; ``belief``: ``(B, K, V)``; ``tables``:
         ``(K, K, T)``; ``wiring`` fields: ``(F,)``; ``slots``: ``(D * V,)``.
     """
-    _check_device(msg)
-    _, K, n_col = msg.shape
+    B, K, n_col = msg.shape
     V = belief.shape[2]
     F = wiring.col0.shape[0]
+    idx = {n: x for n, x in wiring._asdict().items() if x is not None}
+    extra = {} if slots is None else {"slots": slots}
+    shapes: dict[str, tuple[int, ...]] = {n: (F,) for n in idx}
+    shapes.update(belief=(B, K, V), out=(B, K, n_col), tables=(K, K, -1))
+    _check_layout(
+        "fused_factor_messages",
+        shapes,
+        msg=msg,
+        belief=belief,
+        out=out,
+        tables=tables,
+        **idx,
+        **extra,
+    )
+    _check_device(msg)
     KP = _pow2(K)
     block = _factor_block(KP, _TILE)
     exact = slots is not None
@@ -284,10 +319,13 @@ def fused_mf_messages(
         ``q``: ``(B, K, V)`` marginals; ``tables``: :func:`fused_tables` with ``bits=False``,
         ``(K, K, T)``; ``out``: ``(B, K, P + 1)``.
     """
-    _check_device(q)
-    _, K, V = q.shape
-    KP = _pow2(K)
+    B, K, V = q.shape
     F = wiring.col0.shape[0]
+    idx = {n: x for n, x in wiring._asdict().items() if x is not None}
+    shapes = {"out": (B, K, -1), "tables": (K, K, -1), **{n: (F,) for n in idx}}
+    _check_layout("fused_mf_messages", shapes, q=q, out=out, tables=tables, **idx)
+    _check_device(q)
+    KP = _pow2(K)
     table = wiring.col0 if wiring.table is None else wiring.table
     args = (tables, *wiring[:4], table, F, out.shape[2], V, tables.shape[2], K, KP)
     kern = _kernels().mf_factors
@@ -310,9 +348,11 @@ def fused_mf_update(
         ``m``: ``(B, K, P + 1)`` (:func:`fused_mf_messages`); ``field``, ``q``, ``out``:
         ``(B, K, V)``; ``slots``: ``(D * V,)``.
     """
-    _check_device(m)
-    _, K, n_col = m.shape
+    B, K, n_col = m.shape
     V = field.shape[2]
+    shapes = {"field": (B, K, V), "q": (B, K, V), "out": (B, K, V), "slots": (-1,)}
+    _check_layout("fused_mf_update", shapes, m=m, field=field, q=q, out=out, slots=slots)
+    _check_device(m)
     KP = _pow2(K)
     n_deg = slots.shape[0] // V if V else 0
     args = (slots, n_col, V, n_deg, float(damping), K, KP, damping != 0.0)
