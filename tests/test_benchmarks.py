@@ -62,7 +62,10 @@ def test_roofline_runs_and_counts_the_layout_of_each_path(tmp_path):
     pytest.importorskip("triton")  # on CPU the kernels run in Triton's interpreter (conftest)
     fused = ["--sizes", "4", "--ks", "3", "--iters", "2", "--repeats", "1", "--copy-mb", "4"]
     roofline.main([*fused, "--backend", "triton", "--json", str(out)])
-    assert [r["path"] for r in json.loads(out.read_text())] == ["fused"]
+    (row,) = json.loads(out.read_text())
+    assert row["path"] == "fused"
+    # V=16, E=24, K=3: floats 2*16*3 + 4*16*3 + 6*24*3 + 24*9 = 936, ints 4*16 + 4*24 = 160
+    assert row["kernel_bytes_per_iter"] == roofline.fused_kernel_bytes(4, 3) == 4 * (936 + 160)
 
 
 # torch's own import of inductor modules (torch.utils.mkldnn) warns about torch.jit
