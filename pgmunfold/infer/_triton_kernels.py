@@ -35,6 +35,16 @@ def _block(n_items, BLOCK: tl.constexpr):
 
 
 @triton.jit
+def _add_slots(acc, mrow, slots_ptr, v, vm, m2, n_var, n_deg, skip):
+    # acc + the messages in every slot column of variables v, except column `skip` (per item;
+    # -1: none), (KP, BLOCK); the padding slots hold the zero column
+    for d in range(n_deg):
+        col = tl.load(slots_ptr + d * n_var + v, mask=vm, other=0)
+        acc += tl.load(mrow + col[None, :], mask=m2 & (col != skip)[None, :], other=0.0)
+    return acc
+
+
+@triton.jit
 def _gather_sum(
     msg_ptr,
     field_ptr,
@@ -55,9 +65,7 @@ def _gather_sum(
     rows = b * K * n_var + s[:, None] * n_var + v[None, :]
     acc = tl.load(field_ptr + rows, mask=m2, other=0.0)
     mrow = msg_ptr + b * K * n_col + s[:, None] * n_col
-    for d in range(n_deg):
-        col = tl.load(slots_ptr + d * n_var + v, mask=vm, other=0)
-        acc += tl.load(mrow + col[None, :], mask=m2, other=0.0)
+    acc = _add_slots(acc, mrow, slots_ptr, v, vm, m2, n_var, n_deg, -1)
     return acc, rows, m2, states
 
 
@@ -125,10 +133,7 @@ def _cavity(mrow, brow, old, slots_ptr, v, c, fm, m2, n_var, n_deg, EXACT: tl.co
     # the other incoming messages, summed (no subtraction of hard-zero sentinels)
     base = tl.load(brow + v[None, :], mask=m2, other=0.0)
     if EXACT:
-        for d in range(n_deg):
-            col = tl.load(slots_ptr + d * n_var + v, mask=fm, other=0)
-            base += tl.load(mrow + col[None, :], mask=m2 & (col != c)[None, :], other=0.0)
-        out = base
+        out = _add_slots(base, mrow, slots_ptr, v, fm, m2, n_var, n_deg, c)
     else:
         out = base - old
     return out
