@@ -29,10 +29,9 @@ import torch
 
 import pgmunfold as pu
 from benchmarks.common import add_grid_args, device_sync, median_time, write_json
+from benchmarks.fused_variants import compile_kernel
 from benchmarks.grid_lbp import build
 from pgmunfold.infer import fused
-
-_INDEX_PTRS = {"col0_ptr", "col1_ptr", "var0_ptr", "var1_ptr", "table_ptr", "slots_ptr"}
 
 
 def compile_kernels(
@@ -47,10 +46,6 @@ def compile_kernels(
     ``dtype``, int32 index pointers, int32 sizes, a float32 damping; the block sizes follow
     from ``tile`` as there.
     """
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
     if fused.triton_interpreting():
         raise RuntimeError("compile ahead of time in a process without TRITON_INTERPRET=1")
     from pgmunfold.infer import _triton_kernels as k
@@ -68,22 +63,10 @@ def compile_kernels(
         "mf_factors": (k.mf_factors_kernel, {**factors_mf, "TABLE_ID": True}),
         "mf_variables": (k.mf_variables_kernel, {**variables, "DAMP": True}),
     }
-    out = {}
-    for name, (fn, const) in consts.items():
-        sig = {}
-        for arg in fn.arg_names:
-            if arg in const:
-                sig[arg] = "constexpr"
-            elif arg.endswith("_ptr"):
-                sig[arg] = "*i32" if arg in _INDEX_PTRS else f"*{dtype}"
-            else:
-                sig[arg] = "fp32" if arg == "damping" else "i32"
-        src = ASTSource(fn, sig, constexprs=const)
-        target = GPUTarget("cuda", arch, 32)
-        out[name] = triton.compile(
-            src, target=target, options={"num_warps": warps, "enable_fp_fusion": True}
-        )
-    return out
+    return {
+        name: compile_kernel(fn, const, dtype, "i32", arch, warps)
+        for name, (fn, const) in consts.items()
+    }
 
 
 def resource_usage(kernel: Any) -> dict[str, int]:

@@ -21,6 +21,7 @@ from benchmarks import (
     roofline,
 )
 from pgmunfold.infer import fused
+from pgmunfold.infer.pairwise import NEG_BITS
 
 
 def test_grid_suite_runs(tmp_path):
@@ -160,3 +161,21 @@ def test_fused_kernels_compile_for_an_h100_without_spills(tmp_path):
         for name in ("beliefs", "factors", "factors_exact", "mf_factors", "mf_variables"):
             assert row[name]["stack_bytes"] == 0, row
             assert 0 < row[name]["registers"] <= 128, row
+
+
+def test_fused_variants_compile_with_a_bare_triton(tmp_path):
+    # the script needs nothing but triton (it checks other Triton versions in bare venvs)
+    pytest.importorskip("triton")
+    from benchmarks import fused_variants
+
+    assert fused_variants.NEG_BITS == NEG_BITS
+    assert all(fused_variants.pow2(k) == fused._pow2(k) for k in range(1, 70))
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["TRITON_DEFAULT_FP_FUSION"] = "1"
+    script = Path(fused_variants.__file__)
+    args = ["--ks", "3", "--dtypes", "fp32", "--itypes", "i64"]
+    proc = subprocess.run(
+        [sys.executable, "-I", str(script), *args], env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "12 kernel variants compiled for sm_90" in proc.stdout
