@@ -63,6 +63,12 @@ def compile_kernels(
         "mf_factors": (k.mf_factors_kernel, {**factors_mf, "TABLE_ID": True}),
         "mf_variables": (k.mf_variables_kernel, {**variables, "DAMP": True}),
     }
+    if K == 2:  # binary graphs: the log-odds factors kernel
+        flags = {"MAX": False, "DAMP": True, "TABLE_ID": True}
+        consts["binary"] = (
+            k.binary_factors_kernel,
+            {**flags, "BLOCK": fused._factor_block(2, tile)},
+        )
     return {
         name: compile_kernel(fn, const, dtype, "i32", arch, warps)
         for name, (fn, const) in consts.items()
@@ -89,7 +95,7 @@ def resource_usage(kernel: Any) -> dict[str, int]:
 
 def ahead_of_time(args: argparse.Namespace) -> None:
     print(f"sm_{args.arch}: registers per thread / stack (spill) bytes")
-    names = ["beliefs", "factors", "exact", "mf fac", "mf var"]
+    names = ["beliefs", "factors", "exact", "mf fac", "mf var", "binary"]
     print(f"{'dtype':<6}{'K':>3}{'tile':>7}{'warps':>6}" + "".join(f"{n:>10}" for n in names))
     rows = []
     for dtype in args.dtypes:
@@ -102,7 +108,7 @@ def ahead_of_time(args: argparse.Namespace) -> None:
                     rows.append({**row, "arch": args.arch, **use})
                     cells = "".join(
                         f"{u['registers']:>6}/{u['stack_bytes']:<3}" for u in use.values()
-                    )
+                    ) + ("" if "binary" in use else f"{'-':>6}")
                     print(f"{dtype:<6}{k:>3}{tile:>7}{warps:>6}{cells}", flush=True)
     write_json(args.json, rows)
 

@@ -13,8 +13,9 @@ loaded by path, so another Triton version can be checked in a bare environment, 
 Variants per ``K``, float dtype and index dtype: the beliefs kernel; the BP factors kernel with
 every combination of max-product, exact cavities and a table index column (damped); the
 mean-field factors kernel with and without a table index column; the mean-field variables
-kernel. Block sizes as at the default tile of :mod:`pgmunfold.infer.fused`. Exits 1 on the
-first kernel that does not compile (Triton's error is printed).
+kernel; for K = 2 also the binary (log-odds) factors kernel with and without max-product and
+a table index column. Block sizes as at the default tile of :mod:`pgmunfold.infer.fused`.
+Exits 1 on the first kernel that does not compile (Triton's error is printed).
 """
 
 from __future__ import annotations
@@ -86,6 +87,10 @@ def variants(k: Any, K: int, factor_block: int, belief_block: int) -> list[tuple
     for table_id in (False, True):
         out.append((k.mf_factors_kernel, {**base, "TABLE_ID": table_id, "BLOCK": factor_block}))
     out.append((k.mf_variables_kernel, {**base, "DAMP": True, "BLOCK": belief_block}))
+    if K == 2:  # the binary (log-odds) factors kernel
+        for mx, table_id in itertools.product((False, True), repeat=2):
+            flags = {"MAX": mx, "DAMP": True, "TABLE_ID": table_id, "BLOCK": factor_block}
+            out.append((k.binary_factors_kernel, flags))
     return out
 
 

@@ -16,9 +16,10 @@ factors, ``D = 2E`` directed messages, batch 1:
   edge (``off, sign, shift, kappa``), field ``V`` (read + write);
 - pairwise path (``K > 2``): messages ``D * K`` (read + write), two ``E x K x K`` table copies
   (one per direction), field ``V * K`` (read + write).
-- ``--backend triton`` (the fused kernels, any ``K``): messages ``D * K`` (read + write), one
+- ``--backend triton`` (the fused kernels): messages ``D * K`` (read + write), one
   ``E x K x K`` table (both directions from one read), field ``V * K`` (read) and beliefs
-  ``V * K`` (write).
+  ``V * K`` (write); for ``K = 2`` the log-odds kernels: ``D`` messages (read + write), four
+  entries per table, ``V`` field and beliefs.
 
 With ``--backend triton`` the script also prints ``kernel MB``: the bytes the two fused kernels
 actually move per iteration when no gather hits a cache (:func:`fused_kernel_bytes`), and the
@@ -54,7 +55,9 @@ def compulsory_bytes(n: int, k: int, backend: str = "torch") -> int:
     """Compulsory bytes of one fast-path BP iteration on the ``n x n`` grid (see module doc)."""
     v, e = n * n, 2 * n * (n - 1)
     d = 2 * e
-    if backend == "triton":
+    if backend == "triton" and k == 2:  # the log-odds kernel: 4 table entries per factor
+        floats = 2 * d + 4 * e + 2 * v
+    elif backend == "triton":
         floats = 2 * d * k + e * k * k + 2 * v * k
     elif k == 2:
         floats = 2 * d + 4 * d + 2 * v
@@ -65,7 +68,8 @@ def compulsory_bytes(n: int, k: int, backend: str = "torch") -> int:
 
 def fused_kernel_bytes(n: int, k: int) -> int:
     """Bytes one BP iteration of the fused kernels reads and writes on the ``n x n`` grid
-    (float32, int32 indices, one table per factor, batch 1), no gather served by a cache.
+    (float32, int32 indices, one table per factor, batch 1), no gather served by a cache. For
+    K = 2 (the log-odds kernels) every message and belief is one float and a table four.
 
     - beliefs kernel: the field (``V K``), every slot of the ``(4, V)`` slot table (index and
       message: ``4 V`` ints, ``4 V K`` floats, padding slots included), the beliefs written
@@ -75,7 +79,8 @@ def fused_kernel_bytes(n: int, k: int) -> int:
       (``2 E K``).
     """
     v, e = n * n, 2 * n * (n - 1)
-    floats = 2 * v * k + 4 * v * k + 6 * e * k + e * k * k
+    # (K = 2: the log-odds kernels, one float per message, four table entries per factor)
+    floats = 6 * v + 10 * e if k == 2 else 2 * v * k + 4 * v * k + 6 * e * k + e * k * k
     ints = 4 * v + 4 * e
     return 4 * (floats + ints)
 
@@ -94,7 +99,7 @@ def measure(
         backend=backend,  # type: ignore[arg-type]
     ).to(device)
     path = "binary" if net.binary_fast else "pairwise" if net.pairwise_fast else "general"
-    path = "fused" if backend == "triton" else path
+    path = ("fused bin" if net.binary_fast else "fused") if backend == "triton" else path
     sync = device_sync(device)
     with torch.no_grad():
         net()

@@ -44,6 +44,7 @@ from pgmunfold.infer.free_energy import bethe_log_partition, mean_field_bound, s
 from pgmunfold.infer.fused import (
     FusedWiring,
     fused_beliefs,
+    fused_binary_messages,
     fused_factor_messages,
     fused_mf_messages,
     fused_mf_update,
@@ -389,6 +390,7 @@ class UnfoldedNetwork(nn.Module):
     fused_var1: torch.Tensor
     fused_table: torch.Tensor
     fused_slots: torch.Tensor
+    fused_lo_slots: torch.Tensor
 
     def __init__(
         self,
@@ -453,7 +455,6 @@ class UnfoldedNetwork(nn.Module):
         self.backend: Literal["torch", "triton"] = backend
         self.binary_fast = (
             fast_path
-            and backend == "torch"
             and algorithm == "bp"
             and schedule == "parallel"
             and not self.exact_cavity
@@ -532,7 +533,7 @@ class UnfoldedNetwork(nn.Module):
             #   its edge (padding: V + 0, with weight 0): the position of its q1 in the
             #   mean-field state (q0 | q1) flattened
             buf("bin_slot_partner_q1", partner_var[slots] + nv)
-        if self.pairwise_fast or self.mf_fast:
+        if self.pairwise_fast or self.mf_fast or backend == "triton":
             # pw_var: (P,) the variable that receives column p (columns: group by group, the
             #   messages to scope position 0, then to position 1)
             # pw_slots_t: (D' * V,) row d * V + v = the d-th pairwise column of variable v, or
@@ -576,6 +577,10 @@ class UnfoldedNetwork(nn.Module):
             identity = np.array_equal(table_ids, np.arange(len(table_ids)))
             buf("fused_table", (table_ids[:0] if identity else table_ids).astype(itype))
             buf("fused_slots", slots_t.astype(itype))
+            # the binary (log-odds) layout, when it serves: fused_lo_slots: (D' * V,)
+            # bin_slots_t; factor f's edges are 2 f and 2 f + 1 (positions 0 and 1)
+            if self.binary_fast:
+                buf("fused_lo_slots", self.bin_slots_t.numpy().astype(itype))
 
         # ---- parameter plan
         taken: set[str] = set()
@@ -1052,6 +1057,56 @@ class UnfoldedNetwork(nn.Module):
         new = binary_messages(c, coeffs, self.semiring)
         return new if self.damping == 0.0 else torch.lerp(new, lo, damping)
 
+    def _run_binary_fused(
+        self,
+        field: torch.Tensor,
+        ul: torch.Tensor,
+        unaries: _FoldedUnaries,
+        thetas: list[torch.Tensor],
+        ws: Workspace,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The binary path's iterations with ``backend="triton"`` (no-grad only): per
+        iteration the beliefs kernel (on ``(B, 1, .)`` views) and the binary factors kernel of
+        :mod:`pgmunfold.infer.fused`, into two alternating message buffers whose padding edge
+        (never written) is zeroed on first use. Returns the last two messages and the
+        beliefs.
+
+        Shape:
+            ``field``, ``ul``: ``(B, V)``; outputs ``(B, E' + 1)``, ``(B, E' + 1)``, ``(B, V)``.
+        """
+        B, V = field.shape
+        field = field.contiguous()
+        E1 = self.bin_partner_edge.shape[0]
+        n = self.fused_var0.shape[0]
+        edges = torch.arange(0, 2 * n, 2, device=field.device, dtype=self.fused_var0.dtype)
+        wiring = self._fused_wiring()._replace(col0=edges, col1=edges + 1)
+        bel = ws("bel", (B, 1, V), field)
+        assert bel is not None
+        tables: dict[tuple[int, ...], torch.Tensor] = {}
+        lo = field.new_zeros(B, E1)  # messages start uniform
+        prev = lo
+        for t in range(self.iterations):
+            prev = lo
+            th = self._at(thetas, t)
+            key = self._pairwise_key(t)
+            if key not in tables:
+                stacked = fused_tables([th[i] for i in self._pw_idx], 2, bits=False)
+                tables[key] = stacked.view(4, -1)
+            out = ws(f"lo{t % 2}", (B, E1), field)
+            assert out is not None
+            if t < 2:
+                out[:, -1] = 0.0  # the padding edge
+            fused_beliefs(lo.view(B, 1, E1), field.view(B, 1, V), self.fused_lo_slots, bel)
+            lo = fused_binary_messages(
+                lo, bel.view(B, V), tables[key], wiring, self.semiring, self.damping, out
+            )
+            if unaries.update(th):
+                field = unaries.field(ul).contiguous()
+        belief = fused_beliefs(
+            lo.view(B, 1, E1), field.view(B, 1, V), self.fused_lo_slots, bel
+        ).view(B, V)
+        return lo, prev, belief
+
     def _run_binary(
         self, u: torch.Tensor, thetas: list[torch.Tensor]
     ) -> tuple[torch.Tensor, Callable[[], torch.Tensor], torch.Tensor]:
@@ -1066,7 +1121,9 @@ class UnfoldedNetwork(nn.Module):
         ws = Workspace.for_forward()
         coeffs: dict[tuple[int, ...], tuple[torch.Tensor, ...]] = {}
         keys = [self._pairwise_key(t) for t in range(self.iterations)]
-        if ws.enabled:  # no autograd: the loop on reused buffers
+        if self.backend == "triton" and ws.enabled:  # the fused kernels
+            lo, prev, belief = self._run_binary_fused(field, ul, unaries, thetas, ws)
+        elif ws.enabled:  # no autograd: the loop on reused buffers
             sweep = BinarySweep(
                 self.bin_state_slots,
                 self.bin_cavity_index,

@@ -60,6 +60,8 @@ def test_roofline_runs_and_counts_the_layout_of_each_path(tmp_path):
     assert all(0 < r["roofline_fraction"] for r in rows)
     # the fused kernels read each table once (both directions), write beliefs instead of fields
     assert roofline.compulsory_bytes(4, 3, "triton") == 4 * (2 * 48 * 3 + 24 * 9 + 2 * 16 * 3)
+    assert roofline.compulsory_bytes(4, 2, "triton") == 4 * (2 * 48 + 4 * 24 + 2 * 16)
+    assert roofline.fused_kernel_bytes(4, 2) == 4 * (6 * 16 + 10 * 24 + 4 * 16 + 4 * 24)
     pytest.importorskip("triton")  # on CPU the kernels run in Triton's interpreter (conftest)
     fused = ["--sizes", "4", "--ks", "3", "--iters", "2", "--repeats", "1", "--copy-mb", "4"]
     roofline.main([*fused, "--backend", "triton", "--json", str(out)])

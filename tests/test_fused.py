@@ -17,6 +17,8 @@ from pgmunfold.infer.fused import (
     FusedWiring,
     fused_beliefs,
     fused_beliefs_naive,
+    fused_binary_messages,
+    fused_binary_messages_naive,
     fused_factor_messages,
     fused_factor_messages_naive,
     fused_mf_messages,
@@ -95,6 +97,33 @@ def test_kernels_equal_their_naive_twins(inputs, semiring, damping, exact):
     # relative to the scale of the bits involved (1e4-nat inputs carry float32 rounding)
     scale = max(1.0, float(ref_bel.abs().max()), float(msg[msg > NEG_BITS].abs().max()))
     torch.testing.assert_close(out[:, :, :-1], ref[:, :, :-1], atol=64 * eps * scale, rtol=0)
+
+
+@given(kernel_inputs(), st.sampled_from(["sum", "max"]), st.sampled_from([0.0, 0.4]))
+def test_binary_kernel_equals_its_naive_twin(inputs, semiring, damping):
+    msg, field, _, _, wiring = inputs
+    B, K, P1 = msg.shape
+    gen = torch.Generator().manual_seed(P1 + K)
+    lo = 3.0 * torch.randn(B, P1, generator=gen, dtype=field.dtype)  # log-odds messages
+    lo[:, -1] = 0.0  # the padding edge
+    belief = field[:, 0].contiguous()
+    belief[:, ::2] *= 1e26  # evidence-like (huge) cavity log-odds
+    F = wiring.col0.shape[0]
+    T = F if wiring.table is None else int(wiring.table.max()) + 1
+    theta = 2.0 * torch.randn(T, 2, 2, generator=gen, dtype=field.dtype)
+    tables = fused_tables([theta], 2, bits=False).view(4, -1)
+    lo, belief, tables = (x.to(DEVICE) for x in (lo, belief, tables))
+    wiring = FusedWiring(*(w if w is None else w.to(DEVICE) for w in wiring))
+    out = torch.full_like(lo, float("nan"))
+    out[:, -1] = 0.0
+    before = lo.clone()
+    fused_binary_messages(lo, belief, tables, wiring, semiring, damping, out)
+    assert torch.equal(lo, before)
+    ref = fused_binary_messages_naive(lo, belief, tables, wiring, semiring, damping)
+    # exact for any cavity: rounding relative to the tables and messages, not to the cavities
+    scale = max(1.0, float(tables.abs().max()), float(lo.abs().max()))
+    eps = torch.finfo(lo.dtype).eps
+    torch.testing.assert_close(out, ref, atol=64 * eps * scale, rtol=0)
 
 
 @given(kernel_inputs(), st.sampled_from([0.0, 0.4]))
@@ -238,20 +267,28 @@ def test_triton_backend_under_autograd_runs_the_torch_kernels():
         torch.testing.assert_close(nets[0](unary=u.to(DEVICE)).log_marginals, outs[1])
 
 
-def test_triton_backend_float32_binary_grid(monkeypatch):
+@pytest.mark.parametrize(
+    ("k", "hard", "kernel"),
+    [
+        (2, False, "fused_binary_messages"),  # binary, finite tables: the log-odds kernel
+        (2, True, "fused_factor_messages"),  # hard zeros: the K-state kernel, exact cavities
+        (3, False, "fused_factor_messages"),
+    ],
+)
+def test_triton_backend_float32_grid_runs_one_fused_launch_per_iteration(
+    monkeypatch, k, hard, kernel
+):
     calls = []
-    kernel = pu.network.fused_factor_messages
-    monkeypatch.setattr(
-        pu.network, "fused_factor_messages", lambda *a: calls.append(1) or kernel(*a)
-    )
-    fg, _ = grid(6, k=2, seed=2)
+    fn = getattr(pu.network, kernel)
+    monkeypatch.setattr(pu.network, kernel, lambda *a: calls.append(1) or fn(*a))
+    fg, _ = grid(6, k=k, seed=2, hard=hard)
     nets = [
         pu.compile(fg, iterations=20, damping=0.5, backend=b).to(DEVICE)
         for b in ("triton", "torch")
     ]
     with torch.no_grad():
         a, b = (net() for net in nets)
-    torch.testing.assert_close(a.log_marginals, b.log_marginals, atol=2e-5, rtol=0)
+    torch.testing.assert_close(a.probs, b.probs, atol=2e-5, rtol=0)
     assert a.log_marginals.dtype == torch.float32
     assert len(calls) == 20  # one fused launch per iteration, none for the torch backend
 

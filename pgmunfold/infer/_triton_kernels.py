@@ -242,3 +242,67 @@ def mf_variables_kernel(
     if DAMP:
         new = new + damping * (tl.load(q_ptr + rows, mask=m2, other=0.0) - new)
     tl.store(out_ptr + rows, new, mask=m2)
+
+
+@triton.jit
+def _softplus(x, MAX: tl.constexpr):
+    # log(1 + e^x), or max(x, 0) for max-product
+    top = tl.maximum(x, 0.0)
+    if MAX:
+        out = top
+    else:
+        out = top + tl.log(1.0 + tl.exp(-tl.abs(x)))
+    return out
+
+
+@triton.jit
+def _binary_message(ta0, ta1, tb0, tb1, q, MAX: tl.constexpr):
+    # log-odds lae(ta1, tb1 + q) - lae(ta0, tb0 + q) (lae: log-add-exp, or max), where the
+    # cavity log-odds q may be huge (evidence: +-1e30): the dominant terms are factored out
+    # exactly, so no sum of a huge and a small number is ever differenced
+    pos = (tb1 - tb0) + _softplus(ta1 - tb1 - q, MAX) - _softplus(ta0 - tb0 - q, MAX)
+    neg = (ta1 - ta0) + _softplus(tb1 - ta1 + q, MAX) - _softplus(tb0 - ta0 + q, MAX)
+    return tl.where(q >= 0, pos, neg)
+
+
+@triton.jit
+def binary_factors_kernel(
+    lo_ptr,
+    bel_ptr,
+    out_ptr,
+    tab_ptr,
+    col0_ptr,
+    col1_ptr,
+    var0_ptr,
+    var1_ptr,
+    table_ptr,
+    n_fac,
+    n_col,
+    n_var,
+    n_tab,
+    damping,
+    MAX: tl.constexpr,
+    DAMP: tl.constexpr,
+    TABLE_ID: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    b, fm, c0, c1, v0, v1, t, _, _, _ = _factor_block(
+        col0_ptr, col1_ptr, var0_ptr, var1_ptr, table_ptr, n_fac, 1, 2, TABLE_ID, BLOCK
+    )
+    old0 = tl.load(lo_ptr + b * n_col + c0, mask=fm, other=0.0)
+    old1 = tl.load(lo_ptr + b * n_col + c1, mask=fm, other=0.0)
+    q0 = tl.load(bel_ptr + b * n_var + v0, mask=fm, other=0.0) - old0  # cavity log-odds
+    q1 = tl.load(bel_ptr + b * n_var + v1, mask=fm, other=0.0) - old1
+    # tab[2 a + c, t]: entry (state a of position 0, state c of position 1) of table t
+    t00 = tl.load(tab_ptr + t, mask=fm, other=0.0)
+    t01 = tl.load(tab_ptr + n_tab + t, mask=fm, other=0.0)
+    t10 = tl.load(tab_ptr + 2 * n_tab + t, mask=fm, other=0.0)
+    t11 = tl.load(tab_ptr + 3 * n_tab + t, mask=fm, other=0.0)
+    # to position 0 (state a): t[a, 0] and t[a, 1] + q1 combined; to position 1 likewise
+    new0 = _binary_message(t00, t10, t01, t11, q1, MAX)
+    new1 = _binary_message(t00, t01, t10, t11, q0, MAX)
+    if DAMP:
+        new0 = new0 + damping * (old0 - new0)
+        new1 = new1 + damping * (old1 - new1)
+    tl.store(out_ptr + b * n_col + c0, new0, mask=fm)
+    tl.store(out_ptr + b * n_col + c1, new1, mask=fm)

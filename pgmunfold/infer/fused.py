@@ -26,6 +26,10 @@ Mean-field (marginals ``q`` ``(B, K, V)``, probabilities):
 4. :func:`fused_mf_update`: per variable, ``softmax(field + sum_d m[:, :, slots[d * V + v]])``
    damped ``new + d (q - new)``, written to the other marginal buffer.
 
+Binary variables with finite tables (the binary fast path's log-odds layout: messages
+``(B, E' + 1)``, one number each): step 1 on ``(B, 1, .)`` views, then
+:func:`fused_binary_messages`, both messages of a factor from its four table entries.
+
 Every BP reduction runs in the log domain in registers, so there is no exp-form range condition
 (unlike ``contraction="matmul"``) and hard zeros in tables are clamped to the sentinel.
 
@@ -63,6 +67,8 @@ __all__ = [
     "FusedWiring",
     "fused_beliefs",
     "fused_beliefs_naive",
+    "fused_binary_messages",
+    "fused_binary_messages_naive",
     "fused_factor_messages",
     "fused_factor_messages_naive",
     "fused_mf_messages",
@@ -155,6 +161,7 @@ class _Kernels(NamedTuple):
     interpreted: bool
     mf_factors: Any = None
     mf_variables: Any = None
+    binary_factors: Any = None
 
 
 @functools.cache
@@ -169,6 +176,7 @@ def _kernels() -> _Kernels:
         triton_interpreting(),
         k.mf_factors_kernel,
         k.mf_variables_kernel,
+        k.binary_factors_kernel,
     )
 
 
@@ -360,6 +368,46 @@ def fused_mf_update(
     return out
 
 
+def fused_binary_messages(
+    lo: torch.Tensor,
+    belief: torch.Tensor,
+    tables: torch.Tensor,
+    wiring: FusedWiring,
+    semiring: Semiring,
+    damping: float,
+    out: torch.Tensor,
+) -> torch.Tensor:
+    """BP on binary variables in log-odds (the binary fast path's layout): per pairwise
+    factor, both messages from its four table entries, ``new1 = lae(t01, t11 + q0) - lae(t00,
+    t10 + q0)`` with ``q0 = belief[var0] - lo[col0]`` the cavity log-odds (``lae``:
+    log-add-exp, or max for max-product), and ``new0`` likewise, in a form exact for huge
+    ``|q|`` (evidence gives ``1e30``: the dominant terms are factored out by the sign of
+    ``q``); damped ``new + d (old - new)`` and written to ``out`` (one kernel; columns no
+    factor owns are left as they are).
+
+    Shape:
+        ``lo``, ``out``: ``(B, E' + 1)``; ``belief``: ``(B, V)`` (:func:`fused_beliefs` on
+        ``(B, 1, .)`` views); ``tables``: ``(4, T)``, row ``2 a + c`` the entries
+        ``(a, c)`` in nats (:func:`fused_tables` with ``K = 2``, ``bits=False``, viewed).
+    """
+    B, n_col = lo.shape
+    V = belief.shape[1]
+    F = wiring.col0.shape[0]
+    idx = {n: x for n, x in wiring._asdict().items() if x is not None}
+    shapes: dict[str, tuple[int, ...]] = {n: (F,) for n in idx}
+    shapes.update(belief=(B, V), out=(B, n_col), tables=(4, -1))
+    _check_layout(
+        "fused_binary_messages", shapes, lo=lo, belief=belief, out=out, tables=tables, **idx
+    )
+    _check_device(lo)
+    table = wiring.col0 if wiring.table is None else wiring.table
+    args = (tables, *wiring[:4], table, F, n_col, V, tables.shape[1], float(damping))
+    flags = (semiring == "max", damping != 0.0, wiring.table is None)
+    block = _factor_block(2, _TILE)  # (as many factors per program as the K = 2 kernel)
+    _launch(_kernels().binary_factors, F, block, (lo, belief, out), *args, *flags)
+    return out
+
+
 def _launch(kernel: Any, n: int, block: int, rows: tuple[torch.Tensor, ...], *args: Any) -> None:
     """Launch ``kernel`` over blocks of ``n`` items (grid axis 0) and the batch rows (axis 1,
     in chunks of at most :data:`_MAX_GRID_Y`): its arguments are the batch-row slices of
@@ -457,3 +505,37 @@ def fused_mf_update_naive(
         ``m``: ``(B, K, P + 1)``; ``field``, ``q``: ``(B, K, V)``; output: ``(B, K, V)``.
     """
     return torch.lerp(torch.softmax(fused_beliefs_naive(m, field, slots), dim=1), q, damping)
+
+
+def fused_binary_messages_naive(
+    lo: torch.Tensor,
+    belief: torch.Tensor,
+    tables: torch.Tensor,
+    wiring: FusedWiring,
+    semiring: Semiring,
+    damping: float,
+) -> torch.Tensor:
+    """The naive twin of :func:`fused_binary_messages` (plain torch, through the 2-state
+    log-domain contraction); returns a copy of ``lo`` with the factors' columns replaced.
+
+    Shape:
+        ``lo``: ``(B, E' + 1)``; ``belief``: ``(B, V)``; ``tables``: ``(4, T)``; output:
+        ``(B, E' + 1)``.
+    """
+    tab = (tables if wiring.table is None else tables[:, wiring.table]).view(2, 2, -1)
+    old0, old1 = lo[:, wiring.col0], lo[:, wiring.col1]
+    q0 = belief[:, wiring.var0] - old0
+    q1 = belief[:, wiring.var1] - old1
+    zero = torch.zeros_like(q0)
+    # the cavity distributions, normalised (log-probabilities of states 0 and 1: exact also
+    # for huge log-odds), then the contraction
+    p0 = torch.log_softmax(torch.stack([zero, q0], dim=1), dim=1)  # (B, 2, F)
+    p1 = torch.log_softmax(torch.stack([zero, q1], dim=1), dim=1)
+    x1 = tab.unsqueeze(0) + p0.unsqueeze(2)  # (B, a, c, F)
+    x0 = tab.unsqueeze(0) + p1.unsqueeze(1)
+    red = (lambda x, d: x.amax(dim=d)) if semiring == "max" else torch.logsumexp
+    m1, m0 = red(x1, 1), red(x0, 2)  # (B, 2, F)
+    out = lo.clone()
+    out[:, wiring.col0] = torch.lerp(m0[:, 1] - m0[:, 0], old0, damping)
+    out[:, wiring.col1] = torch.lerp(m1[:, 1] - m1[:, 0], old1, damping)
+    return out
