@@ -391,6 +391,8 @@ class UnfoldedNetwork(nn.Module):
     fused_table: torch.Tensor
     fused_slots: torch.Tensor
     fused_lo_slots: torch.Tensor
+    fused_lo_col0: torch.Tensor
+    fused_lo_col1: torch.Tensor
 
     def __init__(
         self,
@@ -578,9 +580,13 @@ class UnfoldedNetwork(nn.Module):
             buf("fused_table", (table_ids[:0] if identity else table_ids).astype(itype))
             buf("fused_slots", slots_t.astype(itype))
             # the binary (log-odds) layout, when it serves: fused_lo_slots: (D' * V,)
-            # bin_slots_t; factor f's edges are 2 f and 2 f + 1 (positions 0 and 1)
+            # bin_slots_t; fused_lo_col0, fused_lo_col1: (F,) factor f's edges 2 f and 2 f + 1
+            # (scope positions 0 and 1)
             if self.binary_fast:
                 buf("fused_lo_slots", self.bin_slots_t.numpy().astype(itype))
+                lo_col0 = np.arange(0, 2 * len(table_ids), 2).astype(itype)
+                buf("fused_lo_col0", lo_col0)
+                buf("fused_lo_col1", lo_col0 + 1)
 
         # ---- parameter plan
         taken: set[str] = set()
@@ -1077,9 +1083,7 @@ class UnfoldedNetwork(nn.Module):
         B, V = field.shape
         field = field.contiguous()
         E1 = self.bin_partner_edge.shape[0]
-        n = self.fused_var0.shape[0]
-        edges = torch.arange(0, 2 * n, 2, device=field.device, dtype=self.fused_var0.dtype)
-        wiring = self._fused_wiring()._replace(col0=edges, col1=edges + 1)
+        wiring = self._fused_wiring()._replace(col0=self.fused_lo_col0, col1=self.fused_lo_col1)
         bel = ws("bel", (B, 1, V), field)
         assert bel is not None
         tables: dict[tuple[int, ...], torch.Tensor] = {}
