@@ -1,4 +1,5 @@
-"""Run PGMax (JAX) sum-product loopy BP on a 4-neighbour grid read from an ``.npz`` file.
+"""Run PGMax (JAX) sum-product loopy BP on a 4-neighbour grid (or any pairwise graph) read from
+an ``.npz`` file.
 
 Standalone: run it with the Python of a separate PGMax environment (it imports neither torch
 nor pgmunfold), e.g. ``/tmp/pgmax-venv/bin/python benchmarks/pgmax_runner.py grid.npz --iters
@@ -11,6 +12,9 @@ Input ``.npz`` arrays (variable ids are row-major indices ``i * N + j`` into the
   pairwise factors;
 - ``h_tables`` / ``v_tables``: ``(F, K, K)`` their log-potential tables, indexed
   ``[state of the first variable, state of the second]``.
+
+Or any pairwise graph (``benchmarks/hub_graphs.py``): ``unary`` ``(V, K)``, ``pairs``
+``(F, 2)`` and ``tables`` ``(F, K, K)``.
 
 Model: the unaries enter either as PGMax *evidence* (``--unary-mode evidence``: added to every
 belief and cavity, never damped) or as single-variable enumeration factors (``--unary-mode
@@ -108,21 +112,30 @@ def run(
 
     data = np.load(path)
     unary = np.asarray(data["unary"], dtype=np.float32)
-    n, n2, k = unary.shape
-    if n != n2:
-        raise ValueError(f"unary must have shape (N, N, K), got {unary.shape}")
+    if unary.ndim == 2:  # any pairwise graph
+        shape: tuple[int, ...] = unary.shape[:1]
+        sides = [""]
+    elif unary.ndim == 3 and unary.shape[0] == unary.shape[1]:
+        shape = unary.shape[:2]
+        sides = ["h_", "v_"]
+    else:
+        raise ValueError(f"unary must have shape (N, N, K) or (V, K), got {unary.shape}")
+    k = unary.shape[-1]
+    num_vars = int(np.prod(shape))
 
     # ---- build: variables, factor groups, wiring, initial arrays
     t0 = time.perf_counter()
-    variables = vgroup.NDVarArray(num_states=k, shape=(n, n))
+    variables = vgroup.NDVarArray(num_states=k, shape=shape)
     graph = fgraph.FactorGraph(variable_groups=variables)
     hashes = [int(h) for h in variables.variable_hashes.reshape(-1)]
     groups = []
-    for side in ("h", "v"):
-        pairs = np.asarray(data[f"{side}_pairs"], dtype=np.int64)
-        tables = np.asarray(data[f"{side}_tables"], dtype=np.float32)
+    num_factors = 0
+    for side in sides:
+        pairs = np.asarray(data[f"{side}pairs"], dtype=np.int64)
+        tables = np.asarray(data[f"{side}tables"], dtype=np.float32)
+        num_factors += len(pairs)
         if tables.shape != (len(pairs), k, k):
-            raise ValueError(f"{side}_tables: expected {(len(pairs), k, k)}, got {tables.shape}")
+            raise ValueError(f"{side}tables: expected {(len(pairs), k, k)}, got {tables.shape}")
         groups.append(
             fgroup.PairwiseFactorGroup(
                 variables_for_factors=[[(hashes[a], k), (hashes[b], k)] for a, b in pairs],
@@ -134,7 +147,7 @@ def run(
             fgroup.EnumFactorGroup(
                 variables_for_factors=[[(h, k)] for h in hashes],
                 factor_configs=np.arange(k)[:, None],
-                log_potentials=unary.reshape(n * n, k),
+                log_potentials=unary.reshape(num_vars, k),
             )
         )
     elif unary_mode != "evidence":
@@ -177,12 +190,13 @@ def run(
         cpu.append(time.process_time() - c0)
     t_med = statistics.median(times)
 
-    marg_np = np.asarray(marg, dtype=np.float32).reshape(n, n, k)
+    marg_np = np.asarray(marg, dtype=np.float32).reshape(*shape, k)
     if marginals_out:
         np.save(marginals_out, marg_np)
     return {
         "impl": "pgmax",
-        "N": n,
+        "N": shape[0] if len(shape) == 2 else None,
+        "V": num_vars,
         "K": k,
         "iters": iters,
         "damping": damping,
@@ -201,12 +215,12 @@ def run(
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "s_per_iter": t_med / iters,
         # factor-to-variable messages of the pairwise factors per second (as in grid_lbp)
-        "msgs_per_s": 2 * (2 * n * (n - 1)) * iters / t_med,
+        "msgs_per_s": 2 * num_factors * iters / t_med,
         "baseline_rss_gb": baseline_rss,
         "rss_after_build_gb": build_rss,
         "peak_rss_gb": _rss_gb("VmHWM"),
         "last_msg_delta": float(delta),
-        "marginals_sample": marg_np.reshape(n * n, k)[:sample].tolist(),
+        "marginals_sample": marg_np.reshape(num_vars, k)[:sample].tolist(),
         "marginals_file": marginals_out,
     }
 

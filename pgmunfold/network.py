@@ -22,7 +22,7 @@ from torch import nn
 
 from pgmunfold.beliefs import Beliefs, Deferred
 from pgmunfold.compile.schedule import factor_colouring, variable_colouring
-from pgmunfold.compile.wiring import GroupWiring, Wiring, build_wiring, slot_table
+from pgmunfold.compile.wiring import GroupWiring, Wiring, base_width, build_wiring, slot_table
 from pgmunfold.graph import FactorGraph, GraphError, VariableArray
 from pgmunfold.infer.binary import (
     BinarySweep,
@@ -35,9 +35,11 @@ from pgmunfold.infer.binary import (
     pairwise_coefficients,
 )
 from pgmunfold.infer.bp import (
+    Slots,
     bp_cavities,
     bp_factor_log_beliefs,
     bp_factor_messages,
+    shift_to_max,
     variable_beliefs,
 )
 from pgmunfold.infer.free_energy import bethe_log_partition, mean_field_bound, score_states
@@ -289,6 +291,9 @@ def _check_triton_backend(net: UnfoldedNetwork, pairwise_graph: bool) -> None:
         "fast_path=True": net.fast_path,
         f"only unary and pairwise factors of at most {PAIRWISE_MAX_CARD} states, at least one "
         "pairwise": pairwise_graph,
+        "no variable of a degree far above the rest (its slots would be padded to the largest "
+        f"pairwise degree, {net._pairwise_degree}; the torch backend buckets them on the general "
+        "path)": (net._pairwise_compact),
     }
     missing = [k for k, ok in need.items() if not ok]
     if missing:
@@ -470,6 +475,18 @@ class UnfoldedNetwork(nn.Module):
             and all(g.arity <= 2 for g in w.groups)
             and w.max_card <= PAIRWISE_MAX_CARD
         )
+        pw_scopes = [sc for g, sc in zip(w.groups, w.scopes, strict=True) if g.arity == 2]
+        # the fast paths pad every variable's pairwise edges to the largest degree: taken only
+        # when that padding is not quadratic (no hub); otherwise the general path's buckets
+        pw_edge_var = np.concatenate([sc.reshape(-1) for sc in pw_scopes] or [np.zeros(0)])
+        pw_edge_var = pw_edge_var.astype(np.int64)
+        pw_degree = np.bincount(pw_edge_var, minlength=w.num_variables)
+        self._pairwise_degree = int(pw_degree.max(initial=0))
+        self._pairwise_compact = not pairwise_graph or base_width(pw_degree) >= max(
+            self._pairwise_degree, 1
+        )
+        self.binary_fast = self.binary_fast and self._pairwise_compact
+        fast_path = fast_path and self._pairwise_compact
         self.pairwise_fast = (
             fast_path
             and not self.binary_fast
@@ -496,7 +513,14 @@ class UnfoldedNetwork(nn.Module):
                 t = torch.as_tensor(value)
             self.register_buffer(name, t, persistent=False)
 
-        buf("var_slots", w.var_slots)
+        # the general path's slots (SlotPlan): var_slots (V, D0) the base table;
+        # slot_vars_j (V_j,), slot_rows_j (V_j, W_j) bucket j of high-degree variables;
+        # edge_slot (E,) position of each edge in the flattened layout (exact cavities)
+        buf("var_slots", w.slots.base)
+        for j, (v, r) in enumerate(zip(w.slots.vars, w.slots.rows, strict=True)):
+            buf(f"slot_vars_{j}", v)
+            buf(f"slot_rows_{j}", r)
+        self._num_buckets = len(w.slots.vars)
         buf("edge_slot", w.edge_slot)
         buf("edge_var", w.edge_var)
         buf("cards", w.cards)
@@ -510,7 +534,6 @@ class UnfoldedNetwork(nn.Module):
         self._pw_idx = tuple(i for i, g in enumerate(self._mgroups) if g.arity == 2)
         self._un_idx = tuple(i for i, g in enumerate(self._mgroups) if g.arity == 1)
         self._pw_sizes = tuple(self._mgroups[i].num_factors for i in self._pw_idx)
-        pw_scopes = [sc for g, sc in zip(w.groups, w.scopes, strict=True) if g.arity == 2]
         if self.binary_fast or self.mf_binary:
             # pairwise edges in the general path's order (group, factor, position), then one
             # padding edge whose message is always 0 (its coefficients are all zero):
@@ -644,10 +667,12 @@ class UnfoldedNetwork(nn.Module):
                     bid += 1
                 ce = np.concatenate(edges)
                 buf(f"colour_edges_{c}", ce)
-                # (n, D): the slot table row of each edge's variable, its own slot set to padding
-                others = w.var_slots[w.edge_var[ce]].copy()
-                others[others == ce[:, None]] = w.num_edges
-                buf(f"colour_other_slots_{c}", others)
+                # (n, D): the slot table row of each edge's variable, its own slot set to
+                # padding (without buckets; with them, all exact cavities are formed per class)
+                if w.slots.compact:
+                    others = w.var_slots[w.edge_var[ce]].copy()
+                    others[others == ce[:, None]] = w.num_edges
+                    buf(f"colour_other_slots_{c}", others)
                 self._blocks.append(blocks)
         self.num_colours = 0
         if schedule == "sequential" and algorithm == "mf":
@@ -966,19 +991,22 @@ class UnfoldedNetwork(nn.Module):
         d = self.damping
         if self.schedule == "parallel":
             cav = bp_cavities(
-                msg, u, self.var_slots, self.edge_slot, self.edge_var, self.exact_cavity
+                msg, u, self._slots(), self.edge_slot, self.edge_var, self.exact_cavity
             )
             new = bp_factor_messages(cav, th, self._mgroups, self.semiring, dense=plans)
             return new if d == 0.0 else ((1.0 - d) * new + d * msg)
         B, _, K = msg.shape
         for c, blocks in enumerate(self._blocks):
             edges = self._buffer(f"colour_edges_{c}")
-            # exact cavities of this class's edges only: the variable's other slots, summed
-            others = self._buffer(f"colour_other_slots_{c}")  # (n, D), own slot -> padding
-            padded = torch.cat([msg, msg.new_zeros(B, 1, K)], dim=1)
-            n, D = others.shape
-            gathered = gather_rows(padded, others.reshape(-1)).view(B, n, D, K).sum(dim=2)
-            cav_c = gather_rows(u, self.edge_var[edges]) + gathered
+            if self._num_buckets:  # high-degree variables: all exact cavities, this class's
+                cav = bp_cavities(msg, u, self._slots(), self.edge_slot, self.edge_var, True)
+                cav_c = gather_rows(cav, edges)
+            else:  # exact cavities of this class's edges only: the other slots, summed
+                others = self._buffer(f"colour_other_slots_{c}")  # (n, D), own slot -> padding
+                padded = torch.cat([msg, msg.new_zeros(B, 1, K)], dim=1)
+                n, D = others.shape
+                gathered = gather_rows(padded, others.reshape(-1)).view(B, n, D, K).sum(dim=2)
+                cav_c = shift_to_max(gather_rows(u, self.edge_var[edges]) + gathered)
             groups, ths, rows = [], [], []
             for gi, bid in blocks:
                 g = self._mgroups[gi]
@@ -1422,7 +1450,7 @@ class UnfoldedNetwork(nn.Module):
                     plans[key] = self._dense_plans(th)
                 msg = self._layer(self._bp_step, msg, u, th, plans.get(key))
             residual = _max_change(msg, prev, torch.exp, dim=2) if msg.shape[1] else u.new_zeros(B)
-            log_marg = log_normalize(variable_beliefs(msg, u, self.var_slots))
+            log_marg = log_normalize(variable_beliefs(msg, u, self._slots()))
 
             def messages() -> torch.Tensor:
                 return msg
@@ -1439,7 +1467,7 @@ class UnfoldedNetwork(nn.Module):
                     cav = bp_cavities(
                         messages(),
                         u,
-                        self.var_slots,
+                        self._slots(),
                         self.edge_slot,
                         self.edge_var,
                         self.exact_cavity,
@@ -1465,6 +1493,15 @@ class UnfoldedNetwork(nn.Module):
     def _scopes(self) -> list[torch.Tensor]:
         return [self._buffer(f"scope_{i}") for i in self._msg_idx]
 
+    def _slots(self) -> Slots:
+        """The general path's slots (buffers ``var_slots``, ``slot_vars_j``, ``slot_rows_j``)."""
+        n = range(self._num_buckets)
+        return Slots(
+            self.var_slots,
+            tuple(self._buffer(f"slot_vars_{j}") for j in n),
+            tuple(self._buffer(f"slot_rows_{j}") for j in n),
+        )
+
     def _buffer(self, name: str) -> torch.Tensor:
         t = self._buffers[name]
         assert t is not None
@@ -1473,12 +1510,12 @@ class UnfoldedNetwork(nn.Module):
     def _mf_step(self, q: torch.Tensor, u: torch.Tensor, th: list[torch.Tensor]) -> torch.Tensor:
         d = self.damping
         if self.schedule == "parallel":
-            field = mf_field(q, u, th, self._mgroups, self.edge_var, self.var_slots)
+            field = mf_field(q, u, th, self._mgroups, self.edge_var, self._slots())
             new = torch.softmax(field, dim=2)
             return new if d == 0.0 else (1.0 - d) * new + d * q
         masks = self.colour_masks
         for c in range(self.num_colours):
-            field = mf_field(q, u, th, self._mgroups, self.edge_var, self.var_slots)
+            field = mf_field(q, u, th, self._mgroups, self.edge_var, self._slots())
             new = torch.softmax(field, dim=2)
             if d != 0.0:
                 new = (1.0 - d) * new + d * q

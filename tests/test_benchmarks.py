@@ -16,6 +16,7 @@ from benchmarks import (
     forward_overhead,
     fused_tiles,
     grid_lbp,
+    hub_graphs,
     launch_overhead,
     op_traffic,
     roofline,
@@ -46,6 +47,19 @@ def test_autograd_cost_runs(tmp_path):
 def test_compare_pgmax_without_pgmax_says_so(capsys):
     assert compare_pgmax.main(["--pgmax-python", "/nonexistent/python", "--sizes", "4"]) == 0
     assert "not available" in capsys.readouterr().out
+
+
+def test_hub_graphs_runs_and_checks_stars_against_the_closed_form(tmp_path, capsys):
+    out = tmp_path / "hub.json"
+    args = ["--sizes", "300", "--ks", "2", "3", "--iters", "30", "--repeats", "1"]
+    hub_graphs.main([*args, "--pgmax-python", "/nonexistent/python", "--json", str(out)])
+    assert "PGMax not run" in capsys.readouterr().out
+    rows = json.loads(out.read_text())
+    assert [(r["graph"], r["K"]) for r in rows] == [("star", 2), ("star", 3), ("ba", 2), ("ba", 3)]
+    stars = rows[:2]
+    assert all(r["buckets"] == 1 and r["path"] == "general" for r in stars)
+    assert all(r["slots"] == 2 * 300 and r["one_table_slots"] == 301 * 300 for r in stars)
+    assert all(r["max_err_exact"] < 1e-5 for r in stars)  # a tree: BP converges to exact
 
 
 def test_roofline_runs_and_counts_the_layout_of_each_path(tmp_path):

@@ -14,7 +14,15 @@ import numpy as np
 
 from pgmunfold.graph import FactorGraph
 
-__all__ = ["GroupWiring", "Wiring", "build_wiring", "slot_table"]
+__all__ = [
+    "GroupWiring",
+    "SlotPlan",
+    "Wiring",
+    "base_width",
+    "build_wiring",
+    "plan_slots",
+    "slot_table",
+]
 
 
 @dataclass(frozen=True)
@@ -42,6 +50,142 @@ class GroupWiring:
 
 
 @dataclass(frozen=True)
+class SlotPlan:
+    """Where every variable finds its incoming edges, for a reduction over them by gathers only.
+
+    Padding every variable to the largest degree ``D`` costs ``V * D`` slots: fine on grids,
+    quadratic on a star (one hub with ``V - 1`` edges). So a variable's first ``D0`` edges
+    (``D0 <= D``, chosen by :func:`plan_slots`) sit in a base table over all variables, and the
+    rest of the edges of the few variables with more go to *buckets*: variables whose overflow
+    counts share a power of two, padded to their bucket's widest, so the padding stays below
+    about twice the overflow. A variable is in at most one bucket. Flattened, the slots are laid
+    out ``[base (V * D0) | rows[0] (V_0 * W_0) | rows[1] | ...]``.
+
+    Attributes:
+        base: ``(V, D0)`` column ``d``: id of the variable's ``d``-th edge (edge order), or
+            ``E`` (padding: a row that holds log 1 = 0).
+        vars: per bucket ``j``, ``(V_j,)`` its variables (ascending, distinct).
+        rows: per bucket ``j``, ``(V_j, W_j)`` column ``d``: id of the variable's ``D0 + d``-th
+            edge, or ``E``.
+        edge_slot: ``(E,)`` position of edge ``e`` in the flattened layout.
+    """
+
+    base: np.ndarray
+    vars: tuple[np.ndarray, ...]
+    rows: tuple[np.ndarray, ...]
+    edge_slot: np.ndarray
+
+    @property
+    def compact(self) -> bool:
+        """No buckets: every variable's edges are in the ``(V, D)`` base table."""
+        return not self.vars
+
+
+_BUCKET_COST = 4096
+"""The fixed cost of one more bucket (three small ops per use), in slots, for :func:`plan_slots`."""
+
+
+_MAX_BASE_WIDTH: int | None = None
+"""When set (tests), :func:`plan_slots` caps the base width ``D0`` at this, so that small graphs
+exercise the buckets."""
+
+
+def _edge_rank(edge_var: np.ndarray, degree: np.ndarray) -> np.ndarray:
+    """``(E,)`` rank of each edge among its variable's edges, in edge order."""
+    E = edge_var.shape[0]
+    order = np.argsort(edge_var, kind="stable")
+    first = np.concatenate([[0], np.cumsum(degree)[:-1]]).astype(np.int64)
+    rank = np.empty(E, dtype=np.int64)
+    rank[order] = np.arange(E, dtype=np.int64) - first[edge_var[order]]
+    return rank
+
+
+def _bucket_of(over: np.ndarray) -> np.ndarray:
+    """Bucket of an overflow count ``o >= 1``: ``ceil(log2(o))`` (1 -> 0, 2 -> 1, 3..4 -> 2)."""
+    return np.ceil(np.log2(np.maximum(over, 1))).astype(np.int64)
+
+
+def _plan_cost(hist: np.ndarray, d0: int) -> int:
+    """Slots (plus :data:`_BUCKET_COST` per bucket) of the plan with base width ``d0``, for
+    variables whose degree histogram is ``hist`` (``hist[d]`` variables of degree ``d``)."""
+    cost = int(hist.sum()) * d0
+    over = np.arange(d0 + 1, hist.shape[0]) - d0  # the overflow of each degree above d0
+    n = hist[d0 + 1 :]
+    if over.size and n.any():
+        over, n = over[n > 0], n[n > 0]
+        b = _bucket_of(over)
+        width = np.zeros(int(b.max()) + 1, dtype=np.int64)
+        np.maximum.at(width, b, over)
+        count = np.bincount(b, weights=n).astype(np.int64)
+        cost += int((width * count).sum()) + _BUCKET_COST * int((count > 0).sum())
+    return cost
+
+
+def base_width(degree: np.ndarray) -> int:
+    """The base width ``D0`` :func:`plan_slots` takes for variables of these degrees: the
+    largest degree ``D`` (at least 1; one table, as on a grid) unless a narrower base with
+    buckets needs less than half the slots (a few high-degree variables); then, among powers of
+    two below ``D``, the one of fewest slots.
+
+    Shape:
+        ``degree``: ``(V,)`` int64.
+    """
+    D = max(int(degree.max(initial=0)), 1)
+    d0 = D
+    if D > 1:
+        hist = np.bincount(degree, minlength=D + 1)
+        widths = [1 << i for i in range(D.bit_length()) if (1 << i) < D]
+        best = min(widths, key=lambda w: _plan_cost(hist, w))
+        if 2 * _plan_cost(hist, best) < _plan_cost(hist, D):
+            d0 = best
+    return d0 if _MAX_BASE_WIDTH is None else min(d0, _MAX_BASE_WIDTH)
+
+
+def plan_slots(edge_var: np.ndarray, num_vars: int, buckets: bool = True) -> SlotPlan:
+    """The :class:`SlotPlan` of edges ``edge_var`` over ``num_vars`` variables.
+
+    The base width ``D0`` is :func:`base_width`'s; ``buckets=False`` forces the largest degree
+    (one table).
+
+    Shape:
+        ``edge_var``: ``(E,)`` int64; see :class:`SlotPlan` for the output.
+    """
+    E = edge_var.shape[0]
+    degree = np.bincount(edge_var, minlength=num_vars).astype(np.int64)
+    d0 = base_width(degree) if buckets else max(int(degree.max(initial=0)), 1)
+    rank = _edge_rank(edge_var, degree)
+    ids = np.arange(E, dtype=np.int64)
+    base = np.full((num_vars, d0), E, dtype=np.int64)
+    if d0 >= degree.max(initial=0):  # one table
+        base[edge_var, rank] = ids
+        return SlotPlan(base, (), (), edge_var * d0 + rank)
+    edge_slot = np.empty(E, dtype=np.int64)
+    inb = rank < d0
+    base[edge_var[inb], rank[inb]] = ids[inb]
+    edge_slot[inb] = edge_var[inb] * d0 + rank[inb]
+    over = degree - d0
+    heavy = np.nonzero(over > 0)[0]
+    bucket = np.full(num_vars, -1, dtype=np.int64)
+    bucket[heavy] = _bucket_of(over[heavy])
+    local = np.zeros(num_vars, dtype=np.int64)  # a heavy variable's row in its bucket
+    vars_, rows = [], []
+    offset = num_vars * d0
+    for b in np.unique(bucket[heavy]):
+        members = heavy[bucket[heavy] == b]
+        local[members] = np.arange(members.shape[0])
+        width = int(over[members].max())
+        table = np.full((members.shape[0], width), E, dtype=np.int64)
+        sel = ~inb & (bucket[edge_var] == b)
+        r, c = local[edge_var[sel]], rank[sel] - d0
+        table[r, c] = ids[sel]
+        edge_slot[sel] = offset + r * width + c
+        offset += table.size
+        vars_.append(members)
+        rows.append(table)
+    return SlotPlan(base, tuple(vars_), tuple(rows), edge_slot)
+
+
+@dataclass(frozen=True)
 class Wiring:
     """Flat index arrays of a compiled factor graph.
 
@@ -52,9 +196,8 @@ class Wiring:
         scopes: per group ``(F, arity)`` int64 variable ids.
         edge_var: ``(E,)`` column: the variable of edge ``e``.
         degree: ``(V,)`` number of edges of each variable.
-        var_slots: ``(V, D)`` column ``d`` = id of the ``d``-th edge of the variable, or ``E``
-            (a padding row that holds log 1 = 0) when the variable has fewer than ``D`` edges.
-        edge_slot: ``(E,)`` position ``v * D + d`` of edge ``e`` in the flattened ``var_slots``.
+        slots: where each variable's edges are (:class:`SlotPlan`: a ``(V, D0)`` table, plus
+            buckets for the few variables of higher degree, if any).
         state_valid: ``(V, K)`` bool, state ``k`` exists for variable ``v``.
     """
 
@@ -64,8 +207,7 @@ class Wiring:
     scopes: tuple[np.ndarray, ...]
     edge_var: np.ndarray
     degree: np.ndarray
-    var_slots: np.ndarray
-    edge_slot: np.ndarray
+    slots: SlotPlan
     state_valid: np.ndarray
 
     @property
@@ -78,21 +220,18 @@ class Wiring:
 
     @property
     def max_degree(self) -> int:
-        return int(self.var_slots.shape[1])
+        """The largest degree (at least 1)."""
+        return max(int(self.degree.max(initial=0)), 1)
 
+    @property
+    def var_slots(self) -> np.ndarray:
+        """``(V, D0)``: the base table of :attr:`slots`."""
+        return self.slots.base
 
-def _slots_and_rank(edge_var: np.ndarray, num_vars: int) -> tuple[np.ndarray, np.ndarray]:
-    E = edge_var.shape[0]
-    degree = np.bincount(edge_var, minlength=num_vars)
-    D = max(int(degree.max(initial=0)), 1)
-    # stable sort of edges by variable: rank of each edge among its variable's edges
-    order = np.argsort(edge_var, kind="stable")
-    first = np.concatenate([[0], np.cumsum(degree)[:-1]])
-    rank = np.empty(E, dtype=np.int64)
-    rank[order] = np.arange(E, dtype=np.int64) - first[edge_var[order]]
-    slots = np.full((num_vars, D), E, dtype=np.int64)
-    slots[edge_var, rank] = np.arange(E, dtype=np.int64)
-    return slots, rank
+    @property
+    def edge_slot(self) -> np.ndarray:
+        """``(E,)``: position of each edge in the flattened :attr:`slots` layout."""
+        return self.slots.edge_slot
 
 
 def slot_table(edge_var: np.ndarray, num_vars: int) -> np.ndarray:
@@ -102,7 +241,7 @@ def slot_table(edge_var: np.ndarray, num_vars: int) -> np.ndarray:
     Shape:
         ``edge_var``: ``(E,)`` int64; output: ``(V, D)`` int64.
     """
-    return _slots_and_rank(edge_var, num_vars)[0]
+    return plan_slots(edge_var, num_vars, buckets=False).base
 
 
 def build_wiring(fg: FactorGraph) -> Wiring:
@@ -123,8 +262,6 @@ def build_wiring(fg: FactorGraph) -> Wiring:
         np.concatenate([s.reshape(-1) for s in scopes]) if scopes else np.zeros(0, dtype=np.int64)
     )
     degree = np.bincount(edge_var, minlength=V).astype(np.int64)
-    var_slots, rank = _slots_and_rank(edge_var, V)
-    edge_slot = edge_var * var_slots.shape[1] + rank
     state_valid = np.arange(K)[None, :] < cards[:, None]
     return Wiring(
         cards=cards,
@@ -133,7 +270,6 @@ def build_wiring(fg: FactorGraph) -> Wiring:
         scopes=tuple(scopes),
         edge_var=edge_var,
         degree=degree,
-        var_slots=var_slots,
-        edge_slot=edge_slot,
+        slots=plan_slots(edge_var, V),
         state_valid=state_valid,
     )

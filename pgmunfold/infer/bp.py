@@ -2,7 +2,8 @@
 
 Messages live in an edge-ordered tensor ``msg`` of shape ``(B, E, K)`` (factor-to-variable
 log-messages, normalised, states beyond a variable's cardinality at ``NEG``). One flooding
-iteration is: gather every variable's incoming messages through ``var_slots`` (no scatter),
+iteration is: gather every variable's incoming messages through its slots (:class:`Slots`: gathers,
+plus one scatter into distinct rows per bucket of high-degree variables),
 form the cavity of every edge as an exclusive sum (or, when the compiler proved that no hard
 zero can occur, by subtraction from the belief), then one dense batched reduction per factor
 group. Kernels here receive tensors and static group descriptions, never a ``FactorGraph``.
@@ -11,6 +12,7 @@ group. Kernels here receive tensors and static group descriptions, never a ``Fac
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -29,41 +31,72 @@ from pgmunfold.infer.ops import (
 )
 
 __all__ = [
+    "Slots",
     "bp_cavities",
     "bp_factor_log_beliefs",
     "bp_factor_messages",
     "gather_slots",
+    "shift_to_max",
+    "slot_sum",
     "variable_beliefs",
 ]
 
 
-def gather_slots(msg: torch.Tensor, var_slots: torch.Tensor) -> torch.Tensor:
-    """Incoming messages of every variable, padded with log 1.
+class Slots(NamedTuple):
+    """Index buffers of a :class:`~pgmunfold.compile.wiring.SlotPlan` (the network's
+    ``var_slots`` and ``slot_vars_j`` / ``slot_rows_j`` buffers): every variable's edges, a
+    ``(V, D0)`` base table plus buckets for the few variables of higher degree.
 
     Shape:
-        ``msg``: ``(B, E, K)``; ``var_slots``: ``(V, D)`` int64 (``E`` = padding);
-        output: ``(B, V, D, K)``.
+        ``base``: ``(V, D0)``; ``vars[j]``: ``(V_j,)``; ``rows[j]``: ``(V_j, W_j)``; int64,
+        ``E`` = padding (a message of log 1).
+    """
+
+    base: torch.Tensor
+    vars: tuple[torch.Tensor, ...] = ()
+    rows: tuple[torch.Tensor, ...] = ()
+
+
+def gather_slots(msg: torch.Tensor, slots: Slots) -> list[torch.Tensor]:
+    """Incoming messages of every variable, padded with log 1: the base table's, then each
+    bucket's.
+
+    Shape:
+        ``msg``: ``(B, E, K)``; output: ``[(B, V, D0, K), (B, V_0, W_0, K), ...]``.
     """
     B, _, K = msg.shape
     padded = torch.cat([msg, msg.new_zeros(B, 1, K)], dim=1)
-    return gather_rows(padded, var_slots.reshape(-1)).view(B, *var_slots.shape, K)
+    return [
+        gather_rows(padded, t.reshape(-1)).view(B, *t.shape, K) for t in (slots.base, *slots.rows)
+    ]
 
 
-def variable_beliefs(
-    msg: torch.Tensor, unary: torch.Tensor, var_slots: torch.Tensor
-) -> torch.Tensor:
+def slot_sum(parts: Sequence[torch.Tensor], slots: Slots) -> torch.Tensor:
+    """Per variable, the sum of its gathered incoming messages (``parts`` from
+    :func:`gather_slots`): the base rows, plus each bucket's rows added at its variables.
+
+    Shape:
+        ``parts``: as :func:`gather_slots` returns; output: ``(B, V, K)``.
+    """
+    total = parts[0].sum(dim=2)
+    for v, part in zip(slots.vars, parts[1:], strict=True):
+        total = total.index_add(1, v, part.sum(dim=2))
+    return total
+
+
+def variable_beliefs(msg: torch.Tensor, unary: torch.Tensor, slots: Slots) -> torch.Tensor:
     """Unnormalised log beliefs ``unary + sum of incoming messages``.
 
     Shape:
         ``msg``: ``(B, E, K)``; ``unary``: ``(B, V, K)``; output: ``(B, V, K)``.
     """
-    return unary + gather_slots(msg, var_slots).sum(dim=2)
+    return unary + slot_sum(gather_slots(msg, slots), slots)
 
 
 def bp_cavities(
     msg: torch.Tensor,
     unary: torch.Tensor,
-    var_slots: torch.Tensor,
+    slots: Slots,
     edge_slot: torch.Tensor,
     edge_var: torch.Tensor,
     exact: bool,
@@ -71,19 +104,51 @@ def bp_cavities(
     """Variable-to-factor log-messages (cavities) of every edge.
 
     ``exact=True`` forms each cavity as the sum of the *other* incoming messages (exact with hard
-    zeros); ``exact=False`` subtracts the edge's own message from the belief (one pass cheaper,
-    exact whenever no factor table holds ``-inf``).
+    zeros): exclusive sums within the edge's row of the base table or of its bucket, plus the
+    total of the variable's other row, never a subtraction. ``exact=False`` subtracts the
+    edge's own message from the belief (one pass cheaper, exact whenever no factor table holds
+    ``-inf``).
+
+    Each cavity is returned shifted by its largest state (a constant per edge, which every use
+    normalises away), so a table entry added to it keeps its precision: a hub's summed
+    messages reach ``-1e5`` nats, where float32 resolves only ``0.008``.
 
     Shape:
-        ``msg``: ``(B, E, K)``; ``unary``: ``(B, V, K)``; ``var_slots``: ``(V, D)``;
-        ``edge_slot``, ``edge_var``: ``(E,)``; output: ``(B, E, K)``.
+        ``msg``: ``(B, E, K)``; ``unary``: ``(B, V, K)``; ``edge_slot``, ``edge_var``:
+        ``(E,)`` (``edge_slot``: position in the flattened slot layout, see
+        :class:`~pgmunfold.compile.wiring.SlotPlan`); output: ``(B, E, K)``.
     """
-    B, _, K = msg.shape
-    g = gather_slots(msg, var_slots)
+    parts = gather_slots(msg, slots)
     if exact:
-        cav = unary.unsqueeze(2) + exclusive_sum(g, dim=2)
-        return gather_rows(cav.reshape(B, -1, K), edge_slot)
-    return gather_rows(unary + g.sum(dim=2), edge_var) - msg
+        cav = gather_rows(_slot_cavities(unary, parts, slots), edge_slot)
+    else:
+        cav = gather_rows(unary + slot_sum(parts, slots), edge_var) - msg
+    return shift_to_max(cav)
+
+
+def shift_to_max(cav: torch.Tensor) -> torch.Tensor:
+    """``cav`` minus its largest state per edge (not below ``NEG / 2``, so an impossible
+    variable's cavity stays a sentinel)."""
+    return cav - cav.amax(dim=-1, keepdim=True).clamp_min(NEG / 2).detach()
+
+
+def _slot_cavities(unary: torch.Tensor, parts: list[torch.Tensor], slots: Slots) -> torch.Tensor:
+    """``(B, S, K)`` exact cavity of every slot of the flattened layout (``parts`` from
+    :func:`gather_slots`): the unary plus exclusive sums within the slot's row, plus the total
+    of the variable's other row (base or bucket), if any."""
+    B, _, K = unary.shape
+    if not slots.vars:
+        return (unary.unsqueeze(2) + exclusive_sum(parts[0], dim=2)).reshape(B, -1, K)
+    sums = [p.sum(dim=2) for p in parts]
+    # the base rows' outside: the unary plus the variable's bucket row (zero if none)
+    outside = unary
+    for v, s in zip(slots.vars, sums[1:], strict=True):
+        outside = outside.index_add(1, v, s)
+    cavs = [(outside.unsqueeze(2) + exclusive_sum(parts[0], dim=2)).reshape(B, -1, K)]
+    for v, p in zip(slots.vars, parts[1:], strict=True):
+        out_v = gather_rows(unary, v) + gather_rows(sums[0], v)
+        cavs.append((out_v.unsqueeze(2) + exclusive_sum(p, dim=2)).reshape(B, -1, K))
+    return torch.cat(cavs, dim=1)
 
 
 def _split(cav: torch.Tensor, g: GroupWiring, rows: int) -> list[torch.Tensor]:

@@ -3,7 +3,8 @@
 The state is a tensor of marginals ``q`` of shape ``(B, V, K)``. The mean field of a variable is
 its unary plus, for every factor it belongs to, the expected log-potential under the other scope
 variables' marginals: one batched contraction (einsum) per factor group, gathered back to the
-variables through ``var_slots`` (no scatter).
+variables through their slots (:class:`~pgmunfold.infer.bp.Slots`: gathers, plus one scatter into
+distinct rows per bucket of high-degree variables).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from pgmunfold.compile.wiring import GroupWiring
-from pgmunfold.infer.bp import gather_slots
+from pgmunfold.infer.bp import Slots, gather_slots, slot_sum
 from pgmunfold.infer.ops import contract_expectation, gather_rows
 
 __all__ = ["mf_expected_potentials", "mf_field"]
@@ -47,7 +48,7 @@ def mf_field(
     thetas: Sequence[torch.Tensor],
     groups: Sequence[GroupWiring],
     edge_var: torch.Tensor,
-    var_slots: torch.Tensor,
+    slots: Slots,
 ) -> torch.Tensor:
     """Mean field (unnormalised log of the updated marginals) of every variable.
 
@@ -62,4 +63,4 @@ def mf_field(
         ms = [F.pad(m, (0, K - m.shape[-1])) if m.shape[-1] < K else m for m in ms]
         parts.append(torch.stack(ms, dim=2).reshape(B, g.num_factors * g.arity, K))
     contrib = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
-    return unary + gather_slots(contrib, var_slots).sum(dim=2)
+    return unary + slot_sum(gather_slots(contrib, slots), slots)
