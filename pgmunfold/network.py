@@ -22,7 +22,14 @@ from torch import nn
 
 from pgmunfold.beliefs import Beliefs, Deferred
 from pgmunfold.compile.schedule import factor_colouring, variable_colouring
-from pgmunfold.compile.wiring import GroupWiring, Wiring, base_width, build_wiring, slot_table
+from pgmunfold.compile.wiring import (
+    GroupWiring,
+    Wiring,
+    base_width,
+    build_wiring,
+    plan_slots,
+    slot_table,
+)
 from pgmunfold.graph import FactorGraph, GraphError, VariableArray
 from pgmunfold.infer.binary import (
     BinarySweep,
@@ -346,7 +353,11 @@ class UnfoldedNetwork(nn.Module):
             finite tables (scalar log-odds messages, ``binary_fast``); other flooding BP
             (state-major messages, ``pairwise_fast``); parallel mean-field (``mf_fast``; on
             binary variables with finite tables in log-odds form, ``mf_binary``). The
-            general path computes the same function; ``False`` forces it.
+            general path computes the same function; ``False`` forces it. When a few
+            variables have a degree far above the rest (a hub), only the general and the
+            binary paths are taken: they keep the hubs' extra edges in buckets
+            (:class:`~pgmunfold.compile.wiring.SlotPlan`), where the others would pad every
+            variable to the largest degree.
         checkpoint: memory-bounded training: each iteration's intermediate activations are
             recomputed in the backward pass (``torch.utils.checkpoint``), so only the messages
             between iterations are kept; costs about one extra forward pass.
@@ -364,7 +375,7 @@ class UnfoldedNetwork(nn.Module):
             autograd the torch kernels run (the same function). Needs CUDA tensors (or
             Triton's interpreter, ``TRITON_INTERPRET=1``, for tests), the ``triton`` package,
             ``schedule="parallel"``, ``fast_path=True``, unary and pairwise factors of at most
-            64 states (checked here). Hard zeros are allowed (exact cavities are then summed
+            64 states, no hub (checked here). Hard zeros are allowed (exact cavities are then summed
             in the factor kernel).
 
     Shape:
@@ -485,7 +496,6 @@ class UnfoldedNetwork(nn.Module):
         self._pairwise_compact = not pairwise_graph or base_width(pw_degree) >= max(
             self._pairwise_degree, 1
         )
-        self.binary_fast = self.binary_fast and self._pairwise_compact
         fast_path = fast_path and self._pairwise_compact
         self.pairwise_fast = (
             fast_path
@@ -534,6 +544,7 @@ class UnfoldedNetwork(nn.Module):
         self._pw_idx = tuple(i for i, g in enumerate(self._mgroups) if g.arity == 2)
         self._un_idx = tuple(i for i, g in enumerate(self._mgroups) if g.arity == 1)
         self._pw_sizes = tuple(self._mgroups[i].num_factors for i in self._pw_idx)
+        self._bin_buckets = 0
         if self.binary_fast or self.mf_binary:
             # pairwise edges in the general path's order (group, factor, position), then one
             # padding edge whose message is always 0 (its coefficients are all zero):
@@ -544,10 +555,19 @@ class UnfoldedNetwork(nn.Module):
             # the same, as positions in the no-grad sweep's state [belief (V) | messages]:
             # bin_state_slots: (D' * V,) V + bin_slots_t
             # bin_cavity_index: (2 (E' + 1),) bin_partner_var, then V + bin_partner_edge
+            # variables of a degree far above the rest (SlotPlan buckets; BP only, the
+            # mean-field paths need one table): bin_bucket_vars_j (V_j,) bucket j's variables;
+            # bin_bucket_slots_j (W_j * V_j,) row d * V_j + i = the (D' + d)-th pairwise edge
+            #   of variable bin_bucket_vars_j[i], or E'
             ev = np.concatenate([sc.reshape(-1) for sc in pw_scopes]).astype(np.int64)
             n, nv = ev.shape[0], w.num_variables
-            slots = slot_table(ev, nv).T.reshape(-1)
+            plan = plan_slots(ev, nv)
+            slots = plan.base.T.reshape(-1)
             buf("bin_slots_t", slots)
+            for j, (v, r) in enumerate(zip(plan.vars, plan.rows, strict=True)):
+                buf(f"bin_bucket_vars_{j}", v)
+                buf(f"bin_bucket_slots_{j}", r.T.reshape(-1))
+            self._bin_buckets = len(plan.vars)
             partner = np.append(np.arange(n, dtype=np.int64) ^ 1, n)
             buf("bin_partner_edge", partner)
             partner_var = np.append(ev, 0)[partner] * (partner < n)
@@ -1083,13 +1103,33 @@ class UnfoldedNetwork(nn.Module):
         Shape:
             ``lo``: ``(B, E' + 1)``; ``field``: ``(B, V)``; output: ``(B, E' + 1)``.
         """
-        B, V = field.shape
-        incoming = _select_columns(lo, self.bin_slots_t, None)
-        belief = field + incoming.view(B, -1, V).sum(dim=1)
+        belief = self._binary_belief(lo, field)
         c = _select_columns(belief, self.bin_partner_var, None)
         c = c - _select_columns(lo, self.bin_partner_edge, None)
         new = binary_messages(c, coeffs, self.semiring)
         return new if self.damping == 0.0 else torch.lerp(new, lo, damping)
+
+    def _binary_buckets(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per bucket of high-degree variables, its variables ``(V_j,)`` and slots
+        ``(W_j * V_j,)`` (buffers ``bin_bucket_vars_j``, ``bin_bucket_slots_j``)."""
+        buf = self._buffer
+        n = range(self._bin_buckets)
+        return [(buf(f"bin_bucket_vars_{j}"), buf(f"bin_bucket_slots_{j}")) for j in n]
+
+    def _binary_belief(self, lo: torch.Tensor, field: torch.Tensor) -> torch.Tensor:
+        """Log-odds beliefs: the field plus every incoming message, through the slot rows and
+        the buckets of high-degree variables.
+
+        Shape:
+            ``lo``: ``(B, E' + 1)``; ``field``: ``(B, V)``; output: ``(B, V)``.
+        """
+        B, V = field.shape
+        incoming = _select_columns(lo, self.bin_slots_t, None)
+        belief = field + incoming.view(B, -1, V).sum(dim=1)
+        for v, sl in self._binary_buckets():
+            part = _select_columns(lo, sl, None).view(B, -1, v.shape[0]).sum(dim=1)
+            belief = belief.index_add(1, v, part)
+        return belief
 
     def _run_binary_fused(
         self,
@@ -1164,6 +1204,7 @@ class UnfoldedNetwork(nn.Module):
                 self.damping != 0.0,
                 self.semiring,
                 ws,
+                [(v, sl + field.shape[1]) for v, sl in self._binary_buckets()],
             )
             for t, key in enumerate(keys):
                 th = self._at(thetas, t) if key not in coeffs or unaries.dynamic else None
@@ -1184,9 +1225,7 @@ class UnfoldedNetwork(nn.Module):
                 lo = self._layer(self._binary_step, lo, field, coeffs[key], damping)
                 if unaries.update(th):
                     field = unaries.field(ul)
-            V = field.shape[1]
-            incoming = _select_columns(lo, self.bin_slots_t, None)
-            belief = field + incoming.view(B, -1, V).sum(dim=1)
+            belief = self._binary_belief(lo, field)
         # convergence measured on message probabilities, immune to hard-zero sentinels
         scratch = ("bin_gathered", "bin_incoming")  # the sweep's, free now
         residual = unaries.residual(_max_change(lo, prev, torch.sigmoid, ws, scratch))

@@ -143,7 +143,8 @@ def test_star_bp_is_exact_without_quadratic_slots(k, hard):
     # the hub's 2000 edges sit in one bucket: no (V, D) table of 2001 x 2000 slots
     slot_entries = sum(b.numel() for name, b in net.named_buffers() if "slot" in name)
     assert slot_entries <= 4 * (3 * n + 1)
-    assert not (net.binary_fast or net.pairwise_fast)  # the fast paths would pad: general path
+    # the binary path buckets its slots too; the K-state one would pad: general path
+    assert net.binary_fast == (k == 2 and not hard) and not net.pairwise_fast
     out = net()
     p_hub, leaves, logz = _star_exact(fg)
     x = out.marginals
@@ -266,3 +267,28 @@ def test_forced_buckets_with_a_batch_and_evidence(algorithm):
     a, b = net(unary={x: u}, evidence=ev), ref(unary={x: u}, evidence=ev)
     torch.testing.assert_close(a.log_marginals, b.log_marginals, atol=1e-12, rtol=0)
     torch.testing.assert_close(a.log_partition, b.log_partition, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("B", [1, 3])
+def test_binary_path_with_forced_buckets_equals_the_general_path(B):
+    """The log-odds path's buckets: the no-grad sweep (1-d tensors for one batch row) and the
+    autograd step, values and gradients."""
+    fg, x = grid(4, k=2, seed=3)
+    kw = dict(iterations=6, damping=0.3, dtype=torch.float64)
+    ref = pu.compile(fg, fast_path=False, **kw)
+    with _capped(1):
+        net = pu.compile(fg, **kw)
+    assert net.binary_fast and net._bin_buckets == 3  # overflows of 1, 2 and 3 edges
+    u = torch.randn(B, 4, 4, 2, dtype=torch.float64)
+    with torch.no_grad():
+        a, b = net(unary={x: u}), ref(unary={x: u})
+    torch.testing.assert_close(a.log_marginals, b.log_marginals, atol=1e-12, rtol=0)
+    torch.testing.assert_close(a.log_partition, b.log_partition, atol=1e-12, rtol=0)
+    ua, ub = u.clone().requires_grad_(), u.clone().requires_grad_()
+    a, b = net(unary={x: ua}), ref(unary={x: ub})
+    torch.testing.assert_close(a.log_marginals, b.log_marginals, atol=1e-12, rtol=0)
+    (a.log_partition.sum() + a.log_marginals[..., 1].sum()).backward()
+    (b.log_partition.sum() + b.log_marginals[..., 1].sum()).backward()
+    torch.testing.assert_close(ua.grad, ub.grad, atol=1e-10, rtol=0)
+    for (name, p), q in zip(net.named_parameters(), ref.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad, atol=1e-10, rtol=0, msg=name)

@@ -14,6 +14,7 @@ path (``tests/test_binary.py``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
@@ -190,6 +191,10 @@ class BinarySweep:
         ws: the forward's (enabled) workspace: the scratch arrays ``"bin_incoming"``
             (``(B, D' * V)``) and ``"bin_gathered"`` (``(B, 2 (E' + 1))``) are its buffers,
             free for other uses once the iterations are done.
+        buckets: per bucket of high-degree variables (a
+            :class:`~pgmunfold.compile.wiring.SlotPlan`'s), its variables ``(V_j,)`` and the
+            state positions of their further messages ``(W_j * V_j,)`` (row ``d * V_j + i``),
+            added to the beliefs after the slot rows.
 
     Shape:
         :attr:`messages` and :attr:`previous`: ``(B, E' + 1)`` views of the state buffers;
@@ -205,8 +210,10 @@ class BinarySweep:
         damped: bool,
         semiring: Semiring,
         ws: Workspace,
+        buckets: Sequence[tuple[torch.Tensor, torch.Tensor]] = (),
     ) -> None:
         B, V = field.shape
+        self.buckets = tuple(buckets)
         E1 = cavity_index.shape[0] // 2
         D = state_slots.shape[0] // V
         self.rows = () if B == 1 else (B,)  # one batch row: 1-d tensors
@@ -257,8 +264,13 @@ class BinarySweep:
         torch.index_select(self._states[s], self.dim, self.state_slots, out=self._incoming)
         bel = self._beliefs[s]
         if self._incoming_t is not None:
-            return torch.addmv(self.field, self._incoming_t, self._ones, out=bel)
-        return torch.sum(self._incoming_3d, dim=1, out=bel).add_(self.field)
+            torch.addmv(self.field, self._incoming_t, self._ones, out=bel)
+        else:
+            torch.sum(self._incoming_3d, dim=1, out=bel).add_(self.field)
+        for v, sl in self.buckets:
+            part = torch.index_select(self._states[s], self.dim, sl)
+            bel.index_add_(self.dim, v, part.view(*self.rows, -1, v.shape[0]).sum(dim=self.dim))
+        return bel
 
     def step(self, coeffs: tuple[torch.Tensor, ...]) -> None:
         """One iteration with the per-edge constants ``coeffs`` (see :func:`binary_messages`)."""
