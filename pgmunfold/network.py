@@ -28,7 +28,6 @@ from pgmunfold.compile.wiring import (
     base_width,
     build_wiring,
     plan_slots,
-    slot_table,
 )
 from pgmunfold.graph import FactorGraph, GraphError, VariableArray
 from pgmunfold.infer.binary import (
@@ -354,10 +353,10 @@ class UnfoldedNetwork(nn.Module):
             (state-major messages, ``pairwise_fast``); parallel mean-field (``mf_fast``; on
             binary variables with finite tables in log-odds form, ``mf_binary``). The
             general path computes the same function; ``False`` forces it. When a few
-            variables have a degree far above the rest (a hub), only the general and the
-            binary paths are taken: they keep the hubs' extra edges in buckets
-            (:class:`~pgmunfold.compile.wiring.SlotPlan`), where the others would pad every
-            variable to the largest degree.
+            variables have a degree far above the rest (a hub), their extra edges are kept in
+            buckets (:class:`~pgmunfold.compile.wiring.SlotPlan`) rather than padding every
+            variable to the largest degree; ``mf_binary`` then gives way to the state-major
+            mean-field path.
         checkpoint: memory-bounded training: each iteration's intermediate activations are
             recomputed in the backward pass (``torch.utils.checkpoint``), so only the messages
             between iterations are kept; costs about one extra forward pass.
@@ -496,7 +495,6 @@ class UnfoldedNetwork(nn.Module):
         self._pairwise_compact = not pairwise_graph or base_width(pw_degree) >= max(
             self._pairwise_degree, 1
         )
-        fast_path = fast_path and self._pairwise_compact
         self.pairwise_fast = (
             fast_path
             and not self.binary_fast
@@ -509,7 +507,11 @@ class UnfoldedNetwork(nn.Module):
             _check_triton_backend(self, pairwise_graph)
         # binary variables, finite tables: mean-field on log-odds (one probability per variable)
         self.mf_binary = (
-            self.mf_fast and backend == "torch" and not has_zero and bool((w.cards == 2).all())
+            self.mf_fast
+            and backend == "torch"
+            and not has_zero
+            and bool((w.cards == 2).all())
+            and self._pairwise_compact  # (its weights pad: no buckets)
         )
         fdtype = torch.get_default_dtype() if dtype is None else dtype
         if not fdtype.is_floating_point:
@@ -544,7 +546,7 @@ class UnfoldedNetwork(nn.Module):
         self._pw_idx = tuple(i for i, g in enumerate(self._mgroups) if g.arity == 2)
         self._un_idx = tuple(i for i, g in enumerate(self._mgroups) if g.arity == 1)
         self._pw_sizes = tuple(self._mgroups[i].num_factors for i in self._pw_idx)
-        self._bin_buckets = 0
+        self._bin_buckets = self._pw_buckets_n = 0
         if self.binary_fast or self.mf_binary:
             # pairwise edges in the general path's order (group, factor, position), then one
             # padding edge whose message is always 0 (its coefficients are all zero):
@@ -585,13 +587,25 @@ class UnfoldedNetwork(nn.Module):
             #   P (the zero padding column)
             # pw_partner_var: (P,) the variable at the other scope position of column p's factor
             pw_var = np.concatenate([sc[:, j] for sc in pw_scopes for j in (0, 1)])
-            # pw_slot_pos: (P,) position d * V + v of column p in pw_slots_t (exact cavities)
+            # pw_bucket_vars_j (V_j,), pw_bucket_slots_j (W_j * V_j,): bucket j of
+            #   high-degree variables (SlotPlan), row d * V_j + i = the (D' + d)-th column of
+            #   variable pw_bucket_vars_j[i], or P
+            # pw_slot_pos: (P,) position of column p in the flattened slots [pw_slots_t |
+            #   pw_bucket_slots_0 | ...] (exact cavities)
             buf("pw_var", pw_var.astype(np.int64))
-            slots_t = slot_table(pw_var, w.num_variables).T.reshape(-1)
+            plan = plan_slots(pw_var, w.num_variables)
+            slots_t = plan.base.T.reshape(-1)
             buf("pw_slots_t", slots_t)
-            real = np.nonzero(slots_t < len(pw_var))[0]
+            flat = [slots_t]
+            for j, (v, r) in enumerate(zip(plan.vars, plan.rows, strict=True)):
+                buf(f"pw_bucket_vars_{j}", v)
+                buf(f"pw_bucket_slots_{j}", r.T.reshape(-1))
+                flat.append(r.T.reshape(-1))
+            self._pw_buckets_n = len(plan.vars)
+            layout = np.concatenate(flat)
+            real = np.nonzero(layout < len(pw_var))[0]
             pos = np.empty(len(pw_var), dtype=np.int64)
-            pos[slots_t[real]] = real
+            pos[layout[real]] = real
             buf("pw_slot_pos", pos)
             partner = np.concatenate([sc[:, j] for sc in pw_scopes for j in (1, 0)])
             buf("pw_partner_var", partner.astype(np.int64))
@@ -1278,11 +1292,11 @@ class UnfoldedNetwork(nn.Module):
         if self.exact_cavity:
             # hard zeros: each cavity is the field plus the sum of the *other* incoming
             # messages (no subtraction of sentinels), shifted per edge to a maximum of 0
-            cav = field.unsqueeze(2) + exclusive_sum(incoming.view(B, K, -1, V), dim=2)
+            cav = self._pw_slot_cavities(flat, incoming, field)
             cav = cav - cav.detach().amax(dim=1, keepdim=True)
             q = cav.view(B * K, -1).index_select(1, self.pw_slot_pos).view(B, K, P1 - 1)
         else:
-            belief = torch.sum(incoming.view(B, K, -1, V), dim=2, out=ws("bel", (B, K, V), msg))
+            belief = self._pw_slot_sum(flat, incoming, ws("bel", (B, K, V), msg), B, K)
             belief = torch.add(belief, field, out=belief if ws.enabled else None)
             # a shift per variable (the messages do not depend on it): the largest state at 0
             top = belief.detach().amax(dim=1, keepdim=True)
@@ -1296,6 +1310,63 @@ class UnfoldedNetwork(nn.Module):
         if self.damping == 0.0:
             return new
         return torch.lerp(new, msg, damping, out=out)
+
+    def _pw_buckets(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per bucket of high-degree variables, its variables ``(V_j,)`` and columns
+        ``(W_j * V_j,)`` (buffers ``pw_bucket_vars_j``, ``pw_bucket_slots_j``)."""
+        buf = self._buffer
+        n = range(self._pw_buckets_n)
+        return [(buf(f"pw_bucket_vars_{j}"), buf(f"pw_bucket_slots_{j}")) for j in n]
+
+    def _pw_slot_sum(
+        self,
+        flat: torch.Tensor,
+        incoming: torch.Tensor,
+        out: torch.Tensor | None,
+        B: int,
+        K: int,
+    ) -> torch.Tensor:
+        """Per variable, the sum of its incoming columns: the slot rows (``incoming``, gathered
+        from ``flat`` through ``pw_slots_t``), plus each bucket's columns (into ``out`` when
+        given).
+
+        Shape:
+            ``flat``: ``(B * K, P + 1)``; ``incoming``: ``(B * K, D' * V)``; output
+            ``(B, K, V)``.
+        """
+        V = self.num_variables
+        total = torch.sum(incoming.view(B, K, -1, V), dim=2, out=out)
+        for v, sl in self._pw_buckets():
+            part = flat.index_select(1, sl).view(B, K, -1, v.shape[0]).sum(dim=2)
+            total = total.index_add_(2, v, part) if out is not None else total.index_add(2, v, part)
+        return total
+
+    def _pw_slot_cavities(
+        self, flat: torch.Tensor, incoming: torch.Tensor, field: torch.Tensor
+    ) -> torch.Tensor:
+        """Exact cavities of every slot of the flattened layout ``[pw_slots_t |
+        pw_bucket_slots_0 | ...]``: the field plus exclusive sums within the slot's row, plus
+        the total of the variable's other row (slot rows or bucket), if any.
+
+        Shape:
+            ``flat``: ``(B * K, P + 1)``; ``incoming``: ``(B * K, D' * V)``; ``field``:
+            ``(B, K, V)``; output ``(B, K, S)``.
+        """
+        B, K, V = field.shape
+        rows = incoming.view(B, K, -1, V)
+        buckets = self._pw_buckets()
+        if not buckets:
+            return (field.unsqueeze(2) + exclusive_sum(rows, dim=2)).view(B, K, -1)
+        parts = [flat.index_select(1, sl).view(B, K, -1, v.shape[0]) for v, sl in buckets]
+        outside = field  # the slot rows' outside: the field plus the bucket's total, if any
+        for (v, _), p in zip(buckets, parts, strict=True):
+            outside = outside.index_add(2, v, p.sum(dim=2))
+        cavs = [(outside.unsqueeze(2) + exclusive_sum(rows, dim=2)).reshape(B, K, -1)]
+        total = rows.sum(dim=2)
+        for (v, _), p in zip(buckets, parts, strict=True):
+            out_v = field.index_select(2, v) + total.index_select(2, v)
+            cavs.append((out_v.unsqueeze(2) + exclusive_sum(p, dim=2)).reshape(B, K, -1))
+        return torch.cat(cavs, dim=2)
 
     def _fused_step(
         self,
@@ -1385,7 +1456,7 @@ class UnfoldedNetwork(nn.Module):
             incoming = torch.index_select(
                 msg.view(B * K, -1), 1, slots, out=ws("inc", (B * K, len(slots)), msg)
             )
-            belief = (field + incoming.view(B, K, -1, V).sum(dim=2)) / LOG2E
+            belief = (field + self._pw_slot_sum(msg.view(B * K, -1), incoming, None, B, K)) / LOG2E
         # the padding column holds 0 in both: it changes nothing
         residual = unaries.residual(
             _max_change(msg[:, :, :-1], prev[:, :, :-1], torch.exp2, ws, ("q", "inc"), dim=1)
@@ -1611,7 +1682,7 @@ class UnfoldedNetwork(nn.Module):
         incoming = torch.index_select(
             m.view(B * K, P + 1), 1, slots, out=ws("inc", (B * K, len(slots)), q)
         )
-        field = torch.sum(incoming.view(B, K, -1, V), dim=2, out=ws("field", (B, K, V), q))
+        field = self._pw_slot_sum(m.view(B * K, P + 1), incoming, ws("field", (B, K, V), q), B, K)
         field = torch.add(field, field0, out=field if ws.enabled else None)
         new = torch.softmax(field, dim=1)
         return self._damp(new, q, damping, in_place=ws.enabled)

@@ -57,7 +57,7 @@ def test_hub_graphs_runs_and_checks_stars_against_the_closed_form(tmp_path, caps
     rows = json.loads(out.read_text())
     assert [(r["graph"], r["K"]) for r in rows] == [("star", 2), ("star", 3), ("ba", 2), ("ba", 3)]
     stars = rows[:2]
-    assert [r["path"] for r in stars] == ["binary", "general"]  # both bucket the hub's slots
+    assert [r["path"] for r in stars] == ["binary", "pairwise"]  # both bucket the hub's slots
     assert all(r["buckets"] == 1 for r in stars)
     assert all(r["slots"] == 2 * 300 and r["one_table_slots"] == 301 * 300 for r in stars)
     assert all(r["max_err_exact"] < 1e-5 for r in stars)  # a tree: BP converges to exact

@@ -143,8 +143,8 @@ def test_star_bp_is_exact_without_quadratic_slots(k, hard):
     # the hub's 2000 edges sit in one bucket: no (V, D) table of 2001 x 2000 slots
     slot_entries = sum(b.numel() for name, b in net.named_buffers() if "slot" in name)
     assert slot_entries <= 4 * (3 * n + 1)
-    # the binary path buckets its slots too; the K-state one would pad: general path
-    assert net.binary_fast == (k == 2 and not hard) and not net.pairwise_fast
+    # the fast paths bucket their slots too
+    assert net.binary_fast == (k == 2 and not hard) and net.pairwise_fast != net.binary_fast
     out = net()
     p_hub, leaves, logz = _star_exact(fg)
     x = out.marginals
@@ -164,7 +164,7 @@ def test_star_sequential_and_mean_field():
     assert float(bp.log_partition) == pytest.approx(logz, abs=1e-8)
     # mean-field: the same updates with and without buckets (one table forced off)
     mf = pu.compile(fg, algorithm="mf", iterations=5, damping=0.3, dtype=torch.float64)
-    assert not mf.mf_fast
+    assert mf.mf_fast and mf._pw_buckets_n == 1
     one = pu.compile(
         fg, algorithm="mf", iterations=5, damping=0.3, dtype=torch.float64, fast_path=False
     )
@@ -269,17 +269,34 @@ def test_forced_buckets_with_a_batch_and_evidence(algorithm):
     torch.testing.assert_close(a.log_partition, b.log_partition, atol=1e-12, rtol=0)
 
 
-@pytest.mark.parametrize("B", [1, 3])
-def test_binary_path_with_forced_buckets_equals_the_general_path(B):
-    """The log-odds path's buckets: the no-grad sweep (1-d tensors for one batch row) and the
-    autograd step, values and gradients."""
-    fg, x = grid(4, k=2, seed=3)
-    kw = dict(iterations=6, damping=0.3, dtype=torch.float64)
+@pytest.mark.parametrize(
+    ("algorithm", "k", "hard", "B"),
+    [
+        ("bp", 2, False, 1),  # binary log-odds path: the no-grad sweep on 1-d tensors
+        ("bp", 2, False, 3),
+        ("bp", 3, False, 2),  # K-state path, cavities by subtraction
+        ("bp", 3, True, 1),  # K-state path, exact cavities (hard zeros)
+        ("bp", 2, True, 2),
+        ("mf", 3, False, 2),  # state-major mean-field
+        ("mf", 2, False, 1),  # (binary mean-field needs one table: the state-major path)
+    ],
+)
+def test_fast_paths_with_forced_buckets_equal_the_general_path(algorithm, k, hard, B):
+    """The fast paths' buckets: no-grad forwards (reused buffers) and autograd ones, values
+    and gradients."""
+    fg, x = grid(4, k=k, seed=3, hard=hard)
+    kw = dict(algorithm=algorithm, iterations=6, damping=0.3, dtype=torch.float64)
     ref = pu.compile(fg, fast_path=False, **kw)
     with _capped(1):
         net = pu.compile(fg, **kw)
-    assert net.binary_fast and net._bin_buckets == 3  # overflows of 1, 2 and 3 edges
-    u = torch.randn(B, 4, 4, 2, dtype=torch.float64)
+    # overflows of 1, 2 and 3 edges: three buckets
+    if algorithm == "mf":
+        assert net.mf_fast and not net.mf_binary and net._pw_buckets_n == 3
+    elif k == 2 and not hard:
+        assert net.binary_fast and net._bin_buckets == 3
+    else:
+        assert net.pairwise_fast and net._pw_buckets_n == 3
+    u = torch.randn(B, 4, 4, k, dtype=torch.float64)
     with torch.no_grad():
         a, b = net(unary={x: u}), ref(unary={x: u})
     torch.testing.assert_close(a.log_marginals, b.log_marginals, atol=1e-12, rtol=0)
@@ -287,8 +304,8 @@ def test_binary_path_with_forced_buckets_equals_the_general_path(B):
     ua, ub = u.clone().requires_grad_(), u.clone().requires_grad_()
     a, b = net(unary={x: ua}), ref(unary={x: ub})
     torch.testing.assert_close(a.log_marginals, b.log_marginals, atol=1e-12, rtol=0)
-    (a.log_partition.sum() + a.log_marginals[..., 1].sum()).backward()
-    (b.log_partition.sum() + b.log_marginals[..., 1].sum()).backward()
+    (a.log_partition.sum() + a.probs[..., 1].sum()).backward()
+    (b.log_partition.sum() + b.probs[..., 1].sum()).backward()
     torch.testing.assert_close(ua.grad, ub.grad, atol=1e-10, rtol=0)
     for (name, p), q in zip(net.named_parameters(), ref.parameters(), strict=True):
         torch.testing.assert_close(p.grad, q.grad, atol=1e-10, rtol=0, msg=name)
