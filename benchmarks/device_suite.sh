@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The prepared GPU run of the performance issue: the CUDA correctness check of every path
 # (benchmarks/gpu_check.py), then pgmunfold against PGMax on the same card
-# (benchmarks/compare_pgmax.py --device cuda, eager and CUDA-graph timings), the bandwidth
+# (benchmarks/compare_pgmax.py --device cuda, eager and CUDA-graph timings; graphs with hubs,
+# benchmarks/hub_graphs.py), the bandwidth
 # roofline, the cost of autograd, BP and mean-field on the grids, and launch overhead on small
 # graphs (CUDA graphs against torch.compile).
 #
@@ -37,6 +38,7 @@ if [ -n "${SMALL:-}" ]; then
     roof=(--sizes 16 --ks 2 3 --iters 5 --repeats 2 --copy-mb 64)
     over=(--sizes 16 --ks 2 3 --iters 1 3 --repeats 2)
     tiles=(--sizes 16 --ks 2 3 --iters 5 --repeats 2 --tiles 1024 8192 --warps 4)
+    hub=(--sizes 300 --ks 2 3 --iters 5 --repeats 2)
 else
     # N=1000 at K=2 only: PGMax's host-side build of the K=8 grid alone takes minutes
     sizes=(--sizes 32 300 --ks 2 8 --include-1000 --ks-1000 2 --iters 50 --repeats 5)
@@ -45,6 +47,7 @@ else
     roof=(--sizes 300 1000 --ks 2 8 --iters 50)
     over=(--sizes 300 1000 --ks 2 8 --iters 1 5 20 --repeats 7)
     tiles=(--sizes 300 1000 --ks 2 8 --iters 20 --repeats 5)
+    hub=(--sizes 100000 --ks 2 8 --iters 20 --repeats 5)
 fi
 "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
 # each step has its own time limit, so that one slow step still leaves the others' results
@@ -71,6 +74,9 @@ if [ "$DEVICE" = cuda ]; then
     step 90 grid_triton_"$DEVICE" "$PY" -m benchmarks.grid_lbp --device "$DEVICE" \
         --algorithms bp mf --backend triton "${grid[@]}" --json "$OUT/grid_triton_$DEVICE.json"
 fi
+# graphs with hubs (stars, Barabasi-Albert): slot buckets, against PGMax
+step 180 hub_"$DEVICE" "$PY" -m benchmarks.hub_graphs --device "$DEVICE" \
+    --pgmax-python "$PGMAX_PYTHON" "${hub[@]}" --json "$OUT/hub_$DEVICE.json"
 step 90 roofline_"$DEVICE" "$PY" -m benchmarks.roofline --device "$DEVICE" \
     "${roof[@]}" --json "$OUT/roofline_$DEVICE.json"
 step 120 autograd_"$DEVICE" "$PY" -m benchmarks.autograd_cost --device "$DEVICE" \

@@ -19,6 +19,7 @@ import torch
 
 import pgmunfold as pu
 from benchmarks import grid_lbp
+from pgmunfold.compile import wiring
 
 
 def _grid(n: int, k: int, hard: bool = False) -> tuple[pu.FactorGraph, pu.VariableArray]:
@@ -59,8 +60,16 @@ def correctness(device: str) -> bool:
         ("bp K=3 hard zeros triton", 3, True, {"backend": "triton"}),
         ("mf K=2 triton", 2, False, {"algorithm": "mf", "backend": "triton"}),
         ("mf K=8 triton", 8, False, {"algorithm": "mf", "backend": "triton"}),
+        # slot buckets (hubs), forced on the grid: against the one-table CPU reference
+        ("bp binary buckets", 2, False, {"buckets": True}),
+        ("bp K=3 buckets", 3, False, {"buckets": True}),
+        ("bp K=3 hard zeros buckets", 3, True, {"buckets": True}),
+        ("bp K=3 general buckets", 3, True, {"buckets": True, "fast_path": False}),
+        ("mf K=3 buckets", 3, False, {"algorithm": "mf", "buckets": True}),
     ]
     for label, k, hard, kw in cases:
+        kw = dict(kw)
+        buckets = kw.pop("buckets", False)
         fg, x = _grid(12, k, hard)
         u = torch.randn(
             4, 12, 12, k, dtype=torch.float64, generator=torch.Generator().manual_seed(1)
@@ -68,7 +77,12 @@ def correctness(device: str) -> bool:
         # the reference: the torch backend (the fused kernels need CUDA)
         ref_kw = {k: v for k, v in kw.items() if k != "backend"}
         cpu = pu.compile(fg, iterations=15, damping=0.3, dtype=torch.float64, **ref_kw)
-        dev = pu.compile(fg, iterations=15, damping=0.3, dtype=torch.float64, **kw).to(device)
+        wiring._MAX_BASE_WIDTH = 1 if buckets else None  # every overflow edge to a bucket
+        try:
+            dev = pu.compile(fg, iterations=15, damping=0.3, dtype=torch.float64, **kw)
+        finally:
+            wiring._MAX_BASE_WIDTH = None
+        dev = dev.to(device)
         with torch.no_grad():  # the reference
             a = cpu(unary={x: u})
         ud = u.to(device).requires_grad_()

@@ -15,7 +15,9 @@ compared element-wise, and on stars (trees) with the exact marginals (closed for
 ``err`` columns). ``ratio`` = PGMax time / pgmunfold time (> 1: pgmunfold faster).
 
 Run: ``python -m benchmarks.hub_graphs [--graphs star ba] [--sizes 10000 100000] [--ks 2 8]
-[--iters 50] [--repeats 3] [--pgmax-python /tmp/pgmax-venv/bin/python] [--json out.json]``.
+[--iters 50] [--repeats 3] [--device cuda] [--pgmax-python /tmp/pgmax-venv/bin/python]
+[--json out.json]``. On CUDA the times are eager forwards (no CUDA graph), and PGMax uses
+whatever device its jax finds.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import numpy as np
 import torch
 
 import pgmunfold as pu
-from benchmarks.common import write_json
+from benchmarks.common import device_sync, write_json
 from benchmarks.compare_pgmax import (
     marginal_diff,
     pgmax_available,
@@ -74,9 +76,10 @@ def star_marginals(pot: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def run_pgmunfold(
-    pot: dict[str, np.ndarray], iters: int, damping: float, repeats: int
+    pot: dict[str, np.ndarray], iters: int, damping: float, repeats: int, device: str = "cpu"
 ) -> tuple[dict[str, Any], np.ndarray]:
-    """Declare, compile and time pgmunfold BP on ``pot``; the row and the marginals ``(V, K)``."""
+    """Declare, compile and time pgmunfold BP on ``pot`` (on ``device``); the row and the
+    marginals ``(V, K)``."""
     num_vars, k = pot["unary"].shape
     reset_ok = reset_peak_rss()
     t0 = time.perf_counter()
@@ -85,15 +88,17 @@ def run_pgmunfold(
     fg.add_factors(x.ids[pot["pairs"]], pot["tables"], name="pairwise")
     declare_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    net = pu.compile(fg, iterations=iters, damping=damping, dtype=torch.float32)
+    net = pu.compile(fg, iterations=iters, damping=damping, dtype=torch.float32).to(device)
     compile_s = time.perf_counter() - t0
-    u = torch.from_numpy(pot["unary"])
+    u = torch.from_numpy(pot["unary"]).to(device)
+    sync = device_sync(device)
     times = []
     with torch.no_grad():
         out = net(unary=u)
         for _ in range(repeats):
             t0 = time.perf_counter()
             out = net(unary=u)
+            sync()
             times.append(time.perf_counter() - t0)
     w = build_wiring(fg)
     slots = w.slots.base.size + sum(r.size for r in w.slots.rows)
@@ -108,7 +113,7 @@ def run_pgmunfold(
         "peak_rss_gb": rss_gb("VmHWM"),
         "peak_rss_is_per_row": reset_ok,
     }
-    return row, out.log_marginals.double().exp()[torch.from_numpy(x.ids)].numpy()
+    return row, out.log_marginals.double().exp().cpu()[torch.from_numpy(x.ids)].numpy()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -120,6 +125,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--damping", type=float, default=0.5)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu")
     ap.add_argument("--pgmax-python", default=None, help="a Python that can import pgmax")
     ap.add_argument("--pgmax-timeout", type=float, default=1800.0)
     ap.add_argument("--json", default=None)
@@ -129,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"PGMax not run: {why}")
         pgmax = None
     print(
-        f"cpu, torch {torch.__version__}, {torch.get_num_threads()} threads; BP, "
+        f"{args.device}, torch {torch.__version__}, {torch.get_num_threads()} threads; BP, "
         f"{args.iters} iterations, damping {args.damping}, float32"
     )
     head = f"{'graph':>6}{'V':>8}{'K':>3}{'D':>7}{'path':>9}{'slots':>10}{'one table':>12}"
@@ -144,7 +150,9 @@ def main(argv: list[str] | None = None) -> None:
             for size in args.sizes:
                 for k in args.ks:
                     pot = make_graph(kind, size, k, args.seed)
-                    r, marg = run_pgmunfold(pot, args.iters, args.damping, args.repeats)
+                    r, marg = run_pgmunfold(
+                        pot, args.iters, args.damping, args.repeats, args.device
+                    )
                     r.update(graph=kind, V=len(pot["unary"]), K=k, factors=len(pot["pairs"]))
                     line = f"{kind:>6}{r['V']:>8}{k:>3}{r['max_degree']:>7}{r['path']:>9}"
                     line += f"{r['slots']:>10}{r['one_table_slots']:>12}{r['build_s']:>9.2f}"
