@@ -297,9 +297,9 @@ def _check_triton_backend(net: UnfoldedNetwork, pairwise_graph: bool) -> None:
         "fast_path=True": net.fast_path,
         f"only unary and pairwise factors of at most {PAIRWISE_MAX_CARD} states, at least one "
         "pairwise": pairwise_graph,
-        "no variable of a degree far above the rest (its slots would be padded to the largest "
-        f"pairwise degree, {net._pairwise_degree}; the torch backend buckets them on the general "
-        "path)": (net._pairwise_compact),
+        "no variable of a degree far above the rest (the fused kernels would pad every "
+        f"variable's slots to the largest pairwise degree, {net._pairwise_degree}; the torch "
+        "backend buckets them)": net._pairwise_compact,
     }
     missing = [k for k, ok in need.items() if not ok]
     if missing:
@@ -486,8 +486,9 @@ class UnfoldedNetwork(nn.Module):
             and w.max_card <= PAIRWISE_MAX_CARD
         )
         pw_scopes = [sc for g, sc in zip(w.groups, w.scopes, strict=True) if g.arity == 2]
-        # the fast paths pad every variable's pairwise edges to the largest degree: taken only
-        # when that padding is not quadratic (no hub); otherwise the general path's buckets
+        # compact: no hub among the pairwise edges, so one slot table padded to the largest
+        # degree serves (the fused kernels and binary mean-field need it; the other paths
+        # take SlotPlan buckets)
         pw_edge_var = np.concatenate([sc.reshape(-1) for sc in pw_scopes] or [np.zeros(0)])
         pw_edge_var = pw_edge_var.astype(np.int64)
         pw_degree = np.bincount(pw_edge_var, minlength=w.num_variables)
@@ -557,8 +558,8 @@ class UnfoldedNetwork(nn.Module):
             # the same, as positions in the no-grad sweep's state [belief (V) | messages]:
             # bin_state_slots: (D' * V,) V + bin_slots_t
             # bin_cavity_index: (2 (E' + 1),) bin_partner_var, then V + bin_partner_edge
-            # variables of a degree far above the rest (SlotPlan buckets; BP only, the
-            # mean-field paths need one table): bin_bucket_vars_j (V_j,) bucket j's variables;
+            # variables of a degree far above the rest (SlotPlan buckets; BP only: binary
+            # mean-field needs one table): bin_bucket_vars_j (V_j,) bucket j's variables;
             # bin_bucket_slots_j (W_j * V_j,) row d * V_j + i = the (D' + d)-th pairwise edge
             #   of variable bin_bucket_vars_j[i], or E'
             ev = np.concatenate([sc.reshape(-1) for sc in pw_scopes]).astype(np.int64)
