@@ -248,6 +248,9 @@ def test_triton_backend_equals_general_path(graph, alg, damping, B, untie, evide
     torch.testing.assert_close(a.residual, b.residual, atol=tol, rtol=tol)
     if semiring == "sum":
         torch.testing.assert_close(a.log_partition, b.log_partition, atol=tol, rtol=tol)
+    lm = a.log_marginals
+    top2 = lm.topk(min(2, lm.shape[-1]), dim=-1).values
+    if top2.shape[-1] < 2 or bool(((top2[..., 0] - top2[..., 1]) > 1e-6).all()):  # no tie
         torch.testing.assert_close(a.map_states, b.map_states)
 
 
