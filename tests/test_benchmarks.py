@@ -7,9 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+import pgmunfold as pu
 from benchmarks import (
     autograd_cost,
     compare_pgmax,
@@ -20,6 +22,7 @@ from benchmarks import (
     launch_overhead,
     op_traffic,
     roofline,
+    uai_pgmax,
 )
 from pgmunfold.infer import fused
 from pgmunfold.infer.pairwise import NEG_BITS
@@ -61,6 +64,19 @@ def test_hub_graphs_runs_and_checks_stars_against_the_closed_form(tmp_path, caps
     assert all(r["buckets"] == 1 for r in stars)
     assert all(r["slots"] == 2 * 300 and r["one_table_slots"] == 301 * 300 for r in stars)
     assert all(r["max_err_exact"] < 1e-5 for r in stars)  # a tree: BP converges to exact
+
+
+def test_uai_pgmax_declares_the_same_model_for_both(capsys):
+    assert uai_pgmax.main(["--pgmax-python", "/nonexistent/python"]) == 0
+    assert "not available" in capsys.readouterr().out
+    path = uai_pgmax.DATA / "Pedigree_11.uai"  # arity 1-4, hard zeros, evidence
+    fg, arrays = uai_pgmax.declare(path, floor=-200.0)
+    n = int(arrays["n_groups"])
+    assert n == len(fg.groups) and len(pu.read_uai_evidence(str(path) + ".evid")) > 0
+    for i, g in enumerate(fg.groups):
+        np.testing.assert_array_equal(arrays[f"scopes_{i}"], g.scopes)
+        np.testing.assert_array_equal(arrays[f"tables_{i}"], g.log_potentials)
+        assert np.isfinite(g.log_potentials).all() and g.log_potentials.min() >= -200.0
 
 
 def test_roofline_runs_and_counts_the_layout_of_each_path(tmp_path):

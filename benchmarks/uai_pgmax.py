@@ -1,0 +1,134 @@
+"""pgmunfold against PGMax on the UAI 2014 MAR instances: small real models, many shapes.
+
+Each ``NAME.uai`` of the data folder (default ``../shared/data/uai2014-mar``) is declared the
+same way in both: its factor groups, with ``-inf`` raised to ``--floor`` (PGMax's
+max-normalisation has no answer for a message row of ``-inf``; ``-200`` nats is a hard zero in
+float32 all the same), and its evidence as one unary factor per observed variable (``0`` at the
+observed state, ``--floor`` elsewhere). Both run sum-product flooding BP, ``--iters`` iterations
+from uniform messages with log-domain damping ``--damping``, in float32; pgmunfold's time is the
+median over ``--repeats`` forwards without autograd, PGMax's (``benchmarks/pgmax_fg_runner.py``,
+in its own environment, every factor an ``EnumFactor``) over as many calls of its compiled
+program. ``ratio`` = PGMax time / pgmunfold time (> 1: pgmunfold faster); ``max|dP|`` compares
+the marginals, which agree where BP converges (``residual``: pgmunfold's last change) and may
+not where it oscillates.
+
+Run: ``python -m benchmarks.uai_pgmax --pgmax-python /tmp/pgmax-venv/bin/python [--only DBN]
+[--iters 50] [--threads 1] [--json out.json]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import pgmunfold as pu
+from benchmarks.common import write_json
+from benchmarks.compare_pgmax import pgmax_available
+
+RUNNER = Path(__file__).with_name("pgmax_fg_runner.py")
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "uai2014-mar"
+
+
+def declare(path: Path, floor: float) -> tuple[pu.FactorGraph, dict[str, np.ndarray]]:
+    """The instance (hard zeros at ``floor``, evidence as unary factors) as a pgmunfold graph
+    and as the runner's ``.npz`` arrays."""
+    src = pu.read_uai(path)
+    evid = Path(str(path) + ".evid")
+    evidence = pu.read_uai_evidence(evid) if evid.exists() else {}
+    fg = pu.FactorGraph()
+    cards = np.asarray(src.cardinalities, dtype=np.int64)
+    for v, c in enumerate(cards):
+        fg.add_variable(v, int(c))
+    arrays: dict[str, np.ndarray] = {"cards": cards}
+    blocks = [
+        (g.scopes, np.broadcast_to(g.log_potentials, (g.num_factors, *g.cards)))
+        for g in src.groups
+        if g.arity > 0
+    ]
+    for v, s in evidence.items():
+        t = np.full((1, int(cards[v])), floor)
+        t[0, s] = 0.0
+        blocks.append((np.array([[v]]), t))
+    for i, (scopes, tables) in enumerate(blocks):
+        tables = np.maximum(tables, floor)
+        fg.add_factors(scopes, tables, name=f"g{i}")
+        arrays[f"scopes_{i}"], arrays[f"tables_{i}"] = scopes, tables
+    arrays["n_groups"] = np.array(len(blocks))
+    return fg, arrays
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--data", type=Path, default=DATA)
+    ap.add_argument("--only", default="", help="instances whose name contains this")
+    ap.add_argument("--iters", type=int, default=50)
+    ap.add_argument("--damping", type=float, default=0.5)
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--floor", type=float, default=-200.0)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (PGMax: XLA's own)")
+    ap.add_argument("--pgmax-python", default="/tmp/pgmax-venv/bin/python")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args(argv)
+    why = pgmax_available(args.pgmax_python)
+    if why is not None:
+        print(f"PGMax not available ({why}): nothing to compare")
+        return 0
+    torch.set_num_threads(args.threads)
+    print(f"cpu, torch {torch.__version__}, {args.threads} thread(s); BP, {args.iters} iterations")
+    print(
+        f"{'instance':<24}{'path':>9}{'s/iter':>10}{'PGMax':>10}{'ratio':>7}{'max|dP|':>9}{'residual':>10}"
+    )
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for path in sorted(args.data.glob("*.uai")):
+            if args.only not in path.stem:
+                continue
+            fg, arrays = declare(path, args.floor)
+            npz, marg_out = Path(tmp) / "g.npz", Path(tmp) / "m.npy"
+            np.savez(npz, **arrays)
+            net = pu.compile(fg, iterations=args.iters, damping=args.damping, dtype=torch.float32)
+            times = []
+            with torch.no_grad():
+                out = net()
+                for _ in range(args.repeats):
+                    t0 = time.perf_counter()
+                    out = net()
+                    times.append(time.perf_counter() - t0)
+            path_name = (
+                "binary" if net.binary_fast else "pairwise" if net.pairwise_fast else "general"
+            )
+            row: dict[str, Any] = {"instance": path.stem, "path": path_name}
+            row["s_per_iter"] = statistics.median(times) / args.iters
+            row["residual"] = float(out.residual)
+            cmd = [args.pgmax_python, str(RUNNER), str(npz), "--iters", str(args.iters)]
+            cmd += ["--damping", str(args.damping), "--repeats", str(args.repeats)]
+            proc = subprocess.run(
+                [*cmd, "--marginals-out", str(marg_out)], capture_output=True, text=True
+            )
+            line = f"{path.stem:<24}{path_name:>9}{row['s_per_iter']:>10.2e}"
+            if proc.returncode:
+                row["pgmax_error"] = (proc.stderr or proc.stdout).strip().splitlines()[-1]
+                line += f"  PGMax: {row['pgmax_error'][:70]}"
+            else:
+                row["pgmax"] = json.loads(proc.stdout.strip().splitlines()[-1])
+                row["ratio"] = row["pgmax"]["s_per_iter"] / row["s_per_iter"]
+                row["max_abs_diff"] = float(np.abs(out.probs.numpy() - np.load(marg_out)).max())
+                line += f"{row['pgmax']['s_per_iter']:>10.2e}{row['ratio']:>7.2f}"
+                line += f"{row['max_abs_diff']:>9.1e}{row['residual']:>10.1e}"
+            print(line, flush=True)
+            rows.append(row)
+    write_json(args.json, rows)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
