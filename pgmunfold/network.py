@@ -46,6 +46,7 @@ from pgmunfold.infer.bp import (
     bp_factor_log_beliefs,
     bp_factor_messages,
     shift_to_max,
+    slot_cavities,
     variable_beliefs,
 )
 from pgmunfold.infer.free_energy import bethe_log_partition, mean_field_bound, score_states
@@ -65,7 +66,6 @@ from pgmunfold.infer.ops import (
     DensePairwise,
     dense_pairwise,
     dense_range_limit,
-    exclusive_sum,
     gather_rows,
     log_normalize,
 )
@@ -534,7 +534,7 @@ class UnfoldedNetwork(nn.Module):
             buf(f"slot_vars_{j}", v)
             buf(f"slot_rows_{j}", r)
         self._num_buckets = len(w.slots.vars)
-        buf("edge_slot", w.edge_slot)
+        buf("edge_slot", w.slots.edge_slot)
         buf("edge_var", w.edge_var)
         buf("cards", w.cards)
         buf("degree", torch.as_tensor(w.degree, dtype=fdtype))
@@ -705,7 +705,7 @@ class UnfoldedNetwork(nn.Module):
                 # (n, D): the slot table row of each edge's variable, its own slot set to
                 # padding (without buckets; with them, all exact cavities are formed per class)
                 if w.slots.compact:
-                    others = w.var_slots[w.edge_var[ce]].copy()
+                    others = w.slots.base[w.edge_var[ce]].copy()
                     others[others == ce[:, None]] = w.num_edges
                     buf(f"colour_other_slots_{c}", others)
                 self._blocks.append(blocks)
@@ -1293,7 +1293,10 @@ class UnfoldedNetwork(nn.Module):
         if self.exact_cavity:
             # hard zeros: each cavity is the field plus the sum of the *other* incoming
             # messages (no subtraction of sentinels), shifted per edge to a maximum of 0
-            cav = self._pw_slot_cavities(flat, incoming, field)
+            buckets = self._pw_buckets()
+            parts = [incoming.view(B, K, -1, V)]
+            parts += [flat.index_select(1, sl).view(B, K, -1, v.shape[0]) for v, sl in buckets]
+            cav = slot_cavities(field, parts, [v for v, _ in buckets], dim=2)
             cav = cav - cav.detach().amax(dim=1, keepdim=True)
             q = cav.view(B * K, -1).index_select(1, self.pw_slot_pos).view(B, K, P1 - 1)
         else:
@@ -1341,33 +1344,6 @@ class UnfoldedNetwork(nn.Module):
             part = flat.index_select(1, sl).view(B, K, -1, v.shape[0]).sum(dim=2)
             total = total.index_add_(2, v, part) if out is not None else total.index_add(2, v, part)
         return total
-
-    def _pw_slot_cavities(
-        self, flat: torch.Tensor, incoming: torch.Tensor, field: torch.Tensor
-    ) -> torch.Tensor:
-        """Exact cavities of every slot of the flattened layout ``[pw_slots_t |
-        pw_bucket_slots_0 | ...]``: the field plus exclusive sums within the slot's row, plus
-        the total of the variable's other row (slot rows or bucket), if any.
-
-        Shape:
-            ``flat``: ``(B * K, P + 1)``; ``incoming``: ``(B * K, D' * V)``; ``field``:
-            ``(B, K, V)``; output ``(B, K, S)``.
-        """
-        B, K, V = field.shape
-        rows = incoming.view(B, K, -1, V)
-        buckets = self._pw_buckets()
-        if not buckets:
-            return (field.unsqueeze(2) + exclusive_sum(rows, dim=2)).view(B, K, -1)
-        parts = [flat.index_select(1, sl).view(B, K, -1, v.shape[0]) for v, sl in buckets]
-        outside = field  # the slot rows' outside: the field plus the bucket's total, if any
-        for (v, _), p in zip(buckets, parts, strict=True):
-            outside = outside.index_add(2, v, p.sum(dim=2))
-        cavs = [(outside.unsqueeze(2) + exclusive_sum(rows, dim=2)).reshape(B, K, -1)]
-        total = rows.sum(dim=2)
-        for (v, _), p in zip(buckets, parts, strict=True):
-            out_v = field.index_select(2, v) + total.index_select(2, v)
-            cavs.append((out_v.unsqueeze(2) + exclusive_sum(p, dim=2)).reshape(B, K, -1))
-        return torch.cat(cavs, dim=2)
 
     def _fused_step(
         self,

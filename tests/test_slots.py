@@ -92,7 +92,7 @@ def test_plan_slots_are_linear_in_the_edges(seed, a, num_vars):
 def test_grid_is_one_table_and_a_star_gets_a_bucket():
     fg, _ = grid(30, k=2)
     w = wiring.build_wiring(fg)
-    assert w.slots.compact and w.var_slots.shape == (900, 5)  # unary + 4 neighbours
+    assert w.slots.compact and w.slots.base.shape == (900, 5)  # unary + 4 neighbours
     n = 5000
     edge_var = np.stack([np.zeros(n, np.int64), np.arange(1, n + 1)], -1).reshape(-1)
     plan = plan_slots(edge_var, n + 1)

@@ -21,7 +21,6 @@ __all__ = [
     "base_width",
     "build_wiring",
     "plan_slots",
-    "slot_table",
 ]
 
 
@@ -222,26 +221,6 @@ class Wiring:
     def max_degree(self) -> int:
         """The largest degree (at least 1)."""
         return max(int(self.degree.max(initial=0)), 1)
-
-    @property
-    def var_slots(self) -> np.ndarray:
-        """``(V, D0)``: the base table of :attr:`slots`."""
-        return self.slots.base
-
-    @property
-    def edge_slot(self) -> np.ndarray:
-        """``(E,)``: position of each edge in the flattened :attr:`slots` layout."""
-        return self.slots.edge_slot
-
-
-def slot_table(edge_var: np.ndarray, num_vars: int) -> np.ndarray:
-    """``(V, D)``: row ``v`` lists the edges of variable ``v`` in edge order, padded with ``E``
-    (``D`` = the largest degree, at least 1).
-
-    Shape:
-        ``edge_var``: ``(E,)`` int64; output: ``(V, D)`` int64.
-    """
-    return plan_slots(edge_var, num_vars, buckets=False).base
 
 
 def build_wiring(fg: FactorGraph) -> Wiring:

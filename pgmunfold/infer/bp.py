@@ -37,6 +37,7 @@ __all__ = [
     "bp_factor_messages",
     "gather_slots",
     "shift_to_max",
+    "slot_cavities",
     "slot_sum",
     "variable_beliefs",
 ]
@@ -120,7 +121,7 @@ def bp_cavities(
     """
     parts = gather_slots(msg, slots)
     if exact:
-        cav = gather_rows(_slot_cavities(unary, parts, slots), edge_slot)
+        cav = gather_rows(slot_cavities(unary, parts, slots.vars, dim=1), edge_slot)
     else:
         cav = gather_rows(unary + slot_sum(parts, slots), edge_var) - msg
     return shift_to_max(cav)
@@ -132,23 +133,40 @@ def shift_to_max(cav: torch.Tensor) -> torch.Tensor:
     return cav - cav.amax(dim=-1, keepdim=True).clamp_min(NEG / 2).detach()
 
 
-def _slot_cavities(unary: torch.Tensor, parts: list[torch.Tensor], slots: Slots) -> torch.Tensor:
-    """``(B, S, K)`` exact cavity of every slot of the flattened layout (``parts`` from
-    :func:`gather_slots`): the unary plus exclusive sums within the slot's row, plus the total
-    of the variable's other row (base or bucket), if any."""
-    B, _, K = unary.shape
-    if not slots.vars:
-        return (unary.unsqueeze(2) + exclusive_sum(parts[0], dim=2)).reshape(B, -1, K)
+def slot_cavities(
+    field: torch.Tensor,
+    parts: Sequence[torch.Tensor],
+    bucket_vars: Sequence[torch.Tensor],
+    dim: int,
+) -> torch.Tensor:
+    """Exact cavity of every slot of a flattened slot layout ``[base rows | bucket rows ...]``
+    (:class:`~pgmunfold.compile.wiring.SlotPlan`): the field, plus exclusive sums within the
+    slot's row, plus the total of the variable's other row (base or bucket), if any. Never a
+    subtraction, so exact with hard-zero sentinels. Serves both layouts: the general path's
+    (``dim = 1``: variables before states) and the state-major pairwise path's (``dim = 2``).
+
+    Shape:
+        ``field``: ``(B, V, K)`` (``dim = 1``) or ``(B, K, V)`` (``dim = 2``); ``parts``: the
+        gathered rows, base then buckets, slots on axis 2 and the rest as in ``field``
+        (``(B, V_j, W_j, K)`` or ``(B, K, W_j, V_j)``); ``bucket_vars[j]``: ``(V_j,)``; output:
+        ``field`` with its variable axis replaced by the flattened slots ``S``.
+    """
+
+    def flat(x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(dim, dim + 1)
+
+    if not bucket_vars:
+        return flat(field.unsqueeze(2) + exclusive_sum(parts[0], dim=2))
     sums = [p.sum(dim=2) for p in parts]
-    # the base rows' outside: the unary plus the variable's bucket row (zero if none)
-    outside = unary
-    for v, s in zip(slots.vars, sums[1:], strict=True):
-        outside = outside.index_add(1, v, s)
-    cavs = [(outside.unsqueeze(2) + exclusive_sum(parts[0], dim=2)).reshape(B, -1, K)]
-    for v, p in zip(slots.vars, parts[1:], strict=True):
-        out_v = gather_rows(unary, v) + gather_rows(sums[0], v)
-        cavs.append((out_v.unsqueeze(2) + exclusive_sum(p, dim=2)).reshape(B, -1, K))
-    return torch.cat(cavs, dim=1)
+    # the base rows' outside: the field plus the variable's bucket row (zero if none)
+    outside = field
+    for v, s in zip(bucket_vars, sums[1:], strict=True):
+        outside = outside.index_add(dim, v, s)
+    cavs = [flat(outside.unsqueeze(2) + exclusive_sum(parts[0], dim=2))]
+    for v, p in zip(bucket_vars, parts[1:], strict=True):
+        out_v = field.index_select(dim, v) + sums[0].index_select(dim, v)
+        cavs.append(flat(out_v.unsqueeze(2) + exclusive_sum(p, dim=2)))
+    return torch.cat(cavs, dim=dim)
 
 
 def _split(cav: torch.Tensor, g: GroupWiring, rows: int) -> list[torch.Tensor]:
