@@ -455,6 +455,15 @@ class UnfoldedNetwork(nn.Module):
         self._msg_idx = tuple(i for i, g in enumerate(w.groups) if g.arity > 0)
         self._const_idx = tuple(i for i, g in enumerate(w.groups) if g.arity == 0)
         self._mgroups: tuple[GroupWiring, ...] = tuple(w.groups[i] for i in self._msg_idx)
+        # message groups in edge order (merges first group first: see compile/wiring.py), and
+        # the merges (groups of one arity padded to one table shape: one batched reduction
+        # each on the general path), their groups as indices into _mgroups
+        self._edge_order = tuple(
+            sorted(range(len(self._mgroups)), key=lambda i: self._mgroups[i].edge_start)
+        )
+        to_msg = {mi: gi for gi, mi in enumerate(self._msg_idx)}
+        self._merges: tuple[GroupWiring, ...] = w.merges
+        self._merge_idx = tuple(tuple(to_msg[i] for i in m) for m in w.merge_members)
         self.num_variables = w.num_variables
         self.max_card = w.max_card
         tables = [g.log_potentials for g in graph.groups]
@@ -997,21 +1006,55 @@ class UnfoldedNetwork(nn.Module):
         out.iterations = self.iterations
         return out
 
-    def _dense_plans(self, th: list[torch.Tensor]) -> list[DensePairwise | None] | None:
-        """Exp-domain plans for pairwise groups whose tables allow the matmul contraction.
+    def _merge_tables(self, th: list[torch.Tensor], value: float) -> list[torch.Tensor]:
+        """Per merge, its groups' tables (``th``, per message group) padded with ``value`` to
+        the merge's cardinalities and stacked (a merge of one group: its table as it is).
 
-        ``contraction="auto"`` checks each table's log-range (one scalar read per group and
-        forward, outside the iteration loop); ``"matmul"`` trusts the user; ``"logsumexp"``
-        never uses it.
+        Shape:
+            ``th[i]``: ``(F_i or 1, *cards_i)``; output ``[m]``: ``(F_m, *cards_m)``, or the
+            group's own table for a merge of one group.
+        """
+        out = []
+        for m, members in zip(self._merges, self._merge_idx, strict=True):
+            if len(members) == 1:
+                out.append(th[members[0]])
+                continue
+            parts = []
+            for i in members:
+                g, t = self._mgroups[i], th[i]
+                t = t.expand(g.num_factors, *t.shape[1:])
+                pad = [
+                    n
+                    for k, km in zip(g.cards[::-1], m.cards[::-1], strict=True)
+                    for n in (0, km - k)
+                ]
+                parts.append(F.pad(t, pad, value=value) if any(pad) else t)
+            out.append(torch.cat(parts, dim=0))
+        return out
+
+    def _dense_plans(
+        self, th: list[torch.Tensor], merged: list[torch.Tensor]
+    ) -> list[DensePairwise | None] | None:
+        """Exp-domain plans for pairwise merges whose tables allow the matmul contraction.
+
+        ``contraction="auto"`` checks each group's log-range (one scalar read per group and
+        forward, outside the iteration loop; the padding of a merge is a hard zero, outside
+        the range); ``"matmul"`` trusts the user; ``"logsumexp"`` never uses it.
+
+        Shape:
+            ``th[i]``: per message group; ``merged[m]``: per merge (:meth:`_merge_tables`).
         """
         if self.contraction == "logsumexp" or self.semiring != "sum":
             return None
         limit = dense_range_limit(self.base_unary.dtype)
         plans: list[DensePairwise | None] = []
-        for g, t in zip(self._mgroups, th, strict=True):
-            ok = g.arity == 2 and (
+        for m, members, t in zip(self._merges, self._merge_idx, merged, strict=True):
+            ok = m.arity == 2 and (
                 self.contraction == "matmul"
-                or _auto_range_ok(t.detach().amax() - t.detach().amin(), limit)
+                or all(
+                    _auto_range_ok(th[i].detach().amax() - th[i].detach().amin(), limit)
+                    for i in members
+                )
             )
             plans.append(dense_pairwise(t) if ok else None)
         return plans if any(p is not None for p in plans) else None
@@ -1028,7 +1071,8 @@ class UnfoldedNetwork(nn.Module):
             cav = bp_cavities(
                 msg, u, self._slots(), self.edge_slot, self.edge_var, self.exact_cavity
             )
-            new = bp_factor_messages(cav, th, self._mgroups, self.semiring, dense=plans)
+            # th: per merge (_merge_tables)
+            new = bp_factor_messages(cav, th, self._merges, self.semiring, dense=plans)
             return new if d == 0.0 else ((1.0 - d) * new + d * msg)
         B, _, K = msg.shape
         for c, blocks in enumerate(self._blocks):
@@ -1246,10 +1290,12 @@ class UnfoldedNetwork(nn.Module):
         residual = unaries.residual(_max_change(lo, prev, torch.sigmoid, ws, scratch))
 
         def messages() -> torch.Tensor:
-            pw = iter(lo[:, :-1].split([2 * n for n in self._pw_sizes], dim=1))
+            pw = lo[:, :-1].split([2 * n for n in self._pw_sizes], dim=1)
             parts = [
-                unaries.messages[i].expand(B, -1) if g.arity == 1 else next(pw)
-                for i, g in enumerate(self._mgroups)
+                unaries.messages[i].expand(B, -1)
+                if self._mgroups[i].arity == 1
+                else pw[self._pw_idx.index(i)]
+                for i in self._edge_order
             ]
             return log_odds_to_log_messages(torch.cat(parts, dim=1))
 
@@ -1440,10 +1486,12 @@ class UnfoldedNetwork(nn.Module):
         )
 
         def messages() -> torch.Tensor:
-            pw = iter(state_major_to_edges(msg, self._pw_sizes))
+            pw = state_major_to_edges(msg, self._pw_sizes)
             parts = [
-                unaries.messages[i].unsqueeze(0).expand(B, -1, -1) if g.arity == 1 else next(pw)
-                for i, g in enumerate(self._mgroups)
+                unaries.messages[i].unsqueeze(0).expand(B, -1, -1)
+                if self._mgroups[i].arity == 1
+                else pw[self._pw_idx.index(i)]
+                for i in self._edge_order
             ]
             return torch.cat(parts, dim=1)
 
@@ -1481,7 +1529,8 @@ class UnfoldedNetwork(nn.Module):
         if not self._mgroups:
             return u.new_zeros(B, 0, K)
         parts = []
-        for g, th in zip(self._mgroups, th0, strict=True):
+        for i in self._edge_order:
+            g, th = self._mgroups[i], th0[i]
             ev = self.edge_var[g.edge_start : g.edge_stop]
             if g.arity == 1:
                 tab = F.pad(th, (0, K - th.shape[-1]), value=NEG) if th.shape[-1] < K else th
@@ -1529,12 +1578,16 @@ class UnfoldedNetwork(nn.Module):
             msg = self._initial_messages(u, self._at(thetas, 0))
             prev = msg
             plans: dict[tuple[int, ...], list[DensePairwise | None] | None] = {}
+            merged: dict[tuple[int, ...], list[torch.Tensor]] = {}
             for t in range(self.iterations):
                 prev = msg
                 key = tuple(self.copy_index[k][t] for k in self._keys)
                 th = self._at(thetas, t)
-                if self.schedule == "parallel" and key not in plans:
-                    plans[key] = self._dense_plans(th)
+                if self.schedule == "parallel":  # one padded table per merge
+                    if key not in merged:
+                        merged[key] = self._merge_tables(th, NEG)
+                        plans[key] = self._dense_plans(th, merged[key])
+                    th = merged[key]
                 msg = self._layer(self._bp_step, msg, u, th, plans.get(key))
             residual = _max_change(msg, prev, torch.exp, dim=2) if msg.shape[1] else u.new_zeros(B)
             log_marg = log_normalize(variable_beliefs(msg, u, self._slots()))
@@ -1595,14 +1648,15 @@ class UnfoldedNetwork(nn.Module):
         return t
 
     def _mf_step(self, q: torch.Tensor, u: torch.Tensor, th: list[torch.Tensor]) -> torch.Tensor:
+        # th: per merge (_merge_tables, padded with 0: padded states have probability 0)
         d = self.damping
         if self.schedule == "parallel":
-            field = mf_field(q, u, th, self._mgroups, self.edge_var, self._slots())
+            field = mf_field(q, u, th, self._merges, self.edge_var, self._slots())
             new = torch.softmax(field, dim=2)
             return new if d == 0.0 else (1.0 - d) * new + d * q
         masks = self.colour_masks
         for c in range(self.num_colours):
-            field = mf_field(q, u, th, self._mgroups, self.edge_var, self._slots())
+            field = mf_field(q, u, th, self._merges, self.edge_var, self._slots())
             new = torch.softmax(field, dim=2)
             if d != 0.0:
                 new = (1.0 - d) * new + d * q
@@ -1829,9 +1883,13 @@ class UnfoldedNetwork(nn.Module):
         else:
             q = torch.softmax(u, dim=2)
             prev = q
+            merged: dict[tuple[int, ...], list[torch.Tensor]] = {}
             for t in range(self.iterations):
                 prev = q
-                q = self._layer(self._mf_step, q, u, self._at(thetas, t))
+                key = tuple(self.copy_index[k][t] for k in self._keys)
+                if key not in merged:
+                    merged[key] = self._merge_tables(self._at(thetas, t), 0.0)
+                q = self._layer(self._mf_step, q, u, merged[key])
         residual = (q - prev).abs().amax(dim=(1, 2))
         log_q = q.clamp_min(torch.finfo(q.dtype).tiny).log()
         log_marg = torch.where(q > 0, log_q, torch.full_like(log_q, NEG))

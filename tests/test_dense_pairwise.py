@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import pgmunfold as pu
-from pgmunfold.infer.ops import dense_pairwise, dense_pairwise_messages, factor_to_variable
+from pgmunfold.infer.ops import NEG, dense_pairwise, dense_pairwise_messages, factor_to_variable
 
 
 @given(
@@ -68,12 +68,13 @@ def test_auto_falls_back_for_wide_ranges_and_hard_zeros():
         g.log_potentials *= 1e3  # range far above the float32 limit of 60 nats
     net = pu.compile(fg, iterations=5)
     th = net._at(net._thetas(), 0)
-    assert net._dense_plans(th) is None
+    assert net._dense_plans(th, net._merge_tables(th, NEG)) is None
     ref = pu.compile(fg, iterations=5, contraction="logsumexp")()
     torch.testing.assert_close(net().log_marginals, ref.log_marginals)
     hard, _ = grid(3, k=3, seed=2, hard=True)
     net = pu.compile(hard, iterations=5)
-    assert net._dense_plans(net._at(net._thetas(), 0)) is None
+    th = net._at(net._thetas(), 0)
+    assert net._dense_plans(th, net._merge_tables(th, NEG)) is None
     with pytest.raises(ValueError, match="contraction"):
         pu.compile(hard, contraction="fast")
 

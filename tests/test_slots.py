@@ -219,6 +219,10 @@ def test_forced_buckets_equal_one_table(fg, cap, algorithm, schedule, exact):
     assume(net._num_buckets > 0)
     assert ref._num_buckets == 0
     a, b = net(), ref()
+    # mean-field that ends infeasible (bound -inf: every state of some variable meets a hard
+    # zero with positive probability) has marginals decided by sentinel rounding, which the
+    # layout's summation order changes (docs/concepts.md, "Hard zeros")
+    assume(algorithm == "bp" or bool(torch.isfinite(b.log_partition).all()))
     finite = torch.isfinite(b.log_marginals)
     assert torch.equal(finite, torch.isfinite(a.log_marginals))
     torch.testing.assert_close(a.log_marginals[finite], b.log_marginals[finite], atol=1e-9, rtol=0)

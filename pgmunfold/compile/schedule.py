@@ -28,12 +28,14 @@ def _smallest_free(used: np.ndarray) -> int:
 
 
 def _factor_ids_per_variable(w: Wiring) -> list[np.ndarray]:
-    """Global factor ids (numbered group by group) incident to each variable."""
-    parts, base = [np.zeros(0, dtype=np.int64)], 0
+    """Global factor ids (numbered group by group, in declared order) incident to each
+    variable (edges are laid out merge by merge: each group's block is placed by its
+    ``edge_start``)."""
+    efac = np.zeros(w.num_edges, dtype=np.int64)
+    base = 0
     for g in w.groups:
-        parts.append(np.repeat(np.arange(base, base + g.num_factors), g.arity))
+        efac[g.edge_start : g.edge_stop] = np.repeat(np.arange(base, base + g.num_factors), g.arity)
         base += g.num_factors
-    efac = np.concatenate(parts)
     order = np.argsort(w.edge_var, kind="stable")
     bounds = np.concatenate([[0], np.cumsum(w.degree)])
     return [efac[order[bounds[v] : bounds[v + 1]]] for v in range(w.num_variables)]

@@ -2,8 +2,10 @@
 
 Everything here is numpy, built once per graph, deterministic. An *edge* is one (factor, scope
 position) pair. Edges are numbered group by group, factor by factor, slot by slot, so the edges
-of group ``g`` are the contiguous block ``[edge_offset[g], edge_offset[g] + F_g * arity_g)`` and
-reshape to ``(F_g, arity_g)``.
+of group ``g`` are the contiguous block ``[edge_start, edge_stop)`` and reshape to
+``(F_g, arity_g)``. The groups are laid out merge by merge (:func:`plan_merges`: groups of one
+arity whose tables pad to one shape cheaply), each merge's groups in declared order, so that a
+merge's edges are contiguous too; without merges that is the declared order.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ __all__ = [
     "Wiring",
     "base_width",
     "build_wiring",
+    "plan_merges",
     "plan_slots",
 ]
 
@@ -78,6 +81,50 @@ class SlotPlan:
     def compact(self) -> bool:
         """No buckets: every variable's edges are in the ``(V, D)`` base table."""
         return not self.vars
+
+
+_MERGE_SLACK = 4096
+"""Padded entries a merge may add beyond doubling its groups' table entries (:func:`plan_merges`):
+about the cost of one more group's dozen small ops per iteration."""
+
+
+def plan_merges(cards: list[tuple[int, ...]], counts: list[int]) -> list[list[int]]:
+    """Groups to evaluate as one padded block: per arity, in declared order, each group joins
+    the first earlier merge of its arity whose padded entries (factors times the per-axis
+    largest cardinalities) stay within twice the real ones plus :data:`_MERGE_SLACK`, or starts
+    a new merge. Groups of arity 0 (no edges) are left out. Merges are listed by their first
+    group, so a graph without merges keeps the declared order.
+
+    Args:
+        cards: per group, the cardinality of each scope position.
+        counts: per group, its number of factors ``F``.
+
+    Returns:
+        the merges, each a list of group indices, ascending.
+    """
+    merges: list[list[int]] = []
+    shape: list[tuple[int, ...]] = []
+    real: list[int] = []
+    rows: list[int] = []
+    for i, (c, n) in enumerate(zip(cards, counts, strict=True)):
+        if not c:
+            continue
+        size = n * int(np.prod(c))
+        for j, m in enumerate(merges):
+            if len(shape[j]) != len(c):
+                continue
+            padded = tuple(max(a, b) for a, b in zip(shape[j], c, strict=True))
+            cost = (rows[j] + n) * int(np.prod(padded))
+            if cost <= 2 * (real[j] + size) + _MERGE_SLACK:
+                m.append(i)
+                shape[j], real[j], rows[j] = padded, real[j] + size, rows[j] + n
+                break
+        else:
+            merges.append([i])
+            shape.append(c)
+            real.append(size)
+            rows.append(n)
+    return merges
 
 
 _BUCKET_COST = 4096
@@ -198,6 +245,10 @@ class Wiring:
         slots: where each variable's edges are (:class:`SlotPlan`: a ``(V, D0)`` table, plus
             buckets for the few variables of higher degree, if any).
         state_valid: ``(V, K)`` bool, state ``k`` exists for variable ``v``.
+        merges: per merge (:func:`plan_merges`), one :class:`GroupWiring` for its groups
+            together: cards padded to the largest per scope position, ``num_factors`` summed,
+            ``shared`` only for a single shared group, its contiguous edge block.
+        merge_members: per merge, its groups (indices into ``groups``) in edge order.
     """
 
     cards: np.ndarray
@@ -208,6 +259,8 @@ class Wiring:
     degree: np.ndarray
     slots: SlotPlan
     state_valid: np.ndarray
+    merges: tuple[GroupWiring, ...] = ()
+    merge_members: tuple[tuple[int, ...], ...] = ()
 
     @property
     def num_variables(self) -> int:
@@ -229,16 +282,32 @@ def build_wiring(fg: FactorGraph) -> Wiring:
     cards = np.asarray(fg.cardinalities, dtype=np.int64)
     V = cards.shape[0]
     K = int(cards.max())
-    groups = []
-    scopes = []
+    members = plan_merges([g.cards for g in fg.groups], [g.num_factors for g in fg.groups])
+    span: dict[int, tuple[int, int]] = {}
+    merges = []
     start = 0
-    for g in fg.groups:
-        E_g = g.num_factors * g.arity
-        groups.append(GroupWiring(g.name, g.cards, g.num_factors, g.shared, start, start + E_g))
-        scopes.append(g.scopes)
-        start += E_g
+    for m in members:
+        first = start
+        for i in m:
+            g = fg.groups[i]
+            span[i] = (start, start + g.num_factors * g.arity)
+            start = span[i][1]
+        gs = [fg.groups[i] for i in m]
+        cards_m = tuple(int(max(c)) for c in zip(*(g.cards for g in gs), strict=True))
+        n = sum(g.num_factors for g in gs)
+        shared = len(gs) == 1 and gs[0].shared
+        name = "+".join(g.name for g in gs)
+        merges.append(GroupWiring(name, cards_m, n, shared, first, start))
+    groups = []
+    for i, g in enumerate(fg.groups):
+        s0, s1 = span.get(i, (start, start))  # arity 0: no edges
+        groups.append(GroupWiring(g.name, g.cards, g.num_factors, g.shared, s0, s1))
+    scopes = [g.scopes for g in fg.groups]
+    order = [i for m in members for i in m]
     edge_var = (
-        np.concatenate([s.reshape(-1) for s in scopes]) if scopes else np.zeros(0, dtype=np.int64)
+        np.concatenate([scopes[i].reshape(-1) for i in order])
+        if order
+        else np.zeros(0, dtype=np.int64)
     )
     degree = np.bincount(edge_var, minlength=V).astype(np.int64)
     state_valid = np.arange(K)[None, :] < cards[:, None]
@@ -251,4 +320,6 @@ def build_wiring(fg: FactorGraph) -> Wiring:
         degree=degree,
         slots=plan_slots(edge_var, V),
         state_valid=state_valid,
+        merges=tuple(merges),
+        merge_members=tuple(tuple(m) for m in members),
     )

@@ -186,7 +186,9 @@ def bp_factor_messages(
     """New normalised factor-to-variable log-messages for the edges in ``cav``.
 
     ``cav`` holds the cavities of the listed groups' edges, concatenated group by group: all
-    edges of the graph, or (sequential schedules) ``rows[g]`` factors of each group.
+    edges of the graph, or (sequential schedules) ``rows[g]`` factors of each group. A listed
+    group may be a merge (:func:`~pgmunfold.compile.wiring.plan_merges`: several groups of one
+    arity, their tables padded with hard zeros to its cardinalities).
     ``dense[g]``, where given, is the exp-domain form of a pairwise group (sum-product): its
     messages are then one batched matrix-vector product (:func:`dense_pairwise_messages`).
 

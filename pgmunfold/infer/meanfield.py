@@ -52,6 +52,10 @@ def mf_field(
 ) -> torch.Tensor:
     """Mean field (unnormalised log of the updated marginals) of every variable.
 
+    ``groups`` cover all edges in edge order: the network passes its merges
+    (:func:`~pgmunfold.compile.wiring.plan_merges`), tables padded with 0 (padded states have
+    probability 0).
+
     Shape:
         ``q``: ``(B, V, K)``; ``unary``: ``(B, V, K)``; output: ``(B, V, K)``.
     """

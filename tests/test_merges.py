@@ -1,0 +1,175 @@
+"""Merges: groups of one arity padded to one table shape, one batched reduction per iteration on
+the general path (compile/wiring.py :func:`plan_merges`). Their twin is the unmerged network
+(every group its own merge), which must give the same result."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import torch
+from helpers import brute_force, random_graphs
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
+import pgmunfold as pu
+from pgmunfold.compile import wiring
+from pgmunfold.compile.wiring import build_wiring, plan_merges
+
+
+@contextlib.contextmanager
+def _unmerged() -> Iterator[None]:
+    """Every group of arity >= 1 its own merge (the layout before merges)."""
+    saved = wiring.plan_merges
+
+    def singletons(cards: list[tuple[int, ...]], counts: list[int]) -> list[list[int]]:
+        return [[i] for i, c in enumerate(cards) if c]
+
+    wiring.plan_merges = singletons
+    try:
+        yield
+    finally:
+        wiring.plan_merges = saved
+
+
+def test_plan_merges_by_arity_and_padding_cost():
+    cards = [(2,), (3, 3), (3,), (2, 3), (), (50, 50), (2, 2)]
+    counts = [5, 10, 4, 10, 1, 100, 10000]
+    merges = plan_merges(cards, counts)
+    # unaries together; the few 3x3 and 2x3 tables pad to 50x50 within twice the real entries
+    # of the merge (120 * 2500 <= 2 * (90 + 60 + 250000) + slack); arity 0 is left out; 10000
+    # 2x2 tables would pad to 25x their entries: a merge of their own
+    assert merges == [[0, 2], [1, 3, 5], [6]]
+    assert plan_merges([], []) == []
+    assert plan_merges([(4, 4)], [1]) == [[0]]
+
+
+def test_plan_merges_first_fit_keeps_declared_order_within_a_merge():
+    merges = plan_merges([(2, 2), (2, 2, 2), (2, 2), (2, 2, 2)], [3, 3, 3, 3])
+    assert merges == [[0, 2], [1, 3]]
+
+
+@given(random_graphs(max_vars=6, max_factors=10))
+def test_merged_layout_partitions_the_edges(fg):
+    w = build_wiring(fg)
+    E = w.num_edges
+    covered = np.zeros(E, dtype=int)
+    for g, sc in zip(w.groups, w.scopes, strict=True):
+        assert g.edge_stop - g.edge_start == g.num_factors * g.arity
+        covered[g.edge_start : g.edge_stop] += 1
+        np.testing.assert_array_equal(w.edge_var[g.edge_start : g.edge_stop], sc.reshape(-1))
+    assert (covered == 1).all()
+    start = 0
+    for m, members in zip(w.merges, w.merge_members, strict=True):
+        assert m.edge_start == start
+        for i in members:  # contiguous, in order, one arity, cards padded to the largest
+            g = w.groups[i]
+            assert g.edge_start == start and g.arity == m.arity
+            assert all(k <= km for k, km in zip(g.cards, m.cards, strict=True))
+            start = g.edge_stop
+        assert m.edge_stop == start
+        assert m.num_factors == sum(w.groups[i].num_factors for i in members)
+    assert start == E
+
+
+@given(
+    random_graphs(max_vars=6, max_factors=10),
+    st.sampled_from(["sum", "max"]),
+    st.sampled_from([None, True]),
+    st.booleans(),
+)
+def test_merged_bp_equals_unmerged(fg, semiring, exact, untie):
+    kw = dict(iterations=5, damping=0.3, semiring=semiring, exact_cavity=exact, untie=untie)
+    kw.update(dtype=torch.float64, fast_path=False)
+    net = pu.compile(fg, **kw)
+    with _unmerged():
+        ref = pu.compile(fg, **kw)
+    assume(len(net._merges) < len(ref._merges))
+    if untie:  # distinct tables per iteration: the merges are rebuilt per copy
+        with torch.no_grad():
+            for p in (*net.potentials.values(), *ref.potentials.values()):
+                p.add_(0.1 * torch.arange(p.shape[0], dtype=p.dtype).view(-1, *[1] * (p.dim() - 1)))
+    a, b = net(), ref()
+    finite = torch.isfinite(b.log_marginals)
+    assert torch.equal(finite, torch.isfinite(a.log_marginals))
+    torch.testing.assert_close(a.log_marginals[finite], b.log_marginals[finite], atol=1e-9, rtol=0)
+    torch.testing.assert_close(a.log_partition, b.log_partition, atol=1e-9, rtol=0)
+    for k, v in b.factor_log_beliefs.items():
+        torch.testing.assert_close(a.factor_log_beliefs[k], v, atol=1e-9, rtol=0)
+
+
+@given(
+    random_graphs(max_vars=6, max_factors=10, hard_zeros=False),
+    st.sampled_from(["parallel", "sequential"]),
+)
+def test_merged_mean_field_equals_unmerged(fg, schedule):
+    """Without hard zeros: with them, mean-field often ends infeasible (bound -inf), where its
+    marginals are decided by sentinel rounding (docs/concepts.md, "Hard zeros")."""
+    kw = dict(algorithm="mf", schedule=schedule, iterations=5, damping=0.25)
+    kw.update(dtype=torch.float64, fast_path=False)
+    net = pu.compile(fg, **kw)
+    with _unmerged():
+        ref = pu.compile(fg, **kw)
+    assume(len(net._merges) < len(ref._merges))
+    a, b = net(), ref()
+    torch.testing.assert_close(a.log_marginals, b.log_marginals, atol=1e-9, rtol=0)
+    torch.testing.assert_close(a.log_partition, b.log_partition, atol=1e-9, rtol=0)
+
+
+@given(random_graphs(max_vars=6, max_factors=5, tree=True))
+def test_merged_bp_exact_on_trees(fg):
+    logz, marg, _, _ = brute_force(fg)
+    assume(np.isfinite(logz))
+    net = pu.compile(fg, iterations=len(fg) + 2, dtype=torch.float64, fast_path=False)
+    out = net()
+    for name, m in marg.items():
+        np.testing.assert_allclose(out.marginals[name].detach().numpy(), m, atol=1e-8)
+    assert float(out.log_partition) == pytest.approx(logz, abs=1e-8)
+
+
+def _mixed_graph() -> pu.FactorGraph:
+    rng = np.random.default_rng(3)
+    fg = pu.FactorGraph()
+    for v, k in enumerate([2, 3, 2, 3]):
+        fg.add_variable(v, k)
+    fg.add_factors([[0, 1], [2, 3]], rng.normal(size=(2, 2, 3)), name="a")
+    fg.add_factors([[1, 2]], rng.normal(size=(1, 3, 2)), name="b")
+    fg.add_factors([[3, 0]], rng.normal(size=(1, 3, 2)), name="c")
+    fg.add_factors([[0], [2]], rng.normal(size=(2, 2)), name="u2")
+    fg.add_factors([[1]], rng.normal(size=(1, 3)), name="u3")
+    return fg
+
+
+def test_mixed_graph_merges_and_matches_unmerged():
+    fg = _mixed_graph()
+    net = pu.compile(fg, iterations=8, dtype=torch.float64, fast_path=False)
+    assert [m.cards for m in net._merges] == [(3, 3), (3,)]
+    with _unmerged():
+        ref = pu.compile(fg, iterations=8, dtype=torch.float64, fast_path=False)
+    torch.testing.assert_close(net().log_marginals, ref().log_marginals, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("algorithm", ["bp", "mf"])
+def test_gradcheck_through_merges(algorithm):
+    fg = _mixed_graph()
+    net = pu.compile(
+        fg,
+        algorithm=algorithm,
+        iterations=3,
+        damping=0.2,
+        untie=True,
+        dtype=torch.float64,
+        fast_path=False,
+    )
+    assert len(net._merges) < len(net._mgroups)
+    params = dict(net.named_parameters())
+    names = list(params)
+
+    def f(*tables: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = torch.func.functional_call(net, dict(zip(names, tables, strict=True)), ())
+        return out.log_marginals, out.log_partition
+
+    inputs = tuple(p.detach().clone().requires_grad_(True) for p in params.values())
+    assert torch.autograd.gradcheck(f, inputs)
