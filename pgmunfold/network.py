@@ -556,6 +556,16 @@ class UnfoldedNetwork(nn.Module):
         self._pw_idx = tuple(i for i, g in enumerate(self._mgroups) if g.arity == 2)
         self._un_idx = tuple(i for i, g in enumerate(self._mgroups) if g.arity == 1)
         self._pw_sizes = tuple(self._mgroups[i].num_factors for i in self._pw_idx)
+        # pairwise units (infer/pairwise.py): a shared group, or a run of consecutive unshared
+        # groups whose tables are concatenated: one contraction per direction and unit
+        units: list[list[int]] = []
+        for i in self._pw_idx:
+            if units and not self._mgroups[i].shared and not self._mgroups[units[-1][-1]].shared:
+                units[-1].append(i)
+            else:
+                units.append([i])
+        self._pw_units = tuple(tuple(un) for un in units)
+        self._pw_unit_sizes = tuple(sum(self._mgroups[i].num_factors for i in un) for un in units)
         self._bin_buckets = self._pw_buckets_n = 0
         if self.binary_fast or self.mf_binary:
             # pairwise edges in the general path's order (group, factor, position), then one
@@ -596,7 +606,11 @@ class UnfoldedNetwork(nn.Module):
             # pw_slots_t: (D' * V,) row d * V + v = the d-th pairwise column of variable v, or
             #   P (the zero padding column)
             # pw_partner_var: (P,) the variable at the other scope position of column p's factor
-            pw_var = np.concatenate([sc[:, j] for sc in pw_scopes for j in (0, 1)])
+            # per unit, its factors' scopes (the column layout, infer/pairwise.py)
+            unit_scopes = [
+                np.concatenate([w.scopes[self._msg_idx[i]] for i in un]) for un in self._pw_units
+            ]
+            pw_var = np.concatenate([sc[:, j] for sc in unit_scopes for j in (0, 1)])
             # pw_bucket_vars_j (V_j,), pw_bucket_slots_j (W_j * V_j,): bucket j of
             #   high-degree variables (SlotPlan), row d * V_j + i = the (D' + d)-th column of
             #   variable pw_bucket_vars_j[i], or P
@@ -617,7 +631,7 @@ class UnfoldedNetwork(nn.Module):
             pos = np.empty(len(pw_var), dtype=np.int64)
             pos[layout[real]] = real
             buf("pw_slot_pos", pos)
-            partner = np.concatenate([sc[:, j] for sc in pw_scopes for j in (1, 0)])
+            partner = np.concatenate([sc[:, j] for sc in unit_scopes for j in (1, 0)])
             buf("pw_partner_var", partner.astype(np.int64))
         if self.backend == "triton":
             # the fused kernels' columns (FusedWiring, infer/fused.py), one row per pairwise
@@ -630,11 +644,11 @@ class UnfoldedNetwork(nn.Module):
             # all int32 below 2^31 entries (half the index traffic of the kernels)
             cols0, cols1, tabs = [], [], []
             start = tstart = 0
-            for i, sc in zip(self._pw_idx, pw_scopes, strict=True):
+            for un, sc in zip(self._pw_units, unit_scopes, strict=True):
                 n = sc.shape[0]
                 cols0.append(start + np.arange(n))
                 cols1.append(start + n + np.arange(n))
-                shared = self._mgroups[i].shared
+                shared = self._mgroups[un[0]].shared  # (a shared group is a unit of its own)
                 tabs.append(tstart + (np.zeros(n, np.int64) if shared else np.arange(n)))
                 start, tstart = start + 2 * n, tstart + (1 if shared else n)
             itype = np.int32 if slots_t.size + len(pw_var) < 2**31 - 1 else np.int64
@@ -1356,7 +1370,7 @@ class UnfoldedNetwork(nn.Module):
             ).view(B, K, P1 - 1)
             q = q.sub_(msg[:, :, :-1]) if ws.enabled else q - msg[:, :, :-1]
         out = ws(f"msg{parity}", (B, K, P1), msg)
-        new = pairwise_messages(q, tables, self._pw_sizes, self.semiring, out=out)
+        new = pairwise_messages(q, tables, self._pw_unit_sizes, self.semiring, out=out)
         if self.damping == 0.0:
             return new
         return torch.lerp(new, msg, damping, out=out)
@@ -1462,7 +1476,9 @@ class UnfoldedNetwork(nn.Module):
                 msg = self._fused_step(msg, field, stacked[key], ws, t)
             else:
                 if key not in tables:  # once per distinct combination of copies
-                    tables[key] = [self._pairwise_tables(th[i], limit) for i in self._pw_idx]
+                    tables[key] = [
+                        self._pairwise_tables([th[i] for i in un], limit) for un in self._pw_units
+                    ]
                 msg = self._layer(
                     self._pairwise_step, msg, field, tables[key], damping, ws=ws, parity=t % 2
                 )
@@ -1486,7 +1502,8 @@ class UnfoldedNetwork(nn.Module):
         )
 
         def messages() -> torch.Tensor:
-            pw = state_major_to_edges(msg, self._pw_sizes)
+            sizes = [[self._mgroups[i].num_factors for i in un] for un in self._pw_units]
+            pw = state_major_to_edges(msg, sizes)
             parts = [
                 unaries.messages[i].unsqueeze(0).expand(B, -1, -1)
                 if self._mgroups[i].arity == 1
@@ -1499,23 +1516,25 @@ class UnfoldedNetwork(nn.Module):
         # public layout (an arg-max over a strided state axis is 3x slower on CPU)
         return log_normalize(belief, dim=1).transpose(1, 2).contiguous(), messages, residual
 
-    def _pairwise_tables(self, th: torch.Tensor, limit: float) -> PairwiseTables:
-        """State-major tables of a pairwise group on the pairwise fast path, in the contraction
-        form the settings allow. ``contraction="auto"`` reads the largest per-table log-range
-        on the host (one scalar per group and forward); the per-table maxima of that same pass
-        then shift the exp-domain entries.
+    def _pairwise_tables(self, th: list[torch.Tensor], limit: float) -> PairwiseTables:
+        """State-major tables of a pairwise unit (its groups' tables ``th``) on the pairwise
+        fast path, in the contraction form the settings allow. ``contraction="auto"`` reads
+        the largest per-table log-range of the unit on the host (one scalar per unit and
+        forward); the per-table maxima of that same pass then shift the exp-domain entries.
 
         Shape:
-            ``th``: ``(F or 1, k0, k1)``; output tables: ``(K, K, F or 1)``.
+            ``th[g]``: ``(F_g or 1, k0, k1)``; output tables: ``(K, K, F_u or 1)``.
         """
         K = self.max_card
         if self.semiring != "sum" or self.contraction == "logsumexp":
             return pairwise_tables(th, "log", K)
         if self.contraction == "matmul":  # unchecked (no host read): shift each cavity
             return pairwise_tables(th, "exp_shifted", K)
-        hi = th.detach().amax(dim=(1, 2))  # (torch.aminmax over dim 1 of (F, K^2): slower)
-        lo = th.detach().amin(dim=(1, 2))
-        if _auto_range_ok((hi - lo).amax(), limit):
+        hi = [t.detach().amax(dim=(1, 2)) for t in th]  # (aminmax over (F, K^2): slower)
+        spread = torch.stack(
+            [(h - t.detach().amin(dim=(1, 2))).amax() for h, t in zip(hi, th, strict=True)]
+        )
+        if _auto_range_ok(spread.amax(), limit):
             return pairwise_tables(th, "exp", K, table_max=hi)
         return pairwise_tables(th, "log", K)
 
@@ -1683,11 +1702,11 @@ class UnfoldedNetwork(nn.Module):
     ) -> torch.Tensor:
         """One parallel mean-field iteration on the pairwise fast path (state-major): each
         pairwise column receives ``sum_j theta[j -> a] q_partner[j]``, one :class:`StateMatvec`
-        per group and direction, gathered to the variables like BP messages.
+        per unit (infer/pairwise.py) and direction, gathered to the variables like BP messages.
 
         Shape:
-            ``q``, ``field0``: ``(B, K, V)``; ``tables[g]``: ``(to0, to1, link)``, the tables
-            ``(K, K, F_g or 1)`` (``to0`` the transposed view of ``to1``; ``link``: see
+            ``q``, ``field0``: ``(B, K, V)``; ``tables[u]``: ``(to0, to1, link)``, the tables
+            ``(K, K, F_u or 1)`` (``to0`` the transposed view of ``to1``; ``link``: see
             :func:`~pgmunfold.infer.pairwise.link_table_grad`); output: ``(B, K, V)``.
         """
         ws = ws if ws is not None else Workspace(False)
@@ -1699,7 +1718,7 @@ class UnfoldedNetwork(nn.Module):
         out = ws("m", (B, K, P + 1), q)
         parts = []
         start = 0
-        for (to0, to1, link), n in zip(tables, self._pw_sizes, strict=True):
+        for (to0, to1, link), n in zip(tables, self._pw_unit_sizes, strict=True):
             for s_, t, tt, tr in ((start, to0, to1, True), (start + n, to1, to0, False)):
                 o = None if out is None else out.narrow(2, s_, n)
                 parts.append(state_matvec(t, tt, qp.narrow(2, s_, n), o, link, tr))
@@ -1780,10 +1799,11 @@ class UnfoldedNetwork(nn.Module):
                 q = self._fused_mf_step(q, fields[ukey], stacked[key], ws, t)
                 continue
             if key not in tables:  # padded states: weight 0 (their marginal is exactly 0)
-                tables[key] = [
-                    link_table_grad(state_major_tables(pad_states(th[i], K, 0.0))[1])
-                    for i in self._pw_idx
-                ]
+                tables[key] = []
+                for un in self._pw_units:  # a unit's tables, concatenated (infer/pairwise.py)
+                    parts = [state_major_tables(pad_states(th[i], K, 0.0))[1] for i in un]
+                    to1 = parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)
+                    tables[key].append(link_table_grad(to1))
             q = self._layer(
                 self._mf_pairwise_step, q, fields[ukey], tables[key], damping, ws=ws, parity=t % 2
             )

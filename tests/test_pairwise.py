@@ -8,6 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import pgmunfold as pu
+from pgmunfold.infer import pairwise
 from pgmunfold.infer.pairwise import (
     LOG2E,
     NEG_BITS,
@@ -88,8 +89,20 @@ def _fast_and_general(fg, x, u0, loss_state=1, evidence=None, perturb=False, **k
     st.integers(1, 3),
     st.booleans(),
     st.integers(0, 2**31 - 1),
+    st.booleans(),
 )
-def test_fast_path_equals_general(gx, semiring, contraction, damping, B, with_evidence, seed):
+def test_fast_path_equals_general(gx, semiring, contraction, damping, B, with_evidence, seed, loop):
+    """``loop``: the log form's loop over states even on these small graphs (else all
+    ``K x K`` terms at once, see ``pairwise._BROADCAST_MAX``)."""
+    saved = pairwise._BROADCAST_MAX
+    pairwise._BROADCAST_MAX = 0 if loop else saved
+    try:
+        _fast_path_equals_general(gx, semiring, contraction, damping, B, with_evidence, seed)
+    finally:
+        pairwise._BROADCAST_MAX = saved
+
+
+def _fast_path_equals_general(gx, semiring, contraction, damping, B, with_evidence, seed):
     fg, x = gx
     kw = dict(
         iterations=6,
@@ -199,8 +212,8 @@ def test_forced_matmul_past_the_checked_range_shifts_each_cavity():
     fg.add_factors(pairs, tabs)
     net = pu.compile(fg, iterations=6, contraction="matmul")
     th = net._at(net._thetas(), 0)[net._pw_idx[0]]
-    assert net._pairwise_tables(th, 60.0).form == "exp_shifted"
-    assert pu.compile(fg, iterations=6)._pairwise_tables(th, 60.0).form == "log"
+    assert net._pairwise_tables([th], 60.0).form == "exp_shifted"
+    assert pu.compile(fg, iterations=6)._pairwise_tables([th], 60.0).form == "log"
     ref = pu.compile(fg, iterations=6, contraction="logsumexp", dtype=torch.float64)()
     out = net()
     torch.testing.assert_close(
@@ -221,7 +234,7 @@ def test_auto_checks_each_tables_own_log_range():
     fg.add_factors(x.ids.reshape(-1, 1), rng.normal(size=(16, 3)))
     net = pu.compile(fg, iterations=8, damping=0.3)
     th = net._at(net._thetas(), 0)[net._pw_idx[0]]
-    assert net._pairwise_tables(th, 60.0).form == "exp"
+    assert net._pairwise_tables([th], 60.0).form == "exp"
     ref = pu.compile(fg, iterations=8, damping=0.3, contraction="logsumexp")()
     torch.testing.assert_close(net().log_marginals, ref.log_marginals, atol=1e-5, rtol=1e-5)
     wide = tabs.copy()
@@ -230,7 +243,7 @@ def test_auto_checks_each_tables_own_log_range():
     fg2.add_variables("x", (4, 4), 3)
     fg2.add_factors(pairs, wide)
     net2 = pu.compile(fg2, iterations=8)
-    assert net2._pairwise_tables(net2._at(net2._thetas(), 0)[0], 60.0).form == "log"
+    assert net2._pairwise_tables([net2._at(net2._thetas(), 0)[0]], 60.0).form == "log"
 
 
 def test_applicability():
@@ -489,3 +502,44 @@ def test_double_backward_through_the_fast_path_raises_clearly():
     (g,) = torch.autograd.grad(net(unary={x: u}).log_partition.sum(), u, create_graph=True)
     with pytest.raises(RuntimeError, match="once_differentiable"):
         g.sum().backward()
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "semiring", "contraction"),
+    [
+        ("bp", "sum", "auto"),
+        ("bp", "sum", "logsumexp"),
+        ("bp", "max", "auto"),
+        ("mf", "sum", "auto"),
+    ],
+)
+def test_units_concatenate_runs_of_unshared_groups(algorithm, semiring, contraction):
+    """Unshared groups of different shapes side by side form one unit (one contraction per
+    direction); a shared group is a unit of its own and splits the runs."""
+    rng = np.random.default_rng(5)
+    fg = pu.FactorGraph()
+    for v, k in enumerate([2, 3, 3, 2, 3]):
+        fg.add_variable(v, k)
+    fg.add_factors([[0, 1], [3, 4]], rng.normal(size=(2, 2, 3)), name="a")
+    fg.add_factors([[1, 2], [2, 4]], rng.normal(size=(2, 3, 3)), name="b")
+    fg.add_factors([[0, 3]], rng.normal(size=(2, 2)), name="c_shared")
+    fg.add_factors([[4, 0], [2, 3]], rng.normal(size=(2, 3, 2)), name="d")
+    fg.add_factors([[1]], rng.normal(size=(1, 3)), name="u")
+    kw = dict(algorithm=algorithm, semiring=semiring, contraction=contraction, iterations=5)
+    kw.update(damping=0.3, untie=True, dtype=torch.float64)
+    nets = [pu.compile(fg, fast_path=f, **kw) for f in (True, False)]
+    fast = nets[0]
+    assert fast.pairwise_fast or fast.mf_fast
+    names = [[fast._mgroups[i].name for i in un] for un in fast._pw_units]
+    assert names == [["a", "b"], ["c_shared"], ["d"]]
+    u0 = torch.randn(2, 5, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    grads, outs = [], []
+    for net in nets:
+        u = u0.clone().requires_grad_()
+        out = net(unary=u)
+        (out.log_marginals.exp()[..., 1].sum() + out.log_partition.sum()).backward()
+        outs.append(out)
+        grads.append([u.grad, *(p.grad for p in net.parameters())])
+    torch.testing.assert_close(outs[0].log_marginals, outs[1].log_marginals)
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b)

@@ -24,9 +24,12 @@ applied to marginals, in natural units; ``UnfoldedNetwork._mf_pairwise_step``).
 The naive twins are the general paths (:mod:`pgmunfold.infer.bp`,
 :mod:`pgmunfold.infer.meanfield`); ``tests/test_pairwise.py`` checks them against each other.
 
-Column layout of the pairwise messages ``msg`` ``(B, K, P + 1)``: group by group, the ``F_g``
-messages to the variables in scope position 0, then the ``F_g`` messages to scope position 1;
-the last column is a padding column that always holds 0.
+Column layout of the pairwise messages ``msg`` ``(B, K, P + 1)``: *unit* by unit, the ``F_u``
+messages to the variables in scope position 0, then the ``F_u`` messages to scope position 1;
+the last column is a padding column that always holds 0. A unit is a shared group, or a run of
+consecutive unshared groups (their factors in order), whose tables, each padded to ``K x K``, are
+concatenated: one contraction per direction and unit, however many groups of different shapes
+the unit holds.
 """
 
 from __future__ import annotations
@@ -109,24 +112,45 @@ def pad_states(theta: torch.Tensor, K: int, value: float) -> torch.Tensor:
 
 
 def pairwise_tables(
-    theta: torch.Tensor,
+    theta: torch.Tensor | Sequence[torch.Tensor],
     form: Literal["exp", "exp_shifted", "log"],
     K: int,
-    table_max: torch.Tensor | None = None,
+    table_max: torch.Tensor | Sequence[torch.Tensor] | None = None,
 ) -> PairwiseTables:
-    """State-major tables of a pairwise group of natural log-potentials, padded to ``K``
-    states (variables of fewer states: the missing ones hold a hard zero).
+    """State-major tables of a pairwise group (or of a unit: several unshared groups, their
+    factors concatenated in order) of natural log-potentials, padded to ``K`` states
+    (variables of fewer states: the missing ones hold a hard zero).
 
     Args:
+        theta: a group's tables, or a list of them (a unit).
         table_max: each table's largest entry (detached), when the caller already has it
-            (exp forms; computed here when ``None``).
+            (exp forms; computed here when ``None``); a list for a unit.
 
     Shape:
-        ``theta``: ``(F, k0, k1)`` or ``(1, k0, k1)``; ``table_max``: ``(F,)`` or ``(1,)``;
-        output tables: ``(K, K, F)``.
+        ``theta``: ``(F, k0, k1)`` or ``(1, k0, k1)`` (each, for a unit); ``table_max``:
+        ``(F,)`` or ``(1,)``; output tables: ``(K, K, F)`` (``F`` summed over a unit).
     """
+    thetas = [theta] if isinstance(theta, torch.Tensor) else list(theta)
+    if table_max is None or isinstance(table_max, torch.Tensor):
+        maxes: list[torch.Tensor | None] = [table_max] * len(thetas)
+    else:
+        maxes = list(table_max)
     if form == "log":
-        return PairwiseTables(form, *state_major_tables(pad_states(theta * LOG2E, K, NEG_BITS)))
+        parts = [state_major_tables(pad_states(t * LOG2E, K, NEG_BITS))[1] for t in thetas]
+        to1 = parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)
+        return PairwiseTables(form, to1.transpose(0, 1), to1)
+    parts = [_exp_table(t, K, m) for t, m in zip(thetas, maxes, strict=True)]
+    return PairwiseTables(
+        form, *link_table_grad(parts[0] if len(parts) == 1 else torch.cat(parts, 2))
+    )
+
+
+def _exp_table(theta: torch.Tensor, K: int, table_max: torch.Tensor | None) -> torch.Tensor:
+    """``to1`` of :func:`pairwise_tables`' exp forms, not yet linked to autograd.
+
+    Shape:
+        ``theta``: ``(F, k0, k1)``; output: ``(K, K, F)``.
+    """
     # 2^(bits - max) = e^(theta - max), formed in place on the state-major copy (the layout
     # change is a copy anyway; neither sub_ nor exp_ saves what it overwrites): one pass and
     # one allocation of F * K^2 instead of three
@@ -143,7 +167,7 @@ def pairwise_tables(
         padded = to1.new_ones(K, K, to1.shape[2])
         padded[:k0, :k1] = to1
         to1 = padded
-    return PairwiseTables(form, *link_table_grad(to1))
+    return to1
 
 
 def state_major_tables(theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -376,6 +400,12 @@ def state_matvec(
     return out_
 
 
+_BROADCAST_MAX = 1 << 18
+"""The log form of :func:`_contract` forms all ``B K^2 F`` terms at once up to this many (few
+ops: small graphs are bound by per-op overhead), else loops over the ``K`` states summed out
+(no ``K^2`` intermediate). Tests set it to 0 to run the loop on small graphs."""
+
+
 def _contract(
     tab: torch.Tensor,
     form: str,
@@ -412,6 +442,15 @@ def _contract(
         msg = torch.log2(acc, out=acc).sub_(lse) if inplace else acc.log2() - lse
         # "exp": every entry of acc is positive (see PairwiseTables), no -inf to clamp
         return msg if form == "exp" else msg.clamp_min_(NEG_BITS)
+    if q.shape[0] * K * K * q.shape[2] <= _BROADCAST_MAX:
+        # small: all K x K terms at once (7 ops instead of 6 K; a K^2 intermediate)
+        x = tab.unsqueeze(0) + q.unsqueeze(2)  # (B, K_j, K_a, F)
+        if semiring == "max":
+            res = x.amax(dim=1)
+        else:
+            shift = x.detach().amax(dim=1, keepdim=True)
+            res = torch.exp2(x - shift).sum(dim=1).log2() + shift.squeeze(1)
+        return _normalise_bits(res if out is None else out.copy_(res), inplace)
     top = torch.add(tab[0], q[:, 0:1], out=out)
     for j in range(1, K):
         top = torch.maximum(top, tab[j] + q[:, j : j + 1], out=top if inplace else None)
@@ -438,8 +477,8 @@ def pairwise_messages(
     Args:
         q: cavities (variable-to-factor messages) of every column, in the column layout of the
             module docstring (without padding).
-        tables: per group, :func:`pairwise_tables`.
-        sizes: per group, its number of factors ``F_g`` (the group spans ``2 F_g`` columns).
+        tables: per unit (see the module docstring), :func:`pairwise_tables`.
+        sizes: per unit, its number of factors ``F_u`` (the unit spans ``2 F_u`` columns).
         out: where to write the result (no-grad only; ``q`` is then overwritten); ``None``:
             allocate.
 
@@ -466,17 +505,22 @@ def pairwise_messages(
     return torch.cat(parts, dim=2)
 
 
-def state_major_to_edges(msg: torch.Tensor, sizes: Sequence[int]) -> list[torch.Tensor]:
+def state_major_to_edges(msg: torch.Tensor, units: Sequence[Sequence[int]]) -> list[torch.Tensor]:
     """Per group, natural-log messages in the general path's edge order ``(f, position)``.
 
+    Args:
+        units: per unit (see the module docstring), its groups' factor counts ``F_g``.
+
     Shape:
-        ``msg``: ``(B, K, P + 1)`` bits; output ``[g]``: ``(B, 2 F_g, K)``.
+        ``msg``: ``(B, K, P + 1)`` bits; output ``[g]``: ``(B, 2 F_g, K)``, the groups of all
+        units in order.
     """
     B, K, _ = msg.shape
     out = []
     start = 0
-    for n in sizes:
-        block = msg.narrow(2, start, 2 * n).reshape(B, K, 2, n)
-        out.append(block.permute(0, 3, 2, 1).reshape(B, 2 * n, K) / LOG2E)
+    for sizes in units:
+        n = sum(sizes)
+        block = msg.narrow(2, start, 2 * n).reshape(B, K, 2, n).permute(0, 3, 2, 1)
+        out += [b.reshape(B, 2 * b.shape[1], K) / LOG2E for b in block.split(list(sizes), 1)]
         start += 2 * n
     return out
