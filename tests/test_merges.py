@@ -173,3 +173,36 @@ def test_gradcheck_through_merges(algorithm):
 
     inputs = tuple(p.detach().clone().requires_grad_(True) for p in params.values())
     assert torch.autograd.gradcheck(f, inputs)
+
+
+# (inductor's import, torch 2.13)
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
+@pytest.mark.parametrize(
+    ("algorithm", "schedule"), [("bp", "parallel"), ("bp", "sequential"), ("mf", "parallel")]
+)
+def test_compile_steps_equals_eager(algorithm, schedule):
+    """``compile_steps=True``: the general path's iteration through ``torch.compile``, the
+    same values and gradients; pickling leaves the compiled steps behind."""
+    import copy
+
+    fg = _mixed_graph()
+    kw = dict(algorithm=algorithm, schedule=schedule, iterations=3, damping=0.2)
+    kw.update(fast_path=False, dtype=torch.float64, contraction="logsumexp")
+    nets = [pu.compile(fg, compile_steps=c, **kw) for c in (True, False)]
+    assert "compile_steps=True" in repr(nets[0])
+    u0 = torch.randn(2, 4, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    outs, grads = [], []
+    for net in nets:
+        u = u0.clone().requires_grad_()
+        out = net(unary=u)
+        (out.log_marginals.exp()[..., 0].sum() + out.log_partition.sum()).backward()
+        outs.append(out.log_marginals)
+        grads.append([u.grad, *(p.grad for p in net.parameters())])
+    assert nets[0]._compiled and not nets[1]._compiled
+    torch.testing.assert_close(outs[0], outs[1])
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b)
+    clone = copy.deepcopy(nets[0])
+    assert clone.compile_steps and not clone._compiled
+    with pytest.raises(ValueError, match="compile_steps must be True or False"):
+        pu.compile(fg, compile_steps="yes")
