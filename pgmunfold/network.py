@@ -76,12 +76,11 @@ from pgmunfold.infer.pairwise import (
     PairwiseTables,
     TableGradLink,
     link_table_grad,
-    pad_states,
     pairwise_messages,
     pairwise_tables,
-    state_major_tables,
     state_major_to_edges,
     state_matvec,
+    unit_state_major,
 )
 from pgmunfold.infer.workspace import Workspace
 
@@ -1343,11 +1342,10 @@ class UnfoldedNetwork(nn.Module):
         residual = unaries.residual(_max_change(lo, prev, torch.sigmoid, ws, scratch))
 
         def messages() -> torch.Tensor:
-            pw = lo[:, :-1].split([2 * n for n in self._pw_sizes], dim=1)
+            split = lo[:, :-1].split([2 * n for n in self._pw_sizes], dim=1)
+            pw = dict(zip(self._pw_idx, split, strict=True))
             parts = [
-                unaries.messages[i].expand(B, -1)
-                if self._mgroups[i].arity == 1
-                else pw[self._pw_idx.index(i)]
+                unaries.messages[i].expand(B, -1) if self._mgroups[i].arity == 1 else pw[i]
                 for i in self._edge_order
             ]
             return log_odds_to_log_messages(torch.cat(parts, dim=1))
@@ -1542,11 +1540,11 @@ class UnfoldedNetwork(nn.Module):
 
         def messages() -> torch.Tensor:
             sizes = [[self._mgroups[i].num_factors for i in un] for un in self._pw_units]
-            pw = state_major_to_edges(msg, sizes)
+            pw = dict(zip(self._pw_idx, state_major_to_edges(msg, sizes), strict=True))
             parts = [
                 unaries.messages[i].unsqueeze(0).expand(B, -1, -1)
                 if self._mgroups[i].arity == 1
-                else pw[self._pw_idx.index(i)]
+                else pw[i]
                 for i in self._edge_order
             ]
             return torch.cat(parts, dim=1)
@@ -1838,11 +1836,10 @@ class UnfoldedNetwork(nn.Module):
                 q = self._fused_mf_step(q, fields[ukey], stacked[key], ws, t)
                 continue
             if key not in tables:  # padded states: weight 0 (their marginal is exactly 0)
-                tables[key] = []
-                for un in self._pw_units:  # a unit's tables, concatenated (infer/pairwise.py)
-                    parts = [state_major_tables(pad_states(th[i], K, 0.0))[1] for i in un]
-                    to1 = parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)
-                    tables[key].append(link_table_grad(to1))
+                tables[key] = [
+                    link_table_grad(unit_state_major([th[i] for i in un], K, 0.0))
+                    for un in self._pw_units
+                ]
             q = self._layer(
                 self._mf_pairwise_step, q, fields[ukey], tables[key], damping, ws=ws, parity=t % 2
             )

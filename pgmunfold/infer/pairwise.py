@@ -59,6 +59,7 @@ __all__ = [
     "state_major_to_edges",
     "state_matvec",
     "state_matvec_naive",
+    "unit_state_major",
 ]
 
 LOG2E = 1.0 / math.log(2.0)
@@ -136,8 +137,7 @@ def pairwise_tables(
     else:
         maxes = list(table_max)
     if form == "log":
-        parts = [state_major_tables(pad_states(t * LOG2E, K, NEG_BITS))[1] for t in thetas]
-        to1 = parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)
+        to1 = unit_state_major([t * LOG2E for t in thetas], K, NEG_BITS)
         return PairwiseTables(form, to1.transpose(0, 1), to1)
     parts = [_exp_table(t, K, m) for t, m in zip(thetas, maxes, strict=True)]
     return PairwiseTables(
@@ -168,6 +168,17 @@ def _exp_table(theta: torch.Tensor, K: int, table_max: torch.Tensor | None) -> t
         padded[:k0, :k1] = to1
         to1 = padded
     return to1
+
+
+def unit_state_major(thetas: Sequence[torch.Tensor], K: int, value: float) -> torch.Tensor:
+    """``to1`` of a unit (see the module docstring): its groups' tables padded to ``K`` states
+    with ``value`` and laid out state-major, concatenated in order (a new tensor).
+
+    Shape:
+        ``thetas[g]``: ``(F_g, k0, k1)``; output: ``(K, K, sum_g F_g)``.
+    """
+    parts = [state_major_tables(pad_states(t, K, value))[1] for t in thetas]
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)
 
 
 def state_major_tables(theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
