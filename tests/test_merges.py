@@ -35,15 +35,16 @@ def _unmerged() -> Iterator[None]:
 
 
 def test_plan_merges_by_arity_and_padding_cost():
-    cards = [(2,), (3, 3), (3,), (2, 3), (), (50, 50), (2, 2)]
-    counts = [5, 10, 4, 10, 1, 100, 10000]
+    cards = [(2,), (3, 3), (3,), (2, 3), (), (50, 50), (2, 2), (3, 2)]
+    counts = [5, 10, 4, 10, 1, 100, 10000, 1000]
     merges = plan_merges(cards, counts)
-    # unaries together; the few 3x3 and 2x3 tables pad to 50x50 within twice the real entries
-    # of the merge (120 * 2500 <= 2 * (90 + 60 + 250000) + slack); arity 0 is left out; 10000
-    # 2x2 tables would pad to 25x their entries: a merge of their own
-    assert merges == [[0, 2], [1, 3, 5], [6]]
-    assert plan_merges([], []) == []
-    assert plan_merges([(4, 4)], [1]) == [[0]]
+    # unaries together (5 padded entries); the 2x3 tables join the 3x3 ones (30); arity 0 is
+    # left out; the 50x50 tables would pad the others by 20 * 2491 entries and the 10000 2x2
+    # tables would be padded by 50000: merges of their own; the 3x2 tables join the first
+    # merge that fits, the 3x3 one (1020 * 9 - (150 + 6000) = 3030 <= 4096)
+    assert merges == [[0, 2], [1, 3, 7], [5], [6]]
+    small = plan_merges([(2, 2), (3, 2)], [1000, 100])  # 1100 * 6 - 4600 = 2000 <= 4096
+    assert small == [[0, 1]]
 
 
 def test_plan_merges_first_fit_keeps_declared_order_within_a_merge():

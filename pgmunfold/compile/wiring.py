@@ -84,16 +84,18 @@ class SlotPlan:
 
 
 _MERGE_SLACK = 4096
-"""Padded entries a merge may add beyond doubling its groups' table entries (:func:`plan_merges`):
-about the cost of one more group's dozen small ops per iteration."""
+"""Padded entries a merge may add (:func:`plan_merges`): about what one more group's dozen
+small ops per iteration cost, which is all a merge saves."""
 
 
 def plan_merges(cards: list[tuple[int, ...]], counts: list[int]) -> list[list[int]]:
     """Groups to evaluate as one padded block: per arity, in declared order, each group joins
     the first earlier merge of its arity whose padded entries (factors times the per-axis
-    largest cardinalities) stay within twice the real ones plus :data:`_MERGE_SLACK`, or starts
-    a new merge. Groups of arity 0 (no edges) are left out. Merges are listed by their first
-    group, so a graph without merges keeps the declared order.
+    largest cardinalities) exceed the real ones by at most :data:`_MERGE_SLACK`, or starts a
+    new merge. A merge saves a fixed number of ops per iteration, so only small padding pays:
+    many small groups merge, large groups of different shapes stay apart. Groups of arity 0
+    (no edges) are left out. Merges are listed by their first group, so a graph without
+    merges keeps the declared order.
 
     Args:
         cards: per group, the cardinality of each scope position.
@@ -115,7 +117,7 @@ def plan_merges(cards: list[tuple[int, ...]], counts: list[int]) -> list[list[in
                 continue
             padded = tuple(max(a, b) for a, b in zip(shape[j], c, strict=True))
             cost = (rows[j] + n) * int(np.prod(padded))
-            if cost <= 2 * (real[j] + size) + _MERGE_SLACK:
+            if cost <= real[j] + size + _MERGE_SLACK:
                 m.append(i)
                 shape[j], real[j], rows[j] = padded, real[j] + size, rows[j] + n
                 break
