@@ -320,6 +320,11 @@ def _auto_range_ok(spread: torch.Tensor, limit: float) -> bool:
     return float(spread) < limit
 
 
+_COMPILED_STEPS = ("_bp_step", "_mf_step", "_pairwise_step", "_mf_pairwise_step")
+"""The iterations ``compile_steps=True`` compiles: the general path's and the pairwise fast
+path's (BP and mean-field)."""
+
+
 class UnfoldedNetwork(nn.Module):
     """Loopy BP or mean-field on a factor graph, unfolded into ``iterations`` layers.
 
@@ -376,13 +381,14 @@ class UnfoldedNetwork(nn.Module):
             ``schedule="parallel"``, ``fast_path=True``, unary and pairwise factors of at most
             64 states, no hub (checked here). Hard zeros are allowed (exact cavities are then summed
             in the factor kernel).
-        compile_steps: compile the general path's iteration (BP and mean-field, both
-            schedules) with ``torch.compile``, once, and run every iteration through it: the
-            dozens of small ops of an iteration become a few fused kernels. For small models
-            with factors of arity 3 and more, or of many shapes, where per-op overhead
-            dominates (UAI's Pedigree_11 on CPU: 3.7x faster per iteration, after about 4 s of
-            compilation at the first forward; see docs/howto/performance.md). The fast paths
-            run their own kernels and are not affected.
+        compile_steps: compile the iteration with ``torch.compile``, once, and run every
+            iteration through it: the dozens of small ops of an iteration become a few fused
+            kernels. Applies to the general path (BP and mean-field, both schedules) and the
+            pairwise fast path (flooding BP and parallel mean-field, without its reused
+            buffers); the binary log-odds paths and ``backend="triton"`` run their own loops.
+            For small models, where per-op overhead dominates (UAI's Pedigree_11 on CPU: 3.8x
+            faster per iteration after about 6 s of compilation at the first forward; see
+            docs/howto/performance.md).
 
     Shape:
         ``forward(evidence, unary)`` returns :class:`~pgmunfold.Beliefs` whose tensors have a
@@ -1146,13 +1152,18 @@ class UnfoldedNetwork(nn.Module):
         (and autograd) its activations are recomputed in the backward pass instead of stored."""
         if ws is not None and ws.enabled:
             return step(state, *args, ws, parity)
-        if self.compile_steps and step.__name__ in ("_bp_step", "_mf_step"):
+        if self.compile_steps and step.__name__ in _COMPILED_STEPS:
             step = self._compiled_step(step)
         if self.checkpoint and torch.is_grad_enabled():
             out = torch.utils.checkpoint.checkpoint(step, state, *args, use_reentrant=False)
             assert isinstance(out, torch.Tensor)
             return out
         return step(state, *args)
+
+    def _workspace(self) -> Workspace:
+        """The pairwise paths' reused buffers (:meth:`Workspace.for_forward`), off under
+        ``compile_steps=True``: a compiled step allocates its own."""
+        return Workspace(False) if self.compile_steps else Workspace.for_forward()
 
     def _compiled_step(self, step: Any) -> Any:
         """``step`` compiled with ``torch.compile`` (static shapes), made at its first use and
@@ -1498,7 +1509,7 @@ class UnfoldedNetwork(nn.Module):
         msg = torch.cat([init, u.new_zeros(B, K, 1)], dim=2)
         prev = msg
         damping = self._damping_scalar(u)
-        ws = Workspace.for_forward()
+        ws = self._workspace()
         tables: dict[tuple[int, ...], list[PairwiseTables]] = {}
         stacked: dict[tuple[int, ...], torch.Tensor] = {}  # backend="triton", no-grad
         fused = self.backend == "triton" and ws.enabled
@@ -1563,16 +1574,17 @@ class UnfoldedNetwork(nn.Module):
             ``th[g]``: ``(F_g or 1, k0, k1)``; output tables: ``(K, K, F_u or 1)``.
         """
         K = self.max_card
+        link = not self.compile_steps  # (a compiled contraction runs plain ops)
         if self.semiring != "sum" or self.contraction == "logsumexp":
             return pairwise_tables(th, "log", K)
         if self.contraction == "matmul":  # unchecked (no host read): shift each cavity
-            return pairwise_tables(th, "exp_shifted", K)
+            return pairwise_tables(th, "exp_shifted", K, link=link)
         hi = [t.detach().amax(dim=(1, 2)) for t in th]  # (aminmax over (F, K^2): slower)
         spread = torch.stack(
             [(h - t.detach().amin(dim=(1, 2))).amax() for h, t in zip(hi, th, strict=True)]
         )
         if _auto_range_ok(spread.amax(), limit):
-            return pairwise_tables(th, "exp", K, table_max=hi)
+            return pairwise_tables(th, "exp", K, table_max=hi, link=link)
         return pairwise_tables(th, "log", K)
 
     def _initial_messages(self, u: torch.Tensor, th0: list[torch.Tensor]) -> torch.Tensor:
@@ -1809,7 +1821,7 @@ class UnfoldedNetwork(nn.Module):
         ``(B, V, K)`` (natural layout)."""
         B, _, K = u.shape
         scopes = self._scopes()
-        ws = Workspace.for_forward()
+        ws = self._workspace()
         damping = self._damping_scalar(u)
         fields: dict[tuple[int, ...], torch.Tensor] = {}
         tables: dict[
@@ -1836,10 +1848,14 @@ class UnfoldedNetwork(nn.Module):
                 q = self._fused_mf_step(q, fields[ukey], stacked[key], ws, t)
                 continue
             if key not in tables:  # padded states: weight 0 (their marginal is exactly 0)
-                tables[key] = [
-                    link_table_grad(unit_state_major([th[i] for i in un], K, 0.0))
-                    for un in self._pw_units
-                ]
+                tables[key] = []
+                for un in self._pw_units:
+                    to1 = unit_state_major([th[i] for i in un], K, 0.0)
+                    tables[key].append(  # (a compiled step runs plain ops: no link)
+                        (to1.transpose(0, 1), to1, None)
+                        if self.compile_steps
+                        else link_table_grad(to1)
+                    )
             q = self._layer(
                 self._mf_pairwise_step, q, fields[ukey], tables[key], damping, ws=ws, parity=t % 2
             )

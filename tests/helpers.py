@@ -6,6 +6,7 @@ import itertools
 from collections.abc import Hashable
 
 import numpy as np
+import torch
 from hypothesis import strategies as st
 
 import pgmunfold as pu
@@ -103,3 +104,21 @@ def grid(n: int, k: int = 2, coupling: float = 0.5, seed: int = 0, hard: bool = 
         tabs[:, 0, k - 1] = -np.inf
     fg.add_factors(pair, tabs, name="pairwise")
     return fg, x
+
+
+def assert_same_values_and_grads(nets, u0: torch.Tensor, state: int = 1) -> None:
+    """The networks give the same log marginals and the same gradients of
+    ``sum p[..., state] + sum log Z`` with respect to the unary input ``u0`` (dense
+    ``(B, V, K)``) and every parameter, in order."""
+    outs, grads = [], []
+    for net in nets:
+        u = u0.clone().requires_grad_()
+        out = net(unary=u)
+        (out.log_marginals.exp()[..., state].sum() + out.log_partition.sum()).backward()
+        outs.append(out.log_marginals)
+        grads.append([u.grad, *(p.grad for p in net.parameters())])
+    for lm in outs[1:]:
+        torch.testing.assert_close(lm, outs[0])
+    for g in grads[1:]:
+        for a, b in zip(g, grads[0], strict=True):
+            torch.testing.assert_close(a, b)

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 import torch
-from helpers import brute_force, random_graphs
+from helpers import assert_same_values_and_grads, brute_force, random_graphs
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
@@ -192,17 +192,8 @@ def test_compile_steps_equals_eager(algorithm, schedule):
     nets = [pu.compile(fg, compile_steps=c, **kw) for c in (True, False)]
     assert "compile_steps=True" in repr(nets[0])
     u0 = torch.randn(2, 4, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
-    outs, grads = [], []
-    for net in nets:
-        u = u0.clone().requires_grad_()
-        out = net(unary=u)
-        (out.log_marginals.exp()[..., 0].sum() + out.log_partition.sum()).backward()
-        outs.append(out.log_marginals)
-        grads.append([u.grad, *(p.grad for p in net.parameters())])
+    assert_same_values_and_grads(nets, u0, state=0)
     assert nets[0]._compiled and not nets[1]._compiled
-    torch.testing.assert_close(outs[0], outs[1])
-    for a, b in zip(*grads, strict=True):
-        torch.testing.assert_close(a, b)
     clone = copy.deepcopy(nets[0])
     assert clone.compile_steps and not clone._compiled
     with pytest.raises(ValueError, match="compile_steps must be True or False"):

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from helpers import grid
+from helpers import assert_same_values_and_grads, grid
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -504,6 +504,20 @@ def test_double_backward_through_the_fast_path_raises_clearly():
         g.sum().backward()
 
 
+def _unit_graph() -> pu.FactorGraph:
+    """Unshared pairwise groups of three shapes around a shared one, and a unary group."""
+    rng = np.random.default_rng(5)
+    fg = pu.FactorGraph()
+    for v, k in enumerate([2, 3, 3, 2, 3]):
+        fg.add_variable(v, k)
+    fg.add_factors([[0, 1], [3, 4]], rng.normal(size=(2, 2, 3)), name="a")
+    fg.add_factors([[1, 2], [2, 4]], rng.normal(size=(2, 3, 3)), name="b")
+    fg.add_factors([[0, 3]], rng.normal(size=(2, 2)), name="c_shared")
+    fg.add_factors([[4, 0], [2, 3]], rng.normal(size=(2, 3, 2)), name="d")
+    fg.add_factors([[1]], rng.normal(size=(1, 3)), name="u")
+    return fg
+
+
 @pytest.mark.parametrize(
     ("algorithm", "semiring", "contraction"),
     [
@@ -516,15 +530,7 @@ def test_double_backward_through_the_fast_path_raises_clearly():
 def test_units_concatenate_runs_of_unshared_groups(algorithm, semiring, contraction):
     """Unshared groups of different shapes side by side form one unit (one contraction per
     direction); a shared group is a unit of its own and splits the runs."""
-    rng = np.random.default_rng(5)
-    fg = pu.FactorGraph()
-    for v, k in enumerate([2, 3, 3, 2, 3]):
-        fg.add_variable(v, k)
-    fg.add_factors([[0, 1], [3, 4]], rng.normal(size=(2, 2, 3)), name="a")
-    fg.add_factors([[1, 2], [2, 4]], rng.normal(size=(2, 3, 3)), name="b")
-    fg.add_factors([[0, 3]], rng.normal(size=(2, 2)), name="c_shared")
-    fg.add_factors([[4, 0], [2, 3]], rng.normal(size=(2, 3, 2)), name="d")
-    fg.add_factors([[1]], rng.normal(size=(1, 3)), name="u")
+    fg = _unit_graph()
     kw = dict(algorithm=algorithm, semiring=semiring, contraction=contraction, iterations=5)
     kw.update(damping=0.3, untie=True, dtype=torch.float64)
     nets = [pu.compile(fg, fast_path=f, **kw) for f in (True, False)]
@@ -533,13 +539,24 @@ def test_units_concatenate_runs_of_unshared_groups(algorithm, semiring, contract
     names = [[fast._mgroups[i].name for i in un] for un in fast._pw_units]
     assert names == [["a", "b"], ["c_shared"], ["d"]]
     u0 = torch.randn(2, 5, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
-    grads, outs = [], []
-    for net in nets:
-        u = u0.clone().requires_grad_()
-        out = net(unary=u)
-        (out.log_marginals.exp()[..., 1].sum() + out.log_partition.sum()).backward()
-        outs.append(out)
-        grads.append([u.grad, *(p.grad for p in net.parameters())])
-    torch.testing.assert_close(outs[0].log_marginals, outs[1].log_marginals)
-    for a, b in zip(*grads, strict=True):
-        torch.testing.assert_close(a, b)
+    assert_same_values_and_grads(nets, u0)
+
+
+# (inductor's import, torch 2.13)
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
+@pytest.mark.parametrize(("algorithm", "semiring"), [("bp", "sum"), ("bp", "max"), ("mf", "sum")])
+def test_compile_steps_on_the_pairwise_path(algorithm, semiring):
+    """``compile_steps=True`` on the pairwise fast path: the same values and gradients (the
+    tables' gradient through plain autograd, not the hand-written backward's link), with
+    and without autograd."""
+    kw = dict(algorithm=algorithm, semiring=semiring, iterations=3, damping=0.3, untie=True)
+    kw["dtype"] = torch.float64
+    fg = _unit_graph()
+    nets = [pu.compile(fg, compile_steps=c, **kw) for c in (True, False)]
+    assert nets[0].pairwise_fast or nets[0].mf_fast
+    u0 = torch.randn(2, 5, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    assert_same_values_and_grads(nets, u0)
+    assert nets[0]._compiled
+    with torch.no_grad():
+        a, b = (net(unary=u0).log_marginals for net in nets)
+    torch.testing.assert_close(a, b)

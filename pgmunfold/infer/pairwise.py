@@ -117,6 +117,7 @@ def pairwise_tables(
     form: Literal["exp", "exp_shifted", "log"],
     K: int,
     table_max: torch.Tensor | Sequence[torch.Tensor] | None = None,
+    link: bool = True,
 ) -> PairwiseTables:
     """State-major tables of a pairwise group (or of a unit: several unshared groups, their
     factors concatenated in order) of natural log-potentials, padded to ``K`` states
@@ -126,6 +127,9 @@ def pairwise_tables(
         theta: a group's tables, or a list of them (a unit).
         table_max: each table's largest entry (detached), when the caller already has it
             (exp forms; computed here when ``None``); a list for a unit.
+        link: exp forms under autograd: sum the table's gradient through a
+            :class:`TableGradLink` (the hand-written backward); ``False``: plain autograd
+            (for contractions run inside ``torch.compile``, which uses plain ops).
 
     Shape:
         ``theta``: ``(F, k0, k1)`` or ``(1, k0, k1)`` (each, for a unit); ``table_max``:
@@ -140,9 +144,10 @@ def pairwise_tables(
         to1 = unit_state_major([t * LOG2E for t in thetas], K, NEG_BITS)
         return PairwiseTables(form, to1.transpose(0, 1), to1)
     parts = [_exp_table(t, K, m) for t, m in zip(thetas, maxes, strict=True)]
-    return PairwiseTables(
-        form, *link_table_grad(parts[0] if len(parts) == 1 else torch.cat(parts, 2))
-    )
+    to1 = parts[0] if len(parts) == 1 else torch.cat(parts, 2)
+    if not link:
+        return PairwiseTables(form, to1.transpose(0, 1), to1)
+    return PairwiseTables(form, *link_table_grad(to1))
 
 
 def _exp_table(theta: torch.Tensor, K: int, table_max: torch.Tensor | None) -> torch.Tensor:
