@@ -1077,9 +1077,10 @@ class UnfoldedNetwork(nn.Module):
     ) -> list[DensePairwise | None] | None:
         """Exp-domain plans for pairwise merges whose tables allow the matmul contraction.
 
-        ``contraction="auto"`` checks each group's log-range (one scalar read per group and
-        forward, outside the iteration loop; the padding of a merge is a hard zero, outside
-        the range); ``"matmul"`` trusts the user; ``"logsumexp"`` never uses it.
+        ``contraction="auto"`` checks the largest log-range of the merge's groups (one scalar
+        read per merge and forward, outside the iteration loop; the padding of a merge is a
+        hard zero, outside the range); ``"matmul"`` trusts the user; ``"logsumexp"`` never
+        uses it.
 
         Shape:
             ``th[i]``: per message group; ``merged[m]``: per merge (:meth:`_merge_tables`).
@@ -1091,9 +1092,11 @@ class UnfoldedNetwork(nn.Module):
         for m, members, t in zip(self._merges, self._merge_idx, merged, strict=True):
             ok = m.arity == 2 and (
                 self.contraction == "matmul"
-                or all(
-                    _auto_range_ok(th[i].detach().amax() - th[i].detach().amin(), limit)
-                    for i in members
+                or _auto_range_ok(
+                    torch.stack(
+                        [th[i].detach().amax() - th[i].detach().amin() for i in members]
+                    ).amax(),
+                    limit,
                 )
             )
             plans.append(dense_pairwise(t) if ok else None)
