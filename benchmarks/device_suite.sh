@@ -86,4 +86,4 @@ step 60 overhead_"$DEVICE" "$PY" -m benchmarks.forward_overhead --device "$DEVIC
 step 90 grid_"$DEVICE" "$PY" -m benchmarks.grid_lbp --device "$DEVICE" --algorithms bp mf \
     --contraction matmul "${grid[@]}" --json "$OUT/grid_$DEVICE.json"
 step 150 launch_"$DEVICE" "$PY" -m benchmarks.launch_overhead --device "$DEVICE" "${small[@]}" \
-    --json "$OUT/launch_$DEVICE.json"
+    --compile-steps --json "$OUT/launch_$DEVICE.json"

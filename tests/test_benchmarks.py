@@ -107,10 +107,12 @@ def test_roofline_runs_and_counts_the_layout_of_each_path(tmp_path):
 def test_launch_overhead_runs_eager_and_compiled(tmp_path):
     out = tmp_path / "launch.json"
     args = ["--sizes", "3", "--ks", "2", "--iters", "2", "--repeats", "1"]
-    launch_overhead.main([*args, "--backend", "aot_eager", "--json", str(out)])
+    launch_overhead.main([*args, "--backend", "aot_eager", "--compile-steps", "--json", str(out)])
     (row,) = json.loads(out.read_text())
     assert row["eager_s_per_iter"] > 0 and row["compile_default_s_per_iter"] > 0
     assert row["compile_default_max_diff"] < 1e-5
+    # (K = 2: the binary path, which compile_steps leaves as it is)
+    assert row["compile_steps_s_per_iter"] > 0 and row["compile_steps_max_diff"] < 1e-5
 
 
 def test_op_traffic_charges_reads_and_writes_per_op():
