@@ -1851,14 +1851,12 @@ class UnfoldedNetwork(nn.Module):
                 q = self._fused_mf_step(q, fields[ukey], stacked[key], ws, t)
                 continue
             if key not in tables:  # padded states: weight 0 (their marginal is exactly 0)
-                tables[key] = []
-                for un in self._pw_units:
-                    to1 = unit_state_major([th[i] for i in un], K, 0.0)
-                    tables[key].append(  # (a compiled step runs plain ops: no link)
-                        (to1.transpose(0, 1), to1, None)
-                        if self.compile_steps
-                        else link_table_grad(to1)
+                tables[key] = [  # (a compiled step runs plain ops: no link)
+                    link_table_grad(
+                        unit_state_major([th[i] for i in un], K, 0.0), not self.compile_steps
                     )
+                    for un in self._pw_units
+                ]
             q = self._layer(
                 self._mf_pairwise_step, q, fields[ukey], tables[key], damping, ws=ws, parity=t % 2
             )

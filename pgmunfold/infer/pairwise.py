@@ -145,9 +145,7 @@ def pairwise_tables(
         return PairwiseTables(form, to1.transpose(0, 1), to1)
     parts = [_exp_table(t, K, m) for t, m in zip(thetas, maxes, strict=True)]
     to1 = parts[0] if len(parts) == 1 else torch.cat(parts, 2)
-    if not link:
-        return PairwiseTables(form, to1.transpose(0, 1), to1)
-    return PairwiseTables(form, *link_table_grad(to1))
+    return PairwiseTables(form, *link_table_grad(to1, link))
 
 
 def _exp_table(theta: torch.Tensor, K: int, table_max: torch.Tensor | None) -> torch.Tensor:
@@ -310,18 +308,19 @@ class TableGradLink(NamedTuple):
 
 
 def link_table_grad(
-    base: torch.Tensor,
+    base: torch.Tensor, enabled: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor, TableGradLink | None]:
     """``(to0, to1, link)``: the contiguous state-major table ``base`` as ``to1`` and its
     transposed view as ``to0``, both detached and linked to autograd through ``link`` when
-    ``base`` records autograd (and nothing is being compiled: under ``torch.compile`` the
-    contraction is plain ops); else ``base`` itself and ``link = None``.
+    ``base`` records autograd (and nothing is being compiled, and ``enabled``: under
+    ``torch.compile``, now or later in a compiled step, the contraction is plain ops); else
+    ``base`` itself and ``link = None`` (plain autograd).
 
     Shape:
         ``base``: ``(K, K, F or 1)``; ``to0``, ``to1``: the same.
     """
     link = None
-    if base.requires_grad and not torch.compiler.is_compiling():
+    if enabled and base.requires_grad and not torch.compiler.is_compiling():
         sink = TableGrad()
         token = _TableToken.apply(base, sink)
         assert isinstance(token, torch.Tensor)
