@@ -122,3 +122,23 @@ def assert_same_values_and_grads(nets, u0: torch.Tensor, state: int = 1) -> None
     for g in grads[1:]:
         for a, b in zip(g, grads[0], strict=True):
             torch.testing.assert_close(a, b)
+
+
+def distinct_copies(*nets) -> None:
+    """Make the untied copies of every table differ (copy ``c`` shifted by ``0.1 c``), in
+    place, the same in every network."""
+    with torch.no_grad():
+        for net in nets:
+            for p in net.potentials.values():
+                p.add_(0.1 * torch.arange(p.shape[0], dtype=p.dtype).view(-1, *[1] * (p.dim() - 1)))
+
+
+def assert_same_beliefs(a, b, atol: float = 1e-9) -> None:
+    """Two :class:`~pgmunfold.Beliefs` agree: the same impossible states, log marginals,
+    ``log Z`` and factor beliefs to ``atol``."""
+    finite = torch.isfinite(b.log_marginals)
+    assert torch.equal(finite, torch.isfinite(a.log_marginals))
+    torch.testing.assert_close(a.log_marginals[finite], b.log_marginals[finite], atol=atol, rtol=0)
+    torch.testing.assert_close(a.log_partition, b.log_partition, atol=atol, rtol=0)
+    for k, v in b.factor_log_beliefs.items():
+        torch.testing.assert_close(a.factor_log_beliefs[k], v, atol=atol, rtol=0)

@@ -1,6 +1,8 @@
 """Merges: groups of one arity padded to one table shape, one batched reduction per iteration on
 the general path (compile/wiring.py :func:`plan_merges`). Their twin is the unmerged network
-(every group its own merge), which must give the same result."""
+(every group its own merge), which must give the same result. BP runs the per-merge contraction
+(``contraction="logsumexp"``): on these small graphs ``"auto"`` would take the enumerated one,
+which does not use merges (tests/test_enumerated.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,13 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 import torch
-from helpers import assert_same_values_and_grads, brute_force, random_graphs
+from helpers import (
+    assert_same_beliefs,
+    assert_same_values_and_grads,
+    brute_force,
+    distinct_copies,
+    random_graphs,
+)
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
@@ -83,22 +91,15 @@ def test_merged_layout_partitions_the_edges(fg):
 )
 def test_merged_bp_equals_unmerged(fg, semiring, exact, untie):
     kw = dict(iterations=5, damping=0.3, semiring=semiring, exact_cavity=exact, untie=untie)
-    kw.update(dtype=torch.float64, fast_path=False)
+    kw.update(dtype=torch.float64, fast_path=False, contraction="logsumexp")
     net = pu.compile(fg, **kw)
     with _unmerged():
         ref = pu.compile(fg, **kw)
     assume(len(net._merges) < len(ref._merges))
     if untie:  # distinct tables per iteration: the merges are rebuilt per copy
-        with torch.no_grad():
-            for p in (*net.potentials.values(), *ref.potentials.values()):
-                p.add_(0.1 * torch.arange(p.shape[0], dtype=p.dtype).view(-1, *[1] * (p.dim() - 1)))
+        distinct_copies(net, ref)
     a, b = net(), ref()
-    finite = torch.isfinite(b.log_marginals)
-    assert torch.equal(finite, torch.isfinite(a.log_marginals))
-    torch.testing.assert_close(a.log_marginals[finite], b.log_marginals[finite], atol=1e-9, rtol=0)
-    torch.testing.assert_close(a.log_partition, b.log_partition, atol=1e-9, rtol=0)
-    for k, v in b.factor_log_beliefs.items():
-        torch.testing.assert_close(a.factor_log_beliefs[k], v, atol=1e-9, rtol=0)
+    assert_same_beliefs(a, b)
 
 
 @given(
@@ -123,7 +124,8 @@ def test_merged_mean_field_equals_unmerged(fg, schedule):
 def test_merged_bp_exact_on_trees(fg):
     logz, marg, _, _ = brute_force(fg)
     assume(np.isfinite(logz))
-    net = pu.compile(fg, iterations=len(fg) + 2, dtype=torch.float64, fast_path=False)
+    kw = dict(dtype=torch.float64, fast_path=False, contraction="logsumexp")
+    net = pu.compile(fg, iterations=len(fg) + 2, **kw)
     out = net()
     for name, m in marg.items():
         np.testing.assert_allclose(out.marginals[name].detach().numpy(), m, atol=1e-8)
@@ -145,10 +147,11 @@ def _mixed_graph() -> pu.FactorGraph:
 
 def test_mixed_graph_merges_and_matches_unmerged():
     fg = _mixed_graph()
-    net = pu.compile(fg, iterations=8, dtype=torch.float64, fast_path=False)
+    kw = dict(iterations=8, dtype=torch.float64, fast_path=False, contraction="matmul")
+    net = pu.compile(fg, **kw)
     assert [m.cards for m in net._merges] == [(3, 3), (3,)]
     with _unmerged():
-        ref = pu.compile(fg, iterations=8, dtype=torch.float64, fast_path=False)
+        ref = pu.compile(fg, **kw)
     torch.testing.assert_close(net().log_marginals, ref().log_marginals, atol=1e-12, rtol=0)
 
 
@@ -163,8 +166,9 @@ def test_gradcheck_through_merges(algorithm):
         untie=True,
         dtype=torch.float64,
         fast_path=False,
+        contraction="logsumexp",
     )
-    assert len(net._merges) < len(net._mgroups)
+    assert len(net._merges) < len(net._mgroups) and not net.enumerated
     params = dict(net.named_parameters())
     names = list(params)
 

@@ -7,6 +7,7 @@ import torch
 from helpers import grid
 
 import pgmunfold as pu
+from pgmunfold import network
 from pgmunfold.beliefs import Deferred, _DeferredField
 
 
@@ -288,18 +289,30 @@ def test_beliefs_pickle_with_unread_deferred_fields():
 
 
 @pytest.mark.parametrize(
-    ("k", "kw"), [(2, {}), (3, {}), (3, {"fast_path": False}), (3, {"algorithm": "mf"})]
+    ("k", "kw", "per_merge"),
+    [
+        (2, {}, False),
+        (3, {}, False),
+        (3, {"fast_path": False}, False),
+        (3, {"fast_path": False}, True),
+        (3, {"algorithm": "mf"}, False),
+    ],
 )
-def test_auto_contraction_refuses_cuda_graph_capture_with_a_clear_error(monkeypatch, k, kw):
+def test_auto_contraction_refuses_cuda_graph_capture_with_a_clear_error(
+    monkeypatch, k, kw, per_merge
+):
     fg, _ = grid(3, k=k, seed=30)
+    if per_merge:  # the general path's per-merge contraction (auto takes the enumerated one)
+        monkeypatch.setattr(network, "_ENUMERATE_SMALL", 0)
     auto = pu.compile(fg, iterations=2, **kw)
+    assert auto.enumerated == (kw.get("fast_path") is False and not per_merge)
     matmul = pu.compile(fg, iterations=2, contraction="matmul", **kw)
     ref = matmul().log_marginals
     # pretend to be inside torch.cuda.graph(...): the range check's host read must not run
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: True)
     with torch.no_grad():
-        if kw.get("algorithm") == "mf":  # mean-field reads nothing on the host: it captures
+        if kw.get("algorithm") == "mf" or auto.enumerated:  # read nothing on the host: capture
             torch.testing.assert_close(auto().log_marginals, ref)
         else:
             with pytest.raises(RuntimeError, match='contraction="matmul"'):

@@ -23,6 +23,7 @@ __all__ = [
     "dense_range_limit",
     "exclusive_sum",
     "factor_to_variable",
+    "floored_exp",
     "gather_rows",
     "log_normalize",
     "semiring_reduce",
@@ -33,6 +34,24 @@ NEG = -1e30
 """Finite stand-in for log(0)."""
 
 Semiring = Literal["sum", "max"]
+
+
+def floored_exp(x: torch.Tensor) -> torch.Tensor:
+    """``exp(x)`` of a max-shifted log-value (``x <= 0``) that is summed with the maximum's
+    term 1: ``x`` is first raised to -87 (float32; -707 in float64), the smallest power of
+    ``e`` that is a normal number.
+
+    On CPU, ``exp`` of an argument whose result underflows (a sentinel, a padded state, a
+    log-potential of -200) runs 4-35x slower than of a moderate one (measured here, 24k
+    float32 entries: 27 us for ``N(0, 1)``, 350 us at ``-1e30``, 1000 us at ``-100``). The
+    floor costs one pass and changes nothing the sum can see: a raised term is below
+    ``exp(-87) = 1.6e-38`` of the maximum's term (float64: ``1e-307``), far under the dtype's
+    resolution; its gradient, already below that, becomes 0.
+
+    Shape:
+        any; output: the same.
+    """
+    return x.clamp_min(-707.0 if x.dtype == torch.float64 else -87.0).exp()
 
 
 def softplus(x: torch.Tensor) -> torch.Tensor:
@@ -78,7 +97,7 @@ def finite_logsumexp(x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
     shift is detached: the result does not depend on it, and neither does the gradient.
     """
     m = x.detach().amax(dim=dims, keepdim=True)
-    return (x - m).exp().sum(dim=dims).log() + m.squeeze(dims)
+    return floored_exp(x - m).sum(dim=dims).log() + m.squeeze(dims)
 
 
 def log_normalize(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
@@ -88,7 +107,7 @@ def log_normalize(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
     in float32 still give probabilities that sum to one.
     """
     y = x - x.amax(dim=dim, keepdim=True).detach()
-    return (y - y.exp().sum(dim=dim, keepdim=True).log()).clamp_min(NEG)
+    return (y - floored_exp(y).sum(dim=dim, keepdim=True).log()).clamp_min(NEG)
 
 
 def exclusive_sum(x: torch.Tensor, dim: int) -> torch.Tensor:
@@ -249,6 +268,6 @@ def dense_pairwise_messages(
     """
     c1 = q1.detach().amax(dim=2, keepdim=True)
     c0 = q0.detach().amax(dim=2, keepdim=True)
-    m0 = _matvec(d.e0, (q1 - c1).exp()).log() + d.r0.unsqueeze(0) + c1
-    m1 = _matvec(d.e1, (q0 - c0).exp()).log() + d.r1.unsqueeze(0) + c0
+    m0 = _matvec(d.e0, floored_exp(q1 - c1)).log() + d.r0.unsqueeze(0) + c1
+    m1 = _matvec(d.e1, floored_exp(q0 - c0)).log() + d.r1.unsqueeze(0) + c0
     return [m0, m1]

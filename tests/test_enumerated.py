@@ -1,0 +1,297 @@
+"""The enumerated contraction (compile/enumerate.py, infer/enumerated.py): every factor
+configuration as a flat entry, all groups' messages in a few ops. Its twins: a per-row Python
+enumeration of the plan, the per-group kernel (:func:`bp_factor_messages`) and the per-merge
+network (``contraction="logsumexp"``); exactness against brute force on trees."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from helpers import (
+    assert_same_beliefs,
+    assert_same_values_and_grads,
+    brute_force,
+    distinct_copies,
+    grid,
+    random_graphs,
+)
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
+import pgmunfold as pu
+from pgmunfold import network
+from pgmunfold.compile.enumerate import enumeration_size, plan_enumeration
+from pgmunfold.compile.wiring import GroupWiring
+from pgmunfold.infer.bp import bp_factor_messages
+from pgmunfold.infer.enumerated import enumerated_messages, enumerated_tables
+from pgmunfold.infer.ops import NEG
+
+
+@st.composite
+def group_lists(draw):
+    """Groups of arity 1-4 and cardinalities 1-4 laid out one after the other, with ``K``."""
+    groups, start = [], 0
+    for i in range(draw(st.integers(1, 4))):
+        arity = draw(st.integers(1, 4))
+        cards = tuple(draw(st.integers(1, 4)) for _ in range(arity))
+        n = draw(st.integers(1, 3))
+        shared = draw(st.booleans())
+        groups.append(GroupWiring(f"g{i}", cards, n, shared, start, start + n * arity))
+        start += n * arity
+    K = max(max(g.cards) for g in groups) + draw(st.integers(0, 1))
+    return groups, start, K
+
+
+def _rows_by_enumeration(groups, E, K):
+    """Per message row ``s * E + e``: the sorted list of (table entry, sorted other cavity
+    indices) of its configurations, by plain Python loops over every factor configuration."""
+    rows: dict[int, list] = {r: [] for r in range(K * E)}
+    offset = 0
+    for g in groups:
+        for f in range(g.num_factors):
+            edges = [g.edge_start + f * g.arity + j for j in range(g.arity)]
+            for p, x in enumerate(itertools.product(*(range(k) for k in g.cards))):
+                entry = offset + f * int(np.prod(g.cards)) + p
+                for j in range(g.arity):
+                    others = sorted(edges[i] * K + x[i] for i in range(g.arity) if i != j)
+                    rows[x[j] * E + edges[j]].append((entry, others))
+        offset += g.num_factors * int(np.prod(g.cards))
+    return rows, offset
+
+
+@given(group_lists())
+def test_plan_lists_every_configuration_of_every_row(spec):
+    groups, E, K = spec
+    plan = plan_enumeration(groups, E, K)
+    rows, C = _rows_by_enumeration(groups, E, K)
+    assert plan.num_configs == C
+    assert enumeration_size(groups, E, K) == (plan.padded, plan.real)
+    _, M, R = plan.others.shape
+    assert R == K * E and plan.configs.shape == (M, R)
+    for r in range(R):
+        got = []
+        for m in range(M):
+            entry = int(plan.configs[m, r])
+            others = sorted(int(i) for i in plan.others[:, m, r] if i != E * K)
+            if entry == C:  # padding: a hard zero, no cavity
+                assert not others
+                continue
+            got.append((entry, others))
+        assert sorted(got) == sorted(rows[r]), r
+
+
+def test_plan_rejects_groups_that_do_not_cover_the_edges():
+    g = GroupWiring("a", (2, 2), 2, False, 0, 4)
+    with pytest.raises(ValueError, match="covering every edge once"):
+        plan_enumeration([g], 5, 2)
+
+
+@given(
+    group_lists(),
+    st.sampled_from(["sum", "max"]),
+    st.integers(1, 3),
+    st.booleans(),
+    st.integers(0, 2**31 - 1),
+)
+def test_messages_equal_the_per_group_kernel(spec, semiring, B, hard, seed):
+    groups, E, K = spec
+    gen = torch.Generator().manual_seed(seed)
+    cards = np.zeros((E, K), dtype=bool)
+    for g in groups:
+        for j, k in enumerate(g.cards):
+            cards[g.edge_start + j : g.edge_stop : g.arity, :k] = True
+    valid = torch.from_numpy(cards)
+    cav = torch.randn(B, E, K, dtype=torch.float64, generator=gen)
+    if hard:  # hard-zero cavity entries (a state ruled out by the other factors)
+        cav = torch.where(torch.rand(B, E, K, generator=gen) < 0.25, NEG, cav)
+    cav = torch.where(valid, cav, NEG)  # states beyond a variable's cardinality
+    tables = []
+    for g in groups:
+        t = torch.randn(1 if g.shared else g.num_factors, *g.cards, generator=gen).double()
+        if hard:
+            t = torch.where(torch.rand(t.shape, generator=gen) < 0.3, NEG, t)
+        tables.append(t)
+    plan = plan_enumeration(groups, E, K)
+    entries = enumerated_tables(
+        tables, [g.num_factors for g in groups], torch.from_numpy(plan.configs)
+    )
+    got = enumerated_messages(cav, entries, torch.from_numpy(plan.others), semiring)
+    ref = bp_factor_messages(cav, tables, groups, semiring)
+    assert got.shape == (B, E, K) and got.is_contiguous()
+    # compared where some configuration is possible (elsewhere every state is a sum of
+    # sentinels, which no order of summation makes meaningful: docs/concepts.md)
+    rows, _ = _rows_by_enumeration(groups, E, K)
+    flat_t = torch.cat(
+        [t.expand(g.num_factors, *g.cards).reshape(-1) for g, t in zip(groups, tables, strict=True)]
+    )
+    flat_c = cav.reshape(B, E * K)
+    feasible = torch.zeros(B, E, dtype=torch.bool)
+    for r, configs in rows.items():
+        for entry, others in configs:
+            if flat_t[entry] > NEG / 2:
+                feasible[:, r % E] |= (flat_c[:, others] > NEG / 2).all(dim=1)
+    real = ref > NEG / 2  # hard zeros agree as hard zeros; the rest to rounding
+    assert torch.equal(real[feasible], (got > NEG / 2)[feasible])
+    both = real & feasible.unsqueeze(2)
+    torch.testing.assert_close(got[both], ref[both], atol=1e-10, rtol=0)
+
+
+@given(
+    random_graphs(max_vars=6, max_factors=10),
+    st.sampled_from(["sum", "max"]),
+    st.booleans(),
+    st.booleans(),
+    st.integers(1, 3),
+)
+def test_network_equals_the_per_merge_contraction(fg, semiring, exact, untie, B):
+    nets = [
+        pu.compile(
+            fg,
+            contraction=c,
+            iterations=4,
+            damping=0.4,
+            semiring=semiring,
+            exact_cavity=True if exact else None,
+            untie=untie,
+            dtype=torch.float64,
+            fast_path=False,
+        )
+        for c in ("enumerate", "logsumexp")
+    ]
+    assume(nets[0].enumerated)  # (a graph without factors has nothing to contract)
+    assert not nets[1].enumerated
+    if untie:  # distinct tables per iteration: the entries are gathered per copy
+        distinct_copies(*nets)
+    gen = torch.Generator().manual_seed(B)
+    u = torch.randn(B, nets[0].num_variables, nets[0].max_card, dtype=torch.float64, generator=gen)
+    a, b = (net(unary=u) for net in nets)
+    assert_same_beliefs(a, b)
+    torch.testing.assert_close(a.residual, b.residual, atol=1e-9, rtol=0)
+
+
+@given(random_graphs(max_vars=6, max_factors=5, tree=True), st.sampled_from(["sum", "max"]))
+def test_exact_on_trees(fg, semiring):
+    logz, marg, best, _ = brute_force(fg)
+    assume(np.isfinite(logz))
+    kw = dict(dtype=torch.float64, fast_path=False, contraction="enumerate", semiring=semiring)
+    out = pu.compile(fg, iterations=len(fg) + 2, **kw)()
+    if semiring == "sum":
+        for name, m in marg.items():
+            np.testing.assert_allclose(out.marginals[name].detach().numpy(), m, atol=1e-8)
+        assert float(out.log_partition) == pytest.approx(logz, abs=1e-8)
+    else:  # max-marginals: the MAP states score the optimum
+        assert float(out.log_partition) == pytest.approx(best, abs=1e-8)
+
+
+def _triplets() -> pu.FactorGraph:
+    rng = np.random.default_rng(5)
+    fg = pu.FactorGraph()
+    for v, k in enumerate([2, 3, 2, 3, 2]):
+        fg.add_variable(v, k)
+    fg.add_factors([[0, 1, 2], [2, 3, 4]], rng.normal(size=(2, 2, 3, 2)), name="t")
+    fg.add_factors([[1, 3]], rng.normal(size=(1, 3, 3)), name="p")
+    fg.add_factors([[0, 4]], np.where(rng.random((2, 2)) < 0.3, -np.inf, 0.0), name="z")
+    fg.add_factors([[0], [2], [4]], rng.normal(size=(3, 2)), name="u")
+    return fg
+
+
+@pytest.mark.parametrize("semiring", ["sum", "max"])
+def test_gradcheck(semiring):
+    net = pu.compile(
+        _triplets(),
+        iterations=3,
+        damping=0.2,
+        semiring=semiring,
+        untie=True,
+        dtype=torch.float64,
+        fast_path=False,
+        contraction="enumerate",
+    )
+    assert net.enumerated and net.exact_cavity
+    params = dict(net.named_parameters())
+    names = list(params)
+    u0 = 0.5 * torch.randn(5, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+
+    def f(u: torch.Tensor, *tables: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = torch.func.functional_call(
+            net, dict(zip(names, tables, strict=True)), (), {"unary": u}
+        )
+        return out.log_marginals, out.log_partition
+
+    inputs = (u0, *(p.detach().clone() for p in params.values()))
+    inputs = tuple(x.requires_grad_(True) for x in inputs)
+    assert torch.autograd.gradcheck(f, inputs)
+
+
+def test_values_and_gradients_equal_the_per_merge_contraction():
+    kw = dict(iterations=4, damping=0.3, untie=True, dtype=torch.float64, fast_path=False)
+    nets = [pu.compile(_triplets(), contraction=c, **kw) for c in ("enumerate", "logsumexp")]
+    u0 = torch.randn(3, 5, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    assert_same_values_and_grads(nets, u0, state=0)
+
+
+# (inductor's import, torch 2.13)
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
+def test_compile_steps_equals_eager():
+    kw = dict(iterations=3, damping=0.2, dtype=torch.float64, fast_path=False)
+    nets = [
+        pu.compile(_triplets(), contraction="enumerate", compile_steps=c, **kw)
+        for c in (True, False)
+    ]
+    u0 = torch.randn(2, 5, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    assert_same_values_and_grads(nets, u0, state=0)
+
+
+def test_float32_with_sentinels_and_huge_potentials_stays_finite():
+    fg = _triplets()
+    for g in fg.groups:
+        g.log_potentials = np.where(np.isfinite(g.log_potentials), 1e4 * g.log_potentials, -np.inf)
+    out32 = pu.compile(fg, iterations=6, fast_path=False, contraction="enumerate")()
+    out64 = pu.compile(
+        fg, iterations=6, fast_path=False, contraction="logsumexp", dtype=torch.float64
+    )()
+    assert not torch.isnan(out32.log_marginals).any()
+    torch.testing.assert_close(
+        out32.log_marginals.exp().double(), out64.log_marginals.exp(), atol=1e-5, rtol=0
+    )
+
+
+def test_auto_takes_it_for_small_general_graphs_only(monkeypatch):
+    fg = _triplets()
+    assert pu.compile(fg).enumerated  # arity 3: the general path, small
+    assert "contraction=enumerate" in repr(pu.compile(fg).untie())
+    assert not pu.compile(fg, contraction="logsumexp").enumerated
+    assert not pu.compile(fg, schedule="sequential").enumerated
+    assert not pu.compile(fg, algorithm="mf").enumerated
+    small, _ = grid(3, k=3)
+    assert not pu.compile(small).enumerated  # the pairwise fast path
+    assert pu.compile(small, fast_path=False).enumerated
+    monkeypatch.setattr(network, "_ENUMERATE_SMALL", 0)
+    # beyond the small size: pairwise graphs keep the per-merge (matmul) contraction, graphs
+    # with larger factors take it while the padding stays below 4x
+    assert not pu.compile(small, fast_path=False).enumerated
+    assert pu.compile(fg).enumerated
+    monkeypatch.setattr(network, "_ENUMERATE_LARGE", 0)
+    assert not pu.compile(fg).enumerated
+
+
+def test_bad_settings_raise_at_compile_time():
+    with pytest.raises(ValueError, match="contraction must be auto, logsumexp, matmul or enum"):
+        pu.compile(_triplets(), contraction="dense")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="needs schedule='parallel', got 'sequential'"):
+        pu.compile(_triplets(), contraction="enumerate", schedule="sequential")
+
+
+def test_state_dict_round_trip_keeps_the_plan_out():
+    net = pu.compile(_triplets(), contraction="enumerate", iterations=3)
+    keys = net.state_dict().keys()
+    assert not any(k.startswith("enum_") for k in keys)
+    twin = pu.compile(_triplets(), contraction="enumerate", iterations=3)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.1)
+    twin.load_state_dict(net.state_dict())
+    torch.testing.assert_close(twin().log_marginals, net().log_marginals)
