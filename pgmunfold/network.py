@@ -1175,7 +1175,7 @@ class UnfoldedNetwork(nn.Module):
                 new = enumerated_messages(cav, th[0], self._buffer("enum_others"), self.semiring)
             else:  # th: per merge (_merge_tables)
                 new = bp_factor_messages(cav, th, self._merges, self.semiring, dense=plans)
-            return new if d == 0.0 else ((1.0 - d) * new + d * msg)
+            return new if d == 0.0 else torch.lerp(new, msg, d)
         B, _, K = msg.shape
         for c, blocks in enumerate(self._blocks):
             edges = self._buffer(f"colour_edges_{c}")

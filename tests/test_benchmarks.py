@@ -15,6 +15,7 @@ import pgmunfold as pu
 from benchmarks import (
     autograd_cost,
     compare_pgmax,
+    enumerated,
     forward_overhead,
     fused_tiles,
     grid_lbp,
@@ -214,3 +215,12 @@ def test_fused_variants_compile_with_a_bare_triton(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert "12 kernel variants compiled for sm_90" in proc.stdout
+
+
+def test_enumerated_benchmark_times_both_contractions(tmp_path):
+    out = tmp_path / "enum.json"
+    args = ["--sizes", "3", "--ks", "2", "--arities", "2", "3", "--batches", "2"]
+    enumerated.main([*args, "--iters", "2", "--repeats", "1", "--json", str(out)])
+    rows = json.loads(out.read_text())
+    assert [(r["arity"], r["auto"]) for r in rows] == [(2, "enumerate"), (3, "enumerate")]
+    assert all(r["max_abs_diff"] < 1e-5 and r["ratio"] > 0 for r in rows)

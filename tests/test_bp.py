@@ -236,6 +236,27 @@ def test_exclusive_sum_twin():
             assert float(out[r, d]) == pytest.approx(ref, rel=1e-15)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_floored_exp_changes_no_log_sum_exp(dtype):
+    """The floor of ``floored_exp`` (a speed measure: exp of underflowing arguments is slow on
+    CPU) leaves log-sum-exp and log-normalisation as ``torch.logsumexp`` computes them, hard
+    zeros included, and ``exp`` itself where it does not underflow."""
+    from pgmunfold.infer.ops import NEG, finite_logsumexp, floored_exp, log_normalize
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(50, 7, generator=gen, dtype=dtype) * 30
+    x[:, 3] = NEG
+    x[:5] = NEG  # whole rows of hard zeros
+    x[5:10, 1:] = -1e4  # terms far below the row's largest
+    ref = torch.logsumexp(x, dim=1)
+    torch.testing.assert_close(finite_logsumexp(x, (1,)), ref, atol=0, rtol=1e-6)
+    lognorm = (x - ref[:, None]).clamp_min(NEG)
+    torch.testing.assert_close(log_normalize(x)[5:], lognorm[5:])
+    torch.testing.assert_close(log_normalize(x)[:5], torch.full_like(x[:5], -np.log(7)))  # uniform
+    y = torch.linspace(-80, 0, 101, dtype=dtype)
+    assert torch.equal(floored_exp(y), y.exp())
+
+
 @given(
     st.integers(1, 3),
     st.integers(1, 6),

@@ -27,7 +27,7 @@ from pgmunfold.compile.enumerate import enumeration_size, plan_enumeration
 from pgmunfold.compile.wiring import GroupWiring
 from pgmunfold.infer.bp import bp_factor_messages
 from pgmunfold.infer.enumerated import enumerated_messages, enumerated_tables
-from pgmunfold.infer.ops import NEG
+from pgmunfold.infer.ops import NEG, log_normalize
 
 
 @st.composite
@@ -119,6 +119,8 @@ def test_messages_equal_the_per_group_kernel(spec, semiring, B, hard, seed):
         tables, [g.num_factors for g in groups], torch.from_numpy(plan.configs)
     )
     got = enumerated_messages(cav, entries, torch.from_numpy(plan.others), semiring)
+    assert torch.equal(got.amax(dim=2), torch.zeros(B, E, dtype=got.dtype))
+    got = log_normalize(got)  # (the twin's messages sum to one)
     ref = bp_factor_messages(cav, tables, groups, semiring)
     assert got.shape == (B, E, K) and got.is_contiguous()
     # compared where some configuration is possible (elsewhere every state is a sum of
@@ -147,6 +149,9 @@ def test_messages_equal_the_per_group_kernel(spec, semiring, B, hard, seed):
     st.integers(1, 3),
 )
 def test_network_equals_the_per_merge_contraction(fg, semiring, exact, untie, B):
+    # (an infeasible model, every configuration a hard zero, leaves BP in the sentinel regime,
+    # where the two contractions' orders of summation give different garbage)
+    assume(np.isfinite(brute_force(fg)[0]))
     nets = [
         pu.compile(
             fg,

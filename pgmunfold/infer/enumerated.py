@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 
 from pgmunfold.infer.ops import NEG, Semiring, floored_exp
 
@@ -38,12 +39,15 @@ def enumerated_tables(
 def enumerated_messages(
     cav: torch.Tensor, entries: torch.Tensor, others: torch.Tensor, semiring: Semiring
 ) -> torch.Tensor:
-    """Normalised factor-to-variable log-messages of every edge.
+    """Factor-to-variable log-messages of every edge, each shifted to a largest state of 0.
 
     ``out[b, e, s] = reduce_m (entries[m, r] + sum_i cav[b, others[i, m, r]])`` with
-    ``r = s * E + e``, then normalised over ``s``; ``reduce`` is log-sum-exp (``"sum"``) or max.
-    The other edges' cavities are summed explicitly (never the factor's total minus the own
-    edge), so hard zeros propagate exactly.
+    ``r = s * E + e``, minus its maximum over ``s``; ``reduce`` is log-sum-exp (``"sum"``) or
+    max. The other edges' cavities are summed explicitly (never the factor's total minus the
+    own edge), so hard zeros propagate exactly. Messages are not normalised to sum to one:
+    every use of a log-message is invariant to a constant per edge (cavities are shifted,
+    beliefs and the residual normalised), and the shift keeps them small, which is what their
+    sums need in float32.
 
     Shape:
         ``cav``: ``(B, E, K)`` (shifted cavities, :func:`~pgmunfold.infer.bp.bp_cavities`);
@@ -55,7 +59,7 @@ def enumerated_messages(
     M, R = entries.shape
     z = entries.unsqueeze(0)
     if others.shape[0]:
-        flat = torch.cat([cav.reshape(B, E * K), cav.new_zeros(B, 1)], dim=1)
+        flat = F.pad(cav.reshape(B, E * K), (0, 1))  # one cavity of 0, for padding
         idx = others.reshape(-1)
         got = flat[0].index_select(0, idx).unsqueeze(0) if B == 1 else flat.index_select(1, idx)
         got = got.view(B, others.shape[0], M, R)
@@ -68,6 +72,5 @@ def enumerated_messages(
     else:
         red = z.amax(dim=1)
     red = red.view(B, K, E)
-    y = red - red.detach().amax(dim=1, keepdim=True)
-    out = (y - floored_exp(y).sum(dim=1, keepdim=True).log()).clamp_min(NEG)
+    out = (red - red.detach().amax(dim=1, keepdim=True)).clamp_min(NEG)
     return out.transpose(1, 2).contiguous()
