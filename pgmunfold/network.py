@@ -327,14 +327,16 @@ _ENUMERATE_SMALL = 1 << 18
 """``contraction="auto"``: up to this many padded entries (per batch row, see
 :func:`~pgmunfold.compile.enumerate.enumeration_size`) the enumerated contraction is taken
 whatever the factors: such graphs are bound by the per-op cost, where its fixed two dozen ops
-per iteration beat the per-merge path's dozen per merge and scope position (measured on CPU:
-0.35-0.9x the per-merge time on 8 x 8 and 32 x 32 grids, pairwise K=3 and triplets K=2, 3)."""
+per iteration beat the per-merge path's dozen per merge and scope position (``python -m
+benchmarks.enumerated``, this 2-core CPU, one thread: 1.6-3.5x faster on 8 x 8 and 32 x 32
+grids of pairs and triplets, K = 2 and 3, batches of 1 and 16, but one row at 0.86x)."""
 
 _ENUMERATE_LARGE = 1 << 20
 """``contraction="auto"``: up to this many padded entries, the enumerated contraction is taken
-for graphs with factors of arity 3 or more whose padding is at most 4x (0.4-0.6x the per-merge
-time on a 128 x 128 grid of triplets, K=2). Beyond it, or for pairwise graphs (the per-merge
-path's exp-domain matmul), the per-merge path streams less memory (measured 1.3-1.9x faster)."""
+for graphs with factors of arity 3 or more whose padding is at most 4x (1.9-2.2x faster on a
+128 x 128 grid of triplets, K = 2, 1.04M entries). Beyond it the gather's memory traffic
+decides (3.5M entries, K = 3: 1.6x faster for one batch row, 0.61x for 16), and pairwise graphs
+keep the per-merge path with its exp-domain matmul (0.9-1.5x at 128 x 128)."""
 
 
 def _enumeration_pays(padded: int, real: int, max_arity: int) -> bool:
@@ -402,7 +404,8 @@ class UnfoldedNetwork(nn.Module):
             row (``A`` the largest arity, ``M`` the most configurations behind one message
             entry). ``"auto"`` (default) takes ``"enumerate"`` on the general path when that
             gather is small (at most ``2**18`` entries; up to ``2**20`` with factors of arity
-            3 or more and at most 4x padding), else ``"matmul"`` per merge and forward when
+            3 or more and at most 4x padding) and ``compile_steps`` is off (compiled, the
+            per-merge contraction is faster), else ``"matmul"`` per merge and forward when
             the range check passes (one scalar read per merge per forward: use ``"matmul"`` or
             ``"logsumexp"`` explicitly under CUDA-graph capture). The fast paths run their own
             contractions (``fast_path=False`` forces the general path).
@@ -421,8 +424,9 @@ class UnfoldedNetwork(nn.Module):
             pairwise fast path (flooding BP and parallel mean-field, without its reused
             buffers); the binary log-odds paths and ``backend="triton"`` run their own loops.
             For small models, where per-op overhead dominates (UAI's Pedigree_11 on CPU: 3.8x
-            faster per iteration after about 6 s of compilation at the first forward; see
-            docs/howto/performance.md).
+            faster per iteration with the per-merge contraction, after about 6 s of compilation
+            at the first forward; the enumerated contraction, eager, is now as fast, and
+            ``"auto"`` takes the per-merge one here; see docs/howto/performance.md).
 
     Shape:
         ``forward(evidence, unary)`` returns :class:`~pgmunfold.Beliefs` whose tensors have a
@@ -615,8 +619,11 @@ class UnfoldedNetwork(nn.Module):
         general_bp = algorithm == "bp" and not (self.binary_fast or self.pairwise_fast)
         if general_bp and schedule == "parallel" and self._mgroups:
             padded, unpadded = enumeration_size(self._mgroups, w.num_edges, w.max_card)
+            # (compiled, the per-merge contraction fuses better: Pedigree_11 0.59 against
+            # 0.95 ms per iteration, Promedus_11 0.26 against 0.46, on CPU)
             self.enumerated = contraction == "enumerate" or (
                 contraction == "auto"
+                and not compile_steps
                 and _enumeration_pays(padded, unpadded, max(g.arity for g in self._mgroups))
             )
         if self.enumerated:

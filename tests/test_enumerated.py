@@ -269,6 +269,8 @@ def test_auto_takes_it_for_small_general_graphs_only(monkeypatch):
     assert pu.compile(fg).enumerated  # arity 3: the general path, small
     assert "contraction=enumerate" in repr(pu.compile(fg).untie())
     assert not pu.compile(fg, contraction="logsumexp").enumerated
+    assert not pu.compile(fg, compile_steps=True).enumerated  # (compiled, per merge is faster)
+    assert pu.compile(fg, compile_steps=True, contraction="enumerate").enumerated
     assert not pu.compile(fg, schedule="sequential").enumerated
     assert not pu.compile(fg, algorithm="mf").enumerated
     small, _ = grid(3, k=3)
