@@ -1,7 +1,8 @@
 """Loopy belief propagation layers in the log domain (sum- or max-product, one code path).
 
 Messages live in an edge-ordered tensor ``msg`` of shape ``(B, E, K)`` (factor-to-variable
-log-messages, normalised, states beyond a variable's cardinality at ``NEG``). One flooding
+log-messages, normalised, or with :mod:`~pgmunfold.infer.enumerated` shifted to a largest
+state of 0; states beyond a variable's cardinality at ``NEG``). One flooding
 iteration is: gather every variable's incoming messages through its slots (:class:`Slots`: gathers,
 plus one scatter into distinct rows per bucket of high-degree variables),
 form the cavity of every edge as an exclusive sum (or, when the compiler proved that no hard
