@@ -1721,15 +1721,16 @@ class UnfoldedNetwork(nn.Module):
                 key = tuple(self.copy_index[k][t] for k in self._keys)
                 if self.schedule == "sequential":
                     th = self._at(thetas, t)
-                elif key not in merged:  # tables of this combination of copies, made once
-                    th = self._at(thetas, t)
-                    if self.enumerated:  # every message row's table entries
-                        counts = [g.num_factors for g in self._mgroups]
-                        merged[key] = [enumerated_tables(th, counts, self._buffer("enum_configs"))]
-                    else:  # one padded table per merge
-                        merged[key] = self._merge_tables(th, NEG)
-                        plans[key] = self._dense_plans(th, merged[key])
-                if self.schedule == "parallel":
+                else:  # the tables of this combination of copies, made once per forward
+                    if key not in merged:
+                        th = self._at(thetas, t)
+                        if self.enumerated:  # every message row's table entries
+                            counts = [g.num_factors for g in self._mgroups]
+                            configs = self._buffer("enum_configs")
+                            merged[key] = [enumerated_tables(th, counts, configs)]
+                        else:  # one padded table per merge
+                            merged[key] = self._merge_tables(th, NEG)
+                            plans[key] = self._dense_plans(th, merged[key])
                     th = merged[key]
                 msg = self._layer(self._bp_step, msg, u, th, plans.get(key))
             residual = _max_change(msg, prev, torch.exp, dim=2) if msg.shape[1] else u.new_zeros(B)

@@ -72,12 +72,11 @@ def plan_enumeration(
     E, K = num_edges, max_card
     if sum(g.edge_stop - g.edge_start for g in groups) != E or any(g.arity < 1 for g in groups):
         raise ValueError("plan_enumeration needs groups of arity >= 1 covering every edge once")
-    A = max((g.arity for g in groups), default=1)
-    M = max((int(np.prod(g.cards)) // k for g in groups for k in g.cards), default=1)
+    A, M, real = _extent(groups)
     C = sum(g.num_factors * int(np.prod(g.cards)) for g in groups)
     others = np.full((max(A - 1, 0), M, K * E), E * K, dtype=np.int64)
     configs = np.full((M, K * E), C, dtype=np.int64)
-    offset = real = 0
+    offset = 0
     for g in groups:
         a, n, P = g.arity, g.num_factors, int(np.prod(g.cards))
         states = np.indices(g.cards).reshape(a, P).T  # (P, a): the state of every position
@@ -92,8 +91,16 @@ def plan_enumeration(
             for i, o in enumerate(x for x in range(a) if x != j):
                 others[i][: P // k, rows] = cav[:, order, o].transpose(2, 0, 1)
         offset += n * P
-        real += n * P * a * (a - 1)
     return EnumeratedPlan(others, configs, C, real)
+
+
+def _extent(groups: Sequence[GroupWiring]) -> tuple[int, int, int]:
+    """``(A, M, real)``: the largest arity, the most configurations behind one message entry,
+    and the (configuration, position, other edge) triples without padding."""
+    A = max((g.arity for g in groups), default=1)
+    M = max((int(np.prod(g.cards)) // k for g in groups for k in g.cards), default=1)
+    real = sum(g.num_factors * int(np.prod(g.cards)) * g.arity * (g.arity - 1) for g in groups)
+    return A, M, real
 
 
 def enumeration_size(
@@ -106,7 +113,5 @@ def enumeration_size(
         the (configuration, position, other edge) triples without padding
         (:attr:`EnumeratedPlan.real`).
     """
-    A = max((g.arity for g in groups), default=1)
-    M = max((int(np.prod(g.cards)) // k for g in groups for k in g.cards), default=1)
-    real = sum(g.num_factors * int(np.prod(g.cards)) * g.arity * (g.arity - 1) for g in groups)
+    A, M, real = _extent(groups)
     return max(A - 1, 1) * M * max_card * num_edges, real

@@ -2,7 +2,8 @@
 
 Per iteration (:func:`enumerated_messages`): one gather of the other edges' cavities of every
 configuration of every message row, a sum over them, the table entry added, one reduction over
-the row's configurations (log-sum-exp or max: one code path) and the normalisation over states.
+the row's configurations (log-sum-exp or max: one code path) and a shift of every message to
+a largest state of 0.
 The cost does not grow with the number of factor groups or shapes, which is what small models
 with many shapes (UAI's Pedigree, Promedus) need: there the per-group path's dozens of small ops
 per group dominate. The index arrays come from
