@@ -51,12 +51,12 @@ def triplet_or_pair_grid(n: int, k: int, arity: int, seed: int = 0) -> pu.Factor
 def run_row(n: int, k: int, arity: int, B: int, iters: int, repeats: int) -> dict[str, Any]:
     fg = triplet_or_pair_grid(n, k, arity)
     kw: dict[str, Any] = dict(iterations=iters, damping=0.5, fast_path=False)
-    auto = pu.compile(fg, **kw)
-    enum = pu.compile(fg, contraction="enumerate", **kw)
     merge = pu.compile(fg, **kw)
+    auto = "enumerate" if merge.enumerated else "per-merge"  # what "auto" takes
     merge.enumerated = False  # "auto" without the enumerated contraction
+    enum = pu.compile(fg, contraction="enumerate", **kw)
     u = torch.randn(
-        B, auto.num_variables, auto.max_card, generator=torch.Generator().manual_seed(1)
+        B, merge.num_variables, merge.max_card, generator=torch.Generator().manual_seed(1)
     )
     times = {}
     with torch.no_grad():
@@ -66,7 +66,7 @@ def run_row(n: int, k: int, arity: int, B: int, iters: int, repeats: int) -> dic
         diff = float(
             (enum(unary=u).log_marginals.exp() - merge(unary=u).log_marginals.exp()).abs().max()
         )
-    padded, real = enumeration_size(auto._mgroups, auto.edge_var.shape[0], auto.max_card)
+    padded, real = enumeration_size(merge._mgroups, merge.edge_var.shape[0], merge.max_card)
     return dict(
         N=n,
         K=k,
@@ -74,7 +74,7 @@ def run_row(n: int, k: int, arity: int, B: int, iters: int, repeats: int) -> dic
         B=B,
         padded=padded,
         unpadded=real,
-        auto="enumerate" if auto.enumerated else "per-merge",
+        auto=auto,
         enumerate_s=times["enumerate"],
         per_merge_s=times["per-merge"],
         ratio=times["per-merge"] / times["enumerate"],
