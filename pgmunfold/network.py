@@ -32,6 +32,7 @@ from pgmunfold.compile.wiring import (
     plan_slots,
 )
 from pgmunfold.graph import FactorGraph, GraphError, VariableArray
+from pgmunfold.infer import pairwise
 from pgmunfold.infer.binary import (
     BinarySweep,
     ExpForm,
@@ -75,8 +76,11 @@ from pgmunfold.infer.ops import (
 from pgmunfold.infer.pairwise import (
     LOG2E,
     NEG_BITS,
+    ColumnTable,
     PairwiseTables,
     TableGradLink,
+    column_messages,
+    column_tables,
     link_table_grad,
     pairwise_messages,
     pairwise_tables,
@@ -449,6 +453,8 @@ class UnfoldedNetwork(nn.Module):
     pw_var: torch.Tensor
     pw_slots_t: torch.Tensor
     pw_partner_var: torch.Tensor
+    pw_partner: torch.Tensor
+    pw_partner_pos: torch.Tensor
     pw_slot_pos: torch.Tensor
     fused_col0: torch.Tensor
     fused_col1: torch.Tensor
@@ -687,6 +693,7 @@ class UnfoldedNetwork(nn.Module):
             # pw_slots_t: (D' * V,) row d * V + v = the d-th pairwise column of variable v, or
             #   P (the zero padding column)
             # pw_partner_var: (P,) the variable at the other scope position of column p's factor
+            # pw_partner: (P,) the column of that other scope position (the message to it)
             # per unit, its factors' scopes (the column layout, infer/pairwise.py)
             unit_scopes = [
                 np.concatenate([w.scopes[self._msg_idx[i]] for i in un]) for un in self._pw_units
@@ -714,6 +721,16 @@ class UnfoldedNetwork(nn.Module):
             buf("pw_slot_pos", pos)
             partner = np.concatenate([sc[:, j] for sc in unit_scopes for j in (1, 0)])
             buf("pw_partner_var", partner.astype(np.int64))
+            # (columns unit by unit: [to position 0 | to position 1], F_u each)
+            sizes = np.asarray(self._pw_unit_sizes, dtype=np.int64)
+            starts = np.cumsum(2 * sizes) - 2 * sizes
+            partner_col = np.concatenate(
+                [np.zeros(0, np.int64)]
+                + [s + np.r_[n : 2 * n, 0:n] for s, n in zip(starts, sizes, strict=True)]
+            )
+            buf("pw_partner", partner_col)
+            # pw_partner_pos: (P,) pw_slot_pos[pw_partner] (exact cavities of the partners)
+            buf("pw_partner_pos", pos[partner_col])
         if self.backend == "triton":
             # the fused kernels' columns (FusedWiring, infer/fused.py), one row per pairwise
             # factor, all pairwise groups in order:
@@ -1448,7 +1465,7 @@ class UnfoldedNetwork(nn.Module):
         self,
         msg: torch.Tensor,
         field: torch.Tensor,
-        tables: list[PairwiseTables],
+        tables: list[PairwiseTables] | ColumnTable,
         damping: torch.Tensor,
         ws: Workspace | None = None,
         parity: int = 0,
@@ -1457,10 +1474,14 @@ class UnfoldedNetwork(nn.Module):
         enabled workspace (no-grad) every large intermediate, and the result, is written into
         reused buffers: two message buffers alternate by ``parity``.
 
+        ``tables``: per unit, contracted unit by unit and direction by direction; or one
+        :class:`~pgmunfold.infer.pairwise.ColumnTable`, every column at once (small problems).
+
         Shape:
             ``msg``: ``(B, K, P + 1)``; ``field``: ``(B, K, V)``; output: ``(B, K, P + 1)``.
         """
         ws = ws if ws is not None else Workspace(False)
+        columns = isinstance(tables, ColumnTable)
         B, K, P1 = msg.shape
         V = field.shape[2]
         slots = self.pw_slots_t
@@ -1475,19 +1496,29 @@ class UnfoldedNetwork(nn.Module):
             parts += [flat.index_select(1, sl).view(B, K, -1, v.shape[0]) for v, sl in buckets]
             cav = slot_cavities(field, parts, [v for v, _ in buckets], dim=2)
             cav = cav - cav.detach().amax(dim=1, keepdim=True)
-            q = cav.view(B * K, -1).index_select(1, self.pw_slot_pos).view(B, K, P1 - 1)
+            pos = self.pw_partner_pos if columns else self.pw_slot_pos
+            q = cav.view(B * K, -1).index_select(1, pos).view(B, K, P1 - 1)
         else:
             belief = self._pw_slot_sum(flat, incoming, ws("bel", (B, K, V), msg), B, K)
             belief = torch.add(belief, field, out=belief if ws.enabled else None)
             # a shift per variable (the messages do not depend on it): the largest state at 0
             top = belief.detach().amax(dim=1, keepdim=True)
             belief = belief.sub_(top) if ws.enabled else belief - top
+            # columns: each column's partner's cavity (the one its contraction sums out)
+            var = self.pw_partner_var if columns else self.pw_var
             q = torch.index_select(
-                belief.view(B * K, V), 1, self.pw_var, out=ws("q", (B * K, P1 - 1), msg)
+                belief.view(B * K, V), 1, var, out=ws("q", (B * K, P1 - 1), msg)
             ).view(B, K, P1 - 1)
-            q = q.sub_(msg[:, :, :-1]) if ws.enabled else q - msg[:, :, :-1]
+            own = msg[:, :, :-1]
+            if columns:
+                buf = ws("own", (B * K, P1 - 1), msg)
+                own = torch.index_select(flat, 1, self.pw_partner, out=buf).view(B, K, P1 - 1)
+            q = q.sub_(own) if ws.enabled else q - own
         out = ws(f"msg{parity}", (B, K, P1), msg)
-        new = pairwise_messages(q, tables, self._pw_unit_sizes, self.semiring, out=out)
+        if isinstance(tables, ColumnTable):
+            new = column_messages(q, tables, self.semiring, out=out)
+        else:
+            new = pairwise_messages(q, tables, self._pw_unit_sizes, self.semiring, out=out)
         if self.damping == 0.0:
             return new
         return torch.lerp(new, msg, damping, out=out)
@@ -1579,27 +1610,38 @@ class UnfoldedNetwork(nn.Module):
         prev = msg
         damping = self._damping_scalar(u)
         ws = self._workspace()
-        tables: dict[tuple[int, ...], list[PairwiseTables]] = {}
+        tables: dict[tuple[int, ...], list[PairwiseTables] | ColumnTable] = {}
         stacked: dict[tuple[int, ...], torch.Tensor] = {}  # backend="triton", no-grad
         fused = self.backend == "triton" and ws.enabled
+        columns = B * K * K * P <= pairwise._COLUMNS_MAX  # all columns at once
         limit = dense_range_limit(u.dtype)
         for t in range(self.iterations):
             prev = msg
-            th = self._at(thetas, t)
             key = self._pairwise_key(t)
+            made = stacked if fused else tables
+            # (a copy's tables only when new: one select per group and iteration is measurable
+            # on small graphs)
+            th = self._at(thetas, t) if key not in made or unaries.dynamic else None
             if fused:
                 if key not in stacked:
+                    assert th is not None
                     stacked[key] = fused_tables([th[i] for i in self._pw_idx], K)
                 msg = self._fused_step(msg, field, stacked[key], ws, t)
             else:
                 if key not in tables:  # once per distinct combination of copies
-                    tables[key] = [
-                        self._pairwise_tables([th[i] for i in un], limit) for un in self._pw_units
-                    ]
+                    assert th is not None
+                    tables[key] = (
+                        self._column_table(th, limit)
+                        if columns
+                        else [
+                            self._pairwise_tables([th[i] for i in un], limit)
+                            for un in self._pw_units
+                        ]
+                    )
                 msg = self._layer(
                     self._pairwise_step, msg, field, tables[key], damping, ws=ws, parity=t % 2
                 )
-            if unaries.update(th):
+            if th is not None and unaries.update(th):
                 field = field_of()
         # marginals straight from the state-major beliefs; the general path's messages (for
         # log Z and the factor beliefs) only when those are read
@@ -1633,17 +1675,34 @@ class UnfoldedNetwork(nn.Module):
         # public layout (an arg-max over a strided state axis is 3x slower on CPU)
         return log_normalize(belief, dim=1).transpose(1, 2).contiguous(), messages, residual
 
-    def _pairwise_tables(self, th: list[torch.Tensor], limit: float) -> PairwiseTables:
+    def _column_table(self, th: list[torch.Tensor], limit: float) -> ColumnTable:
+        """Every pairwise column's table (:func:`~pgmunfold.infer.pairwise.column_tables`),
+        from the tables ``th`` of every group, in one contraction form (one host read of the
+        log-range under ``contraction="auto"``), with plain autograd.
+
+        Shape:
+            ``th[i]``: ``(F_i or 1, k0, k1)``; output table: ``(K, K, P)``.
+        """
+        full = [th[i].expand(self._mgroups[i].num_factors, -1, -1) for i in self._pw_idx]
+        tab = self._pairwise_tables(full, limit, link=False)
+        units = tab.to1.split(list(self._pw_unit_sizes), dim=2)
+        return ColumnTable(tab.form, column_tables(units, self._pw_unit_sizes))
+
+    def _pairwise_tables(
+        self, th: list[torch.Tensor], limit: float, link: bool = True
+    ) -> PairwiseTables:
         """State-major tables of a pairwise unit (its groups' tables ``th``) on the pairwise
         fast path, in the contraction form the settings allow. ``contraction="auto"`` reads
         the largest per-table log-range of the unit on the host (one scalar per unit and
         forward); the per-table maxima of that same pass then shift the exp-domain entries.
+        ``link``: the exp forms' gradient through a table link (see
+        :func:`~pgmunfold.infer.pairwise.link_table_grad`); ``False``: plain autograd.
 
         Shape:
             ``th[g]``: ``(F_g or 1, k0, k1)``; output tables: ``(K, K, F_u or 1)``.
         """
         K = self.max_card
-        link = not self.compile_steps  # (a compiled contraction runs plain ops)
+        link = link and not self.compile_steps  # (a compiled contraction runs plain ops)
         if self.semiring != "sum" or self.contraction == "logsumexp":
             return pairwise_tables(th, "log", K)
         if self.contraction == "matmul":  # unchecked (no host read): shift each cavity
@@ -1820,19 +1879,22 @@ class UnfoldedNetwork(nn.Module):
         self,
         q: torch.Tensor,
         field0: torch.Tensor,
-        tables: list[tuple[torch.Tensor, torch.Tensor, TableGradLink | None]],
+        tables: list[tuple[torch.Tensor, torch.Tensor, TableGradLink | None]] | torch.Tensor,
         damping: torch.Tensor,
         ws: Workspace | None = None,
         parity: int = 0,
     ) -> torch.Tensor:
         """One parallel mean-field iteration on the pairwise fast path (state-major): each
         pairwise column receives ``sum_j theta[j -> a] q_partner[j]``, one :class:`StateMatvec`
-        per unit (infer/pairwise.py) and direction, gathered to the variables like BP messages.
+        per unit (infer/pairwise.py) and direction, or one broadcast product over every column
+        (small problems), gathered to the variables like BP messages.
 
         Shape:
-            ``q``, ``field0``: ``(B, K, V)``; ``tables[u]``: ``(to0, to1, link)``, the tables
-            ``(K, K, F_u or 1)`` (``to0`` the transposed view of ``to1``; ``link``: see
-            :func:`~pgmunfold.infer.pairwise.link_table_grad`); output: ``(B, K, V)``.
+            ``q``, ``field0``: ``(B, K, V)``; ``tables``: per unit ``(to0, to1, link)``, the
+            tables ``(K, K, F_u or 1)`` (``to0`` the transposed view of ``to1``; ``link``: see
+            :func:`~pgmunfold.infer.pairwise.link_table_grad`), or every column's table
+            ``(K, K, P)`` (:func:`~pgmunfold.infer.pairwise.column_tables`); output:
+            ``(B, K, V)``.
         """
         ws = ws if ws is not None else Workspace(False)
         B, K, V = q.shape
@@ -1843,11 +1905,15 @@ class UnfoldedNetwork(nn.Module):
         out = ws("m", (B, K, P + 1), q)
         parts = []
         start = 0
-        for (to0, to1, link), n in zip(tables, self._pw_unit_sizes, strict=True):
-            for s_, t, tt, tr in ((start, to0, to1, True), (start + n, to1, to0, False)):
-                o = None if out is None else out.narrow(2, s_, n)
-                parts.append(state_matvec(t, tt, qp.narrow(2, s_, n), o, link, tr))
-            start += 2 * n
+        if isinstance(tables, torch.Tensor):  # m[b, a, col] = sum_j W[j, a, col] qp[b, j, col]
+            o = None if out is None else out.narrow(2, 0, P)
+            parts.append(torch.sum(tables.unsqueeze(0) * qp.unsqueeze(2), dim=1, out=o))
+        else:
+            for (to0, to1, link), n in zip(tables, self._pw_unit_sizes, strict=True):
+                for s_, t, tt, tr in ((start, to0, to1, True), (start + n, to1, to0, False)):
+                    o = None if out is None else out.narrow(2, s_, n)
+                    parts.append(state_matvec(t, tt, qp.narrow(2, s_, n), o, link, tr))
+                start += 2 * n
         if out is None:
             m = torch.cat([*parts, q.new_zeros(B, K, 1)], dim=2)
         else:
@@ -1901,29 +1967,35 @@ class UnfoldedNetwork(nn.Module):
         damping = self._damping_scalar(u)
         fields: dict[tuple[int, ...], torch.Tensor] = {}
         tables: dict[
-            tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor, TableGradLink | None]]
+            tuple[int, ...],
+            list[tuple[torch.Tensor, torch.Tensor, TableGradLink | None]] | torch.Tensor,
         ] = {}
         q = torch.softmax(u, dim=2).transpose(1, 2).contiguous()
         prev = q
         fused = self.backend == "triton" and ws.enabled
         stacked: dict[tuple[int, ...], torch.Tensor] = {}  # backend="triton", no-grad
+        P = int(self.pw_var.shape[0])
+        columns = B * K * K * P <= pairwise._COLUMNS_MAX  # all columns at once
         for t in range(self.iterations):
             prev = q
-            th = self._at(thetas, t)
-            ukey = self._unary_key(t)
+            ukey, key = self._unary_key(t), self._pairwise_key(t)
+            new = ukey not in fields or key not in (stacked if fused else tables)
+            th = self._at(thetas, t) if new else []
             if ukey not in fields:  # the unary factors' field: their tables, whatever q is
                 f0 = u
                 for i in self._un_idx:
                     tab = _pad_last(th[i], K, 0.0).expand(self._mgroups[i].num_factors, -1)
                     f0 = f0.index_add(1, scopes[i][:, 0], tab.unsqueeze(0).expand(B, -1, -1))
                 fields[ukey] = f0.transpose(1, 2).contiguous()
-            key = self._pairwise_key(t)
             if fused:
                 if key not in stacked:
                     stacked[key] = fused_tables([th[i] for i in self._pw_idx], K, bits=False)
                 q = self._fused_mf_step(q, fields[ukey], stacked[key], ws, t)
                 continue
-            if key not in tables:  # padded states: weight 0 (their marginal is exactly 0)
+            if key not in tables and columns:  # every column's table, plain autograd
+                units = [unit_state_major([th[i] for i in un], K, 0.0) for un in self._pw_units]
+                tables[key] = column_tables(units, self._pw_unit_sizes)
+            elif key not in tables:  # padded states: weight 0 (their marginal is exactly 0)
                 tables[key] = [  # (a compiled step runs plain ops: no link)
                     link_table_grad(
                         unit_state_major([th[i] for i in un], K, 0.0), not self.compile_steps
