@@ -94,6 +94,10 @@ def main(argv: list[str] | None = None) -> int:
     if why is not None:
         print(f"PGMax not available ({why}): nothing to compare")
         return 0
+    paths = [p for p in sorted(args.data.glob("*.uai")) if args.only in p.stem]
+    if not paths:
+        print(f"no instance matching {args.only!r} in {args.data}")
+        return 1
     torch.set_num_threads(args.threads)
     print(
         f"cpu, torch {torch.__version__}, {args.threads} thread(s); BP, {args.iters} iterations;"
@@ -104,9 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
-        for path in sorted(args.data.glob("*.uai")):
-            if args.only not in path.stem:
-                continue
+        for path in paths:
             fg, arrays = declare(path, args.floor)
             npz, marg_out = Path(tmp) / "g.npz", Path(tmp) / "m.npy"
             np.savez(npz, **arrays)

@@ -22,7 +22,7 @@ import torch.utils.checkpoint
 from torch import nn
 
 from pgmunfold.beliefs import Beliefs, Deferred
-from pgmunfold.compile.enumerate import enumeration_size, plan_enumeration
+from pgmunfold.compile.enumerate import enumeration_size, plan_enumeration, plan_sweep
 from pgmunfold.compile.schedule import factor_colouring, variable_colouring
 from pgmunfold.compile.wiring import (
     GroupWiring,
@@ -52,7 +52,7 @@ from pgmunfold.infer.bp import (
     slot_cavities,
     variable_beliefs,
 )
-from pgmunfold.infer.enumerated import enumerated_messages, enumerated_tables
+from pgmunfold.infer.enumerated import EnumeratedSweep, enumerated_messages, enumerated_tables
 from pgmunfold.infer.free_energy import bethe_log_partition, mean_field_bound, score_states
 from pgmunfold.infer.fused import (
     FusedWiring,
@@ -632,10 +632,24 @@ class UnfoldedNetwork(nn.Module):
                 and not compile_steps
                 and _enumeration_pays(padded, unpadded, max(g.arity for g in self._mgroups))
             )
+        self._sweep_buckets = -1  # the no-grad enumerated loop's buckets (-1: no loop)
         if self.enumerated:
             enum = plan_enumeration(self._mgroups, w.num_edges, w.max_card)
             buf("enum_others", enum.others)
             buf("enum_configs", enum.configs)
+            if enum.others.shape[0] and not self.exact_cavity:
+                # the no-grad loop (EnumeratedSweep), flat and state-major (SweepWiring):
+                # sweep_bel_slots (D0 * (K V + 1),), sweep_cav_var (K E + 1,), sweep_others
+                # (A-1, M, K E); per bucket j, sweep_bucket_pos_j (K V_j,), sweep_bucket_slots_j
+                # (W_j K V_j,)
+                sw = plan_sweep(enum.others, w.slots, w.edge_var, w.num_variables, w.max_card)
+                buf("sweep_bel_slots", sw.bel_slots)
+                buf("sweep_cav_var", sw.cav_var)
+                buf("sweep_others", sw.others)
+                for j, (p, sl) in enumerate(zip(sw.bucket_pos, sw.bucket_slots, strict=True)):
+                    buf(f"sweep_bucket_pos_{j}", p)
+                    buf(f"sweep_bucket_slots_{j}", sl)
+                self._sweep_buckets = len(sw.bucket_pos)
         for i, sc in enumerate(w.scopes):
             buf(f"scope_{i}", sc)
         # fast paths (infer/binary.py, infer/pairwise.py): unary factors are folded into the
@@ -1775,7 +1789,11 @@ class UnfoldedNetwork(nn.Module):
             prev = msg
             plans: dict[tuple[int, ...], list[DensePairwise | None] | None] = {}
             merged: dict[tuple[int, ...], list[torch.Tensor]] = {}
-            for t in range(self.iterations):
+            ws = Workspace.for_forward()
+            sweep = None
+            if ws.enabled and self._sweep_buckets >= 0 and self.iterations:
+                sweep = self._enumerated_sweep(msg, u, ws)
+            for t in range(self.iterations if sweep is None else 0):
                 prev = msg
                 key = tuple(self.copy_index[k][t] for k in self._keys)
                 if self.schedule == "sequential":
@@ -1792,6 +1810,15 @@ class UnfoldedNetwork(nn.Module):
                             plans[key] = self._dense_plans(th, merged[key])
                     th = merged[key]
                 msg = self._layer(self._bp_step, msg, u, th, plans.get(key))
+            if sweep is not None:  # no autograd: the state-major loop of the same contraction
+                counts = [g.num_factors for g in self._mgroups]
+                for t in range(self.iterations):
+                    key = tuple(self.copy_index[k][t] for k in self._keys)
+                    if key not in merged:
+                        configs = self._buffer("enum_configs")
+                        merged[key] = [enumerated_tables(self._at(thetas, t), counts, configs)]
+                    sweep.step(merged[key][0])
+                msg, prev = sweep.messages, sweep.previous
             residual = _max_change(msg, prev, torch.exp, dim=2) if msg.shape[1] else u.new_zeros(B)
             log_marg = log_normalize(variable_beliefs(msg, u, self._slots()))
 
@@ -1835,6 +1862,21 @@ class UnfoldedNetwork(nn.Module):
 
     def _scopes(self) -> list[torch.Tensor]:
         return [self._buffer(f"scope_{i}") for i in self._msg_idx]
+
+    def _enumerated_sweep(
+        self, msg: torch.Tensor, u: torch.Tensor, ws: Workspace
+    ) -> EnumeratedSweep:
+        """The no-grad loop of the enumerated contraction from the messages ``msg``
+        ``(B, E, K)``, with the unaries ``u`` ``(B, V, K)`` (buffers ``sweep_*``)."""
+        n = range(self._sweep_buckets)
+        wiring = (
+            self._buffer("sweep_bel_slots"),
+            [self._buffer(f"sweep_bucket_pos_{j}") for j in n],
+            [self._buffer(f"sweep_bucket_slots_{j}") for j in n],
+            self._buffer("sweep_cav_var"),
+            self._buffer("sweep_others"),
+        )
+        return EnumeratedSweep(wiring, msg, u, self.damping, self.semiring, ws)
 
     def _slots(self) -> Slots:
         """The general path's slots (buffers ``var_slots``, ``slot_vars_j``, ``slot_rows_j``)."""

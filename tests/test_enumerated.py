@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 import pgmunfold as pu
 from pgmunfold import network
+from pgmunfold.compile import wiring
 from pgmunfold.compile.enumerate import enumeration_size, plan_enumeration
 from pgmunfold.compile.wiring import GroupWiring
 from pgmunfold.infer.bp import bp_factor_messages
@@ -175,6 +176,86 @@ def test_network_equals_the_per_merge_contraction(fg, semiring, exact, untie, B)
     a, b = (net(unary=u) for net in nets)
     assert_same_beliefs(a, b)
     torch.testing.assert_close(a.residual, b.residual, atol=1e-9, rtol=0)
+
+
+def _sweep_and_twin(net, u):
+    """The no-grad forward (:class:`EnumeratedSweep`) and the functional step's forward
+    (under autograd) of the same network agree: marginals, residual, factor beliefs, and
+    where no two states tie (max-product decodes a tie by rounding) the decode and its
+    score."""
+    with torch.no_grad():
+        a = net(unary=u)
+    b = net(unary=u)
+    finite = b.log_marginals > -1e15  # (sentinel sums depend on the order of summation)
+    assert torch.equal(finite, a.log_marginals > -1e15)
+    lm = b.log_marginals.detach()
+    torch.testing.assert_close(a.log_marginals[finite], lm[finite], atol=1e-12, rtol=0)
+    torch.testing.assert_close(a.residual, b.residual.detach(), atol=1e-12, rtol=0)
+    for k, v in b.factor_log_beliefs.items():
+        torch.testing.assert_close(a.factor_log_beliefs[k], v.detach(), atol=1e-12, rtol=0)
+    top2 = lm.topk(min(2, lm.shape[-1]), dim=-1).values
+    if net.semiring == "sum" or bool((top2[..., 0] - top2[..., -1] > 1e-6).all()):
+        torch.testing.assert_close(a.map_states, b.map_states)
+        torch.testing.assert_close(a.log_partition, b.log_partition.detach(), atol=1e-12, rtol=0)
+
+
+@given(
+    random_graphs(max_vars=7, max_factors=10, hard_zeros=False),
+    st.sampled_from(["sum", "max"]),
+    st.sampled_from([0.0, 0.4]),
+    st.booleans(),
+    st.integers(1, 3),
+    st.booleans(),
+)
+def test_no_grad_sweep_equals_the_functional_step(fg, semiring, damping, untie, B, buckets):
+    """The state-major no-grad loop against the functional step it replaces (its twin):
+    random arities 1-3, cardinalities 1-4, cycles, untied copies, batches; ``buckets``: slot
+    plans of base width 1 (every further edge in buckets)."""
+    saved = wiring._MAX_BASE_WIDTH
+    wiring._MAX_BASE_WIDTH = 1 if buckets else None
+    try:
+        net = pu.compile(
+            fg, iterations=5, damping=damping, semiring=semiring, untie=untie, fast_path=False
+        ).double()
+    finally:
+        wiring._MAX_BASE_WIDTH = saved
+    assume(net.enumerated and net._sweep_buckets >= 0)  # (a factor of arity >= 2)
+    if untie:
+        distinct_copies(net)
+    gen = torch.Generator().manual_seed(B)
+    u = torch.randn(B, net.num_variables, net.max_card, dtype=torch.float64, generator=gen)
+    _sweep_and_twin(net, u)
+
+
+@pytest.mark.parametrize("B", [1, 3])
+def test_no_grad_sweep_with_high_degree_buckets(B, monkeypatch):
+    """A hub of degree 30 among triplets, the base slot table capped at width 2: the hub's
+    further slots are in a bucket (SlotPlan), which the sweep adds to the beliefs by
+    ``index_add_``."""
+    monkeypatch.setattr(wiring, "_MAX_BASE_WIDTH", 2)
+    rng = np.random.default_rng(1)
+    fg = pu.FactorGraph()
+    x = fg.add_variables("x", 61, 3)
+    scopes = np.stack([np.zeros(30, dtype=np.int64), 1 + 2 * np.arange(30), 2 + 2 * np.arange(30)])
+    fg.add_factors(x.ids[scopes.T], rng.normal(size=(30, 3, 3, 3)), name="tri")
+    fg.add_factors(x.ids[1:, None], rng.normal(size=(60, 3)), name="unary")
+    net = pu.compile(fg, iterations=6, damping=0.3, contraction="enumerate").double()
+    assert net._sweep_buckets > 0
+    u = torch.randn(B, 61, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    _sweep_and_twin(net, u)
+
+
+def test_hard_zeros_keep_the_functional_step():
+    """Exact cavities (hard zeros) are exclusive sums, which the sweep does not form: such a
+    network builds no sweep, and its no-grad forward is the functional step's."""
+    fg = pu.FactorGraph()
+    fg.add_variables("x", 3, 2)
+    fg.add_factors(np.array([[0, 1, 2]]), np.array([[[0.0, -np.inf], [0.5, 0.1]]] * 2)[None])
+    net = pu.compile(fg, contraction="enumerate")
+    assert net.exact_cavity and net._sweep_buckets == -1
+    with torch.no_grad():
+        a = net()
+    assert_same_beliefs(a, net())
 
 
 @given(random_graphs(max_vars=6, max_factors=5, tree=True), st.sampled_from(["sum", "max"]))

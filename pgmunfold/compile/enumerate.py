@@ -20,9 +20,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pgmunfold.compile.wiring import GroupWiring
+from pgmunfold.compile.wiring import GroupWiring, SlotPlan
 
-__all__ = ["EnumeratedPlan", "enumeration_size", "plan_enumeration"]
+__all__ = ["EnumeratedPlan", "SweepWiring", "enumeration_size", "plan_enumeration", "plan_sweep"]
 
 
 @dataclass(frozen=True)
@@ -115,3 +115,65 @@ def enumeration_size(
     """
     A, M, real = _extent(groups)
     return max(A - 1, 1) * M * max_card * num_edges, real
+
+
+@dataclass(frozen=True)
+class SweepWiring:
+    """Flat state-major index arrays of the no-grad enumerated loop
+    (:class:`~pgmunfold.infer.enumerated.EnumeratedSweep`), over ``V`` variables, ``E`` edges
+    and ``K`` padded states. Its arrays hold a message ``(e, s)`` at ``s * E + e`` of a
+    ``(K * E + 1,)`` vector whose last entry is always 0, and a variable's belief (or field)
+    ``(v, s)`` at ``s * V + v`` of a ``(K * V + 1,)`` vector whose last entry is always 0.
+
+    Attributes:
+        bel_slots: ``(D0 * (K * V + 1),)``: entry ``d * (K * V + 1) + s * V + v`` is the message
+            position ``s * E + e`` of ``v``'s ``d``-th edge ``e`` (the base slot table), or
+            ``K * E`` (padding, and the last entry of each ``d``).
+        bucket_pos: per bucket of high-degree variables, ``(K * V_j,)``: entry ``s * V_j + i``
+            is the belief position ``s * V + v`` of its ``i``-th variable ``v``.
+        bucket_slots: per bucket, ``(W_j * K * V_j,)``: entry ``d * K * V_j + s * V_j + i`` is
+            the message position of that variable's ``(D0 + d)``-th edge, or ``K * E``.
+        cav_var: ``(K * E + 1,)``: entry ``s * E + e`` is the belief position ``s * V + v`` of
+            ``e``'s variable; the last is ``K * V``.
+        others: ``(A - 1, M, K * E)``: :attr:`EnumeratedPlan.others` as positions in the flat
+            state-major cavity (``e' * K + x`` becomes ``x * E + e'``; padding ``K * E``).
+    """
+
+    bel_slots: np.ndarray
+    bucket_pos: tuple[np.ndarray, ...]
+    bucket_slots: tuple[np.ndarray, ...]
+    cav_var: np.ndarray
+    others: np.ndarray
+
+
+def plan_sweep(
+    others: np.ndarray,
+    slots: SlotPlan,
+    edge_var: np.ndarray,
+    num_variables: int,
+    max_card: int,
+) -> SweepWiring:
+    """The :class:`SweepWiring` of a graph: its slot plan ``slots`` and edge variables
+    ``edge_var`` ``(E,)``, and ``others``, :attr:`EnumeratedPlan.others`."""
+    V, K, E = num_variables, max_card, len(edge_var)
+    s = np.arange(K, dtype=np.int64)
+
+    def positions(edges: np.ndarray) -> np.ndarray:
+        """``(..., n)`` edge ids (``E``: padding) to ``(..., K, n)`` message positions."""
+        pos = s[:, None] * E + edges[..., None, :]
+        return np.where(edges[..., None, :] < E, pos, K * E)
+
+    base = positions(slots.base.T).reshape(slots.base.shape[1], K * V)  # (D0, K * V)
+    bel_slots = np.concatenate([base, np.full((base.shape[0], 1), K * E)], axis=1).reshape(-1)
+    bucket_pos = tuple((s[:, None] * V + v[None, :]).reshape(-1) for v in slots.vars)
+    bucket_slots = tuple(positions(r.T).reshape(-1) for r in slots.rows)
+    cav_var = np.append((s[:, None] * V + edge_var[None, :]).reshape(-1), K * V)
+    real = others < E * K
+    remapped = (others % K) * E + others // K
+    return SweepWiring(
+        bel_slots.astype(np.int64),
+        bucket_pos,
+        bucket_slots,
+        cav_var.astype(np.int64),
+        np.where(real, remapped, K * E).astype(np.int64),
+    )

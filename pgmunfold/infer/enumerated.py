@@ -19,8 +19,9 @@ import torch
 import torch.nn.functional as F
 
 from pgmunfold.infer.ops import NEG, Semiring, floored_exp
+from pgmunfold.infer.workspace import Workspace
 
-__all__ = ["enumerated_messages", "enumerated_tables"]
+__all__ = ["EnumeratedSweep", "enumerated_messages", "enumerated_tables"]
 
 
 def enumerated_tables(
@@ -78,3 +79,134 @@ def enumerated_messages(
     # through every iteration and cost float64 gradients 4 digits (tests/test_enumerated.py)
     out = (red - red.amax(dim=1, keepdim=True)).clamp_min(NEG)
     return out.transpose(1, 2).contiguous()
+
+
+class EnumeratedSweep:
+    """The flooding iterations of the enumerated contraction without autograd: the loop of a
+    forward under ``torch.no_grad()``, state-major and flat, on buffers allocated once and
+    reused by every iteration.
+
+    The functional step (:func:`~pgmunfold.infer.bp.bp_cavities`, then
+    :func:`enumerated_messages`) works in the ``(B, E, K)`` layout of the general path: each
+    iteration pads the messages for the slot gather, pads the cavities for the configuration
+    gather, and transposes the state-major result back (about 50 ops per iteration on
+    Pedigree_11, most of them small). Here messages stay state-major (``s * E + e``) with a
+    trailing zero, beliefs and the field likewise (``s * V + v``), so every gather reads its
+    padding from that zero and the new messages are written straight into the other of two
+    message buffers: about 25 ops per iteration. Cavities are formed by subtraction from the
+    belief (graphs without hard zeros: the caller keeps the functional step for
+    ``exact_cavity``). The functional step is its twin in the tests, and the path under
+    autograd.
+
+    Args:
+        wiring: the index arrays (:class:`~pgmunfold.compile.enumerate.SweepWiring`, as
+            tensors on the field's device): ``bel_slots``, ``bucket_pos``, ``bucket_slots``,
+            ``cav_var``, ``others``.
+        msg: the initial messages ``(B, E, K)``.
+        field: the variables' unary log-potentials ``(B, V, K)``.
+        damping: log-domain damping (0: none).
+        semiring: ``"sum"`` or ``"max"``.
+        ws: the forward's (enabled) workspace.
+
+    Shape:
+        :attr:`messages`, :attr:`previous`: ``(B, E, K)``.
+    """
+
+    def __init__(
+        self,
+        wiring: tuple[
+            torch.Tensor, Sequence[torch.Tensor], Sequence[torch.Tensor], torch.Tensor, torch.Tensor
+        ],
+        msg: torch.Tensor,
+        field: torch.Tensor,
+        damping: float,
+        semiring: Semiring,
+        ws: Workspace,
+    ) -> None:
+        self.bel_slots, bucket_pos, bucket_slots, self.cav_var, others = wiring
+        self.buckets = tuple(zip(bucket_pos, bucket_slots, strict=True))
+        B, E, K = msg.shape
+        V = field.shape[1]
+        self.B, self.E, self.K = B, E, K
+        self.damping, self.semiring = damping, semiring
+        self.A1, self.M = others.shape[0], others.shape[1]
+        self.others = others.reshape(-1)
+        self.rows = () if B == 1 else (B,)  # one batch row: 1-d tensors
+        self.dim = len(self.rows)
+        KE, KV = K * E, K * V
+
+        def flat(x: torch.Tensor, n: int) -> torch.Tensor:  # (B, n, K) -> (*rows, K n + 1)
+            out = x.new_zeros(B, K * n + 1)
+            out[:, : K * n].view(B, K, n).copy_(x.transpose(1, 2))
+            return out[0] if B == 1 else out
+
+        self.field = flat(field, V)
+        self._msgs = [flat(msg, E), flat(msg, E)]
+
+        def scratch(name: str, n: int) -> torch.Tensor:
+            buf = ws(name, (B, n), field)
+            assert buf is not None, "EnumeratedSweep needs an enabled workspace"
+            return buf[0] if B == 1 else buf
+
+        self._inc = scratch("enum_inc", self.bel_slots.shape[0])
+        self._bel = scratch("enum_bel", KV + 1)
+        self._cav = scratch("enum_cav", KE + 1)
+        self._got = scratch("enum_got", self.others.shape[0])
+        self._z = scratch("enum_z", self.M * KE) if self.A1 > 1 else None
+        self._red = scratch("enum_red", KE)
+        self.t = 0
+
+    def _states(self, x: torch.Tensor) -> torch.Tensor:
+        """The ``(*rows, K * n)`` part of a flat vector as ``(*rows, K, n)``."""
+        n = (x.shape[-1] - 1) // self.K
+        return x[..., : self.K * n].view(*self.rows, self.K, n)
+
+    def _edges(self, x: torch.Tensor) -> torch.Tensor:
+        """A flat message vector as ``(B, E, K)`` (a copy)."""
+        return self._states(x).reshape(self.B, self.K, self.E).transpose(1, 2).contiguous()
+
+    @property
+    def messages(self) -> torch.Tensor:
+        """The messages of the last iteration."""
+        return self._edges(self._msgs[self.t % 2])
+
+    @property
+    def previous(self) -> torch.Tensor:
+        """The messages of the iteration before the last (the initial ones before any)."""
+        return self._edges(self._msgs[(self.t + 1) % 2 if self.t else 0])
+
+    def step(self, entries: torch.Tensor) -> None:
+        """One iteration with the table entries of every message row (:func:`enumerated_tables`,
+        ``(M, K * E)``)."""
+        d, rows = self.dim, self.rows
+        msg, out = self._msgs[self.t % 2], self._msgs[1 - self.t % 2]
+        # beliefs (trailing zero: field's plus padding slots')
+        torch.index_select(msg, d, self.bel_slots, out=self._inc)
+        bel = torch.sum(self._inc.view(*rows, -1, self._bel.shape[-1]), dim=d, out=self._bel)
+        bel.add_(self.field)
+        for pos, sl in self.buckets:
+            part = torch.index_select(msg, d, sl).view(*rows, -1, pos.shape[0]).sum(dim=d)
+            bel.index_add_(d, pos, part)
+        # cavities, each shifted to a largest state of 0 (trailing zero: 0 - 0)
+        cav = torch.index_select(bel, d, self.cav_var, out=self._cav).sub_(msg)
+        c3 = self._states(cav)
+        c3.sub_(c3.amax(dim=d, keepdim=True).clamp_min_(NEG / 2))
+        # every configuration of every row: the other edges' cavities plus the table entry
+        got = torch.index_select(cav, d, self.others, out=self._got)
+        if self._z is not None:
+            z = torch.sum(got.view(*rows, self.A1, -1), dim=d, out=self._z)
+        else:
+            z = got
+        z3 = z.add_(entries.view(-1)).view(*rows, self.M, -1)
+        if self.semiring == "sum":
+            top = z3.amax(dim=d, keepdim=True)
+            z3.sub_(top).clamp_min_(-707.0 if z.dtype == torch.float64 else -87.0).exp_()
+            red = torch.sum(z3, dim=d, out=self._red).log_().add_(top.squeeze(d))
+        else:
+            red = torch.amax(z3, dim=d, out=self._red)
+        r3 = red.view(*rows, self.K, self.E)
+        new = self._states(out)
+        torch.sub(r3, r3.amax(dim=d, keepdim=True), out=new).clamp_min_(NEG)
+        if self.damping != 0.0:
+            torch.lerp(new, self._states(msg), self.damping, out=new)
+        self.t += 1
