@@ -637,18 +637,25 @@ class UnfoldedNetwork(nn.Module):
             enum = plan_enumeration(self._mgroups, w.num_edges, w.max_card)
             buf("enum_others", enum.others)
             buf("enum_configs", enum.configs)
-            if enum.others.shape[0] and not self.exact_cavity:
+            sw = None
+            if enum.others.shape[0]:
+                sw = plan_sweep(enum.others, w.slots, w.edge_var, w.num_variables, w.max_card)
+            if sw is not None and (sw.exact is not None or not self.exact_cavity):
                 # the no-grad loop (EnumeratedSweep), flat and state-major (SweepWiring):
                 # sweep_bel_slots (D0 * (K V + 1),), sweep_cav_var (K E + 1,), sweep_others
                 # (A-1, M, K E); per bucket j, sweep_bucket_pos_j (K V_j,), sweep_bucket_slots_j
-                # (W_j K V_j,)
-                sw = plan_sweep(enum.others, w.slots, w.edge_var, w.num_variables, w.max_card)
+                # (W_j K V_j,); exact cavities: sweep_pre_slots, sweep_suf_slots
+                # ((D0 + 1) (K V + 1),), sweep_cav_lo, sweep_cav_hi (K E + 1,)
                 buf("sweep_bel_slots", sw.bel_slots)
                 buf("sweep_cav_var", sw.cav_var)
                 buf("sweep_others", sw.others)
                 for j, (p, sl) in enumerate(zip(sw.bucket_pos, sw.bucket_slots, strict=True)):
                     buf(f"sweep_bucket_pos_{j}", p)
                     buf(f"sweep_bucket_slots_{j}", sl)
+                if self.exact_cavity and sw.exact is not None:
+                    exact_names = ("pre_slots", "suf_slots", "cav_lo", "cav_hi")
+                    for name, a in zip(exact_names, sw.exact, strict=True):
+                        buf(f"sweep_{name}", a)
                 self._sweep_buckets = len(sw.bucket_pos)
         for i, sc in enumerate(w.scopes):
             buf(f"scope_{i}", sc)
@@ -1875,6 +1882,9 @@ class UnfoldedNetwork(nn.Module):
             [self._buffer(f"sweep_bucket_slots_{j}") for j in n],
             self._buffer("sweep_cav_var"),
             self._buffer("sweep_others"),
+            [self._buffer(f"sweep_{k}") for k in ("pre_slots", "suf_slots", "cav_lo", "cav_hi")]
+            if self.exact_cavity
+            else None,
         )
         return EnumeratedSweep(wiring, msg, u, self.damping, self.semiring, ws)
 

@@ -137,6 +137,17 @@ class SweepWiring:
             ``e``'s variable; the last is ``K * V``.
         others: ``(A - 1, M, K * E)``: :attr:`EnumeratedPlan.others` as positions in the flat
             state-major cavity (``e' * K + x`` becomes ``x * E + e'``; padding ``K * E``).
+        exact: exact cavities (hard zeros), for a plan without buckets only, else ``None``:
+            ``(pre_slots, suf_slots, cav_lo, cav_hi)``, over a state vector ``[messages
+            (K * E + 1) | field (K * V + 1)]``. ``pre_slots`` ``((D0 + 1) * (K * V + 1),)``
+            gathers the field, then the ``D0`` slot rows of ``bel_slots``; its cumulative sum
+            over rows, the *prefix* table, holds in row ``j`` the field plus the first ``j``
+            incoming messages. ``suf_slots`` (the same size) gathers a row of zeros, then the
+            slot rows in reverse order; row ``j`` of its cumulative sum, the *suffix* table,
+            holds the last ``j`` incoming messages. Edge ``e`` in slot ``d`` of its variable
+            ``v`` has the cavity ``prefix[d] + suffix[D0 - 1 - d]`` at column ``s * V + v``:
+            ``cav_lo``, ``cav_hi`` ``(K * E + 1,)`` are those flat positions (the last: column
+            ``K * V`` of row 0, a 0 in both tables). No message is ever subtracted.
     """
 
     bel_slots: np.ndarray
@@ -144,6 +155,7 @@ class SweepWiring:
     bucket_slots: tuple[np.ndarray, ...]
     cav_var: np.ndarray
     others: np.ndarray
+    exact: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None
 
 
 def plan_sweep(
@@ -170,10 +182,23 @@ def plan_sweep(
     cav_var = np.append((s[:, None] * V + edge_var[None, :]).reshape(-1), K * V)
     real = others < E * K
     remapped = (others % K) * E + others // K
+    exact = None
+    if slots.compact:
+        d0, width = slots.base.shape[1], K * V + 1
+        rows = bel_slots.reshape(d0, width)
+        field = K * E + 1 + np.arange(width)  # the field's positions in the state
+        pre_slots = np.concatenate([field[None], rows]).reshape(-1)
+        suf_slots = np.concatenate([np.full((1, width), K * E), rows[::-1]]).reshape(-1)
+        d = slots.edge_slot % d0  # each edge's slot in its variable's row
+        col = cav_var[:-1].reshape(K, E)  # s * V + v
+        cav_lo = np.append((d[None, :] * width + col).reshape(-1), K * V)
+        cav_hi = np.append(((d0 - 1 - d)[None, :] * width + col).reshape(-1), K * V)
+        exact = (pre_slots.astype(np.int64), suf_slots.astype(np.int64), cav_lo, cav_hi)
     return SweepWiring(
         bel_slots.astype(np.int64),
         bucket_pos,
         bucket_slots,
         cav_var.astype(np.int64),
         np.where(real, remapped, K * E).astype(np.int64),
+        exact,
     )

@@ -94,14 +94,14 @@ class EnumeratedSweep:
     trailing zero, beliefs and the field likewise (``s * V + v``), so every gather reads its
     padding from that zero and the new messages are written straight into the other of two
     message buffers: about 25 ops per iteration. Cavities are formed by subtraction from the
-    belief (graphs without hard zeros: the caller keeps the functional step for
-    ``exact_cavity``). The functional step is its twin in the tests, and the path under
-    autograd.
+    belief, or, with ``exact`` (hard zeros, slot plans without buckets), as a prefix plus a
+    suffix sum of the other incoming messages (two cumulative sums, no subtraction). The
+    functional step is its twin in the tests, and the path under autograd.
 
     Args:
         wiring: the index arrays (:class:`~pgmunfold.compile.enumerate.SweepWiring`, as
             tensors on the field's device): ``bel_slots``, ``bucket_pos``, ``bucket_slots``,
-            ``cav_var``, ``others``.
+            ``cav_var``, ``others``, ``exact`` (``None``: cavities by subtraction).
         msg: the initial messages ``(B, E, K)``.
         field: the variables' unary log-potentials ``(B, V, K)``.
         damping: log-domain damping (0: none).
@@ -115,7 +115,12 @@ class EnumeratedSweep:
     def __init__(
         self,
         wiring: tuple[
-            torch.Tensor, Sequence[torch.Tensor], Sequence[torch.Tensor], torch.Tensor, torch.Tensor
+            torch.Tensor,
+            Sequence[torch.Tensor],
+            Sequence[torch.Tensor],
+            torch.Tensor,
+            torch.Tensor,
+            Sequence[torch.Tensor] | None,
         ],
         msg: torch.Tensor,
         field: torch.Tensor,
@@ -123,7 +128,8 @@ class EnumeratedSweep:
         semiring: Semiring,
         ws: Workspace,
     ) -> None:
-        self.bel_slots, bucket_pos, bucket_slots, self.cav_var, others = wiring
+        self.bel_slots, bucket_pos, bucket_slots, self.cav_var, others, exact = wiring
+        self.exact = None if exact is None else tuple(exact)
         self.buckets = tuple(zip(bucket_pos, bucket_slots, strict=True))
         B, E, K = msg.shape
         V = field.shape[1]
@@ -141,15 +147,26 @@ class EnumeratedSweep:
             return out[0] if B == 1 else out
 
         self.field = flat(field, V)
-        self._msgs = [flat(msg, E), flat(msg, E)]
+        # each state: the messages (K E + 1), then, for exact cavities, the field (K V + 1)
+        states = [flat(msg, E) for _ in range(2)]
+        if self.exact is not None:
+            states = [torch.cat([x, self.field], dim=-1) for x in states]
+        self._msgs = [x[..., : KE + 1] for x in states]
+        self._full = states
 
         def scratch(name: str, n: int) -> torch.Tensor:
             buf = ws(name, (B, n), field)
             assert buf is not None, "EnumeratedSweep needs an enabled workspace"
             return buf[0] if B == 1 else buf
 
-        self._inc = scratch("enum_inc", self.bel_slots.shape[0])
-        self._bel = scratch("enum_bel", KV + 1)
+        if self.exact is None:
+            self._inc = scratch("enum_inc", self.bel_slots.shape[0])
+            self._bel = scratch("enum_bel", KV + 1)
+        else:
+            self._pre = scratch("enum_pre", self.exact[0].shape[0])
+            self._suf = scratch("enum_suf", self.exact[1].shape[0])
+            self._part = scratch("enum_part", KE + 1)
+            self._width = KV + 1
         self._cav = scratch("enum_cav", KE + 1)
         self._got = scratch("enum_got", self.others.shape[0])
         self._z = scratch("enum_z", self.M * KE) if self.A1 > 1 else None
@@ -180,15 +197,25 @@ class EnumeratedSweep:
         ``(M, K * E)``)."""
         d, rows = self.dim, self.rows
         msg, out = self._msgs[self.t % 2], self._msgs[1 - self.t % 2]
-        # beliefs (trailing zero: field's plus padding slots')
-        torch.index_select(msg, d, self.bel_slots, out=self._inc)
-        bel = torch.sum(self._inc.view(*rows, -1, self._bel.shape[-1]), dim=d, out=self._bel)
-        bel.add_(self.field)
-        for pos, sl in self.buckets:
-            part = torch.index_select(msg, d, sl).view(*rows, -1, pos.shape[0]).sum(dim=d)
-            bel.index_add_(d, pos, part)
-        # cavities, each shifted to a largest state of 0 (trailing zero: 0 - 0)
-        cav = torch.index_select(bel, d, self.cav_var, out=self._cav).sub_(msg)
+        if self.exact is None:
+            # beliefs (trailing zero: field's plus padding slots'), then the cavities by
+            # subtraction (trailing zero: 0 - 0)
+            torch.index_select(msg, d, self.bel_slots, out=self._inc)
+            bel = torch.sum(self._inc.view(*rows, -1, self._bel.shape[-1]), dim=d, out=self._bel)
+            bel.add_(self.field)
+            for pos, sl in self.buckets:
+                part = torch.index_select(msg, d, sl).view(*rows, -1, pos.shape[0]).sum(dim=d)
+                bel.index_add_(d, pos, part)
+            cav = torch.index_select(bel, d, self.cav_var, out=self._cav).sub_(msg)
+        else:  # exact: the prefix plus the suffix sum around each edge's own slot
+            state = self._full[self.t % 2]
+            pre_slots, suf_slots, lo, hi = self.exact
+            for buf, sl in ((self._pre, pre_slots), (self._suf, suf_slots)):
+                torch.index_select(state, d, sl, out=buf)
+                buf.view(*rows, -1, self._width).cumsum_(dim=d)
+            cav = torch.index_select(self._pre, d, lo, out=self._cav)
+            cav.add_(torch.index_select(self._suf, d, hi, out=self._part))
+        # each cavity shifted to a largest state of 0
         c3 = self._states(cav)
         c3.sub_(c3.amax(dim=d, keepdim=True).clamp_min_(NEG / 2))
         # every configuration of every row: the other edges' cavities plus the table entry
