@@ -76,6 +76,7 @@ from pgmunfold.infer.ops import (
 from pgmunfold.infer.pairwise import (
     LOG2E,
     NEG_BITS,
+    ColumnSweep,
     ColumnTable,
     PairwiseTables,
     TableGradLink,
@@ -1636,6 +1637,18 @@ class UnfoldedNetwork(nn.Module):
         fused = self.backend == "triton" and ws.enabled
         columns = B * K * K * P <= pairwise._COLUMNS_MAX  # all columns at once
         limit = dense_range_limit(u.dtype)
+        sweep = None  # no autograd: the column contraction's loop on prepared buffers
+        if ws.enabled and columns and not fused and not self.exact_cavity:
+            sweep = ColumnSweep(
+                self.pw_slots_t,
+                self._pw_buckets(),
+                self.pw_partner_var,
+                self.pw_partner,
+                msg,
+                field,
+                self.damping,
+                self.semiring,
+            )
         for t in range(self.iterations):
             prev = msg
             key = self._pairwise_key(t)
@@ -1659,11 +1672,19 @@ class UnfoldedNetwork(nn.Module):
                             for un in self._pw_units
                         ]
                     )
-                msg = self._layer(
-                    self._pairwise_step, msg, field, tables[key], damping, ws=ws, parity=t % 2
-                )
+                tab = tables[key]
+                if sweep is not None and isinstance(tab, ColumnTable):
+                    sweep.step(tab)
+                else:
+                    msg = self._layer(
+                        self._pairwise_step, msg, field, tab, damping, ws=ws, parity=t % 2
+                    )
             if th is not None and unaries.update(th):
                 field = field_of()
+                if sweep is not None:
+                    sweep.field = field
+        if sweep is not None:
+            msg, prev = sweep.messages, sweep.previous
         # marginals straight from the state-major beliefs; the general path's messages (for
         # log Z and the factor beliefs) only when those are read
         V = field.shape[2]

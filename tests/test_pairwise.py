@@ -5,11 +5,12 @@ import contextlib
 import numpy as np
 import pytest
 import torch
-from helpers import assert_same_values_and_grads, grid
+from helpers import assert_same_values_and_grads, distinct_copies, grid
 from hypothesis import given
 from hypothesis import strategies as st
 
 import pgmunfold as pu
+from pgmunfold.compile import wiring
 from pgmunfold.infer import pairwise
 from pgmunfold.infer.pairwise import (
     LOG2E,
@@ -371,6 +372,48 @@ def _mean_field_fast_path_equals_general(gx, damping, B, with_evidence, seed):
         torch.testing.assert_close(out.log_marginals, ref.log_marginals, atol=1e-9, rtol=1e-9)
         torch.testing.assert_close(out.log_partition, ref.log_partition, atol=1e-8, rtol=1e-9)
         torch.testing.assert_close(out.residual, ref.residual, atol=1e-9, rtol=1e-9)
+
+
+@given(
+    pairwise_graphs(),
+    st.sampled_from(["sum", "max"]),
+    st.sampled_from(["auto", "logsumexp", "matmul"]),
+    st.sampled_from([0.0, 0.4]),
+    st.integers(1, 3),
+    st.booleans(),
+    st.booleans(),
+)
+def test_column_sweep_equals_the_functional_step(
+    gx, semiring, contraction, damping, B, untie, buckets
+):
+    """The no-grad loop of the column contraction (``ColumnSweep``) against the functional
+    step (under autograd) of the same network: every contraction form, untied copies (unary
+    ones change the field between iterations), batches; ``buckets``: slot plans of base
+    width 1."""
+    fg, x = gx
+    saved = wiring._MAX_BASE_WIDTH
+    wiring._MAX_BASE_WIDTH = 1 if buckets else None
+    try:
+        net = pu.compile(
+            fg,
+            iterations=5,
+            damping=damping,
+            semiring=semiring,
+            contraction=contraction,
+            untie=untie,
+            dtype=torch.float64,
+        )
+    finally:
+        wiring._MAX_BASE_WIDTH = saved
+    assert net.pairwise_fast
+    if untie:
+        distinct_copies(net)
+    gen = torch.Generator().manual_seed(B)
+    u = torch.randn(B, len(fg), int(net.max_card), dtype=torch.float64, generator=gen)
+    with torch.no_grad():
+        a = net(unary={x: u})
+    b = net(unary={x: u})
+    _assert_same(a, b, semiring, tol=1e-12)
 
 
 @pytest.mark.parametrize("k", [2, 4])

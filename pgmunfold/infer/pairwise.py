@@ -24,7 +24,9 @@ message from its partner column's cavity in one broadcast product and reduction
 (:func:`column_messages`): about 17 ops per iteration whatever the number of units and shapes,
 where the per-unit contraction takes ``2 (K + 4)`` per unit plus their views. Small graphs are
 bound by per-op overhead (CSP_11, four pairwise groups: 60 ops per iteration down to 28, 1.5-2x
-faster on CPU); large ones by memory, where the ``K^2`` intermediate would cost.
+faster on CPU); large ones by memory, where the ``K^2`` intermediate would cost. Without
+autograd (and without hard zeros) its loop runs in :class:`ColumnSweep`, on buffers and views
+prepared once: the Python around the ops cost as much as the ops.
 
 Mean-field on the same graphs uses the same layout and the same contraction (:class:`StateMatvec`
 applied to marginals, in natural units; ``UnfoldedNetwork._mf_pairwise_step``).
@@ -54,6 +56,7 @@ from pgmunfold.infer.ops import NEG, Semiring
 __all__ = [
     "LOG2E",
     "NEG_BITS",
+    "ColumnSweep",
     "ColumnTable",
     "PairwiseTables",
     "StateMatvec",
@@ -623,3 +626,90 @@ def state_major_to_edges(msg: torch.Tensor, units: Sequence[Sequence[int]]) -> l
         out += [b.reshape(B, 2 * b.shape[1], K) / LOG2E for b in block.split(list(sizes), 1)]
         start += 2 * n
     return out
+
+
+class ColumnSweep:
+    """The flooding iterations of the column contraction without autograd: the loop of a
+    forward under ``torch.no_grad()`` on buffers allocated once and reused, with every index
+    and view prepared before the first iteration.
+
+    On small graphs an iteration is about 17 ops of a few microseconds each, and the Python
+    around them (buffer lookups, workspace requests, views, the step's branches) cost as much
+    again: CSP_11 ran 168 us per iteration as a bare loop of these ops against 351 us through
+    the network's step (2026-11-29). Cavities are formed by subtraction from the beliefs
+    (graphs without hard zeros; the caller keeps the functional step for exact cavities).
+    The functional step (``UnfoldedNetwork._pairwise_step`` with a :class:`ColumnTable`) is
+    its twin in the tests, and the path under autograd.
+
+    Args:
+        slots: ``(D' * V,)`` the pairwise columns of each variable (``pw_slots_t``).
+        buckets: per bucket of high-degree variables, its variables ``(V_j,)`` and columns
+            ``(W_j * V_j,)``.
+        partner_var: ``(P,)`` the variable at the other scope position of each column.
+        partner: ``(P,)`` the column of that other scope position.
+        msg: the initial messages ``(B, K, P + 1)`` (bits, last column 0).
+        field: the variables' field ``(B, K, V)`` (bits).
+        damping: log-domain damping (0: none).
+        semiring: ``"sum"`` or ``"max"``.
+
+    Shape:
+        :attr:`messages`, :attr:`previous`: ``(B, K, P + 1)``.
+    """
+
+    def __init__(
+        self,
+        slots: torch.Tensor,
+        buckets: Sequence[tuple[torch.Tensor, torch.Tensor]],
+        partner_var: torch.Tensor,
+        partner: torch.Tensor,
+        msg: torch.Tensor,
+        field: torch.Tensor,
+        damping: float,
+        semiring: Semiring,
+    ) -> None:
+        B, K, P1 = msg.shape
+        V = field.shape[2]
+        self.slots, self.buckets = slots, tuple(buckets)
+        self.partner_var, self.partner = partner_var, partner
+        self.damping, self.semiring = damping, semiring
+        self.field = field
+        self._msgs = [msg.clone(), msg.clone()]
+        self._flat = [m.view(B * K, P1) for m in self._msgs]
+        self._new = [m[:, :, :-1] for m in self._msgs]
+        self._inc = msg.new_empty(B * K, slots.shape[0])
+        self._inc4 = self._inc.view(B, K, -1, V)
+        self._bel = msg.new_empty(B, K, V)
+        self._bel_flat = self._bel.view(B * K, V)
+        self._q = msg.new_empty(B * K, P1 - 1)
+        self._q3 = self._q.view(B, K, P1 - 1)
+        self._own = msg.new_empty(B * K, P1 - 1)
+        self.t = 0
+
+    @property
+    def messages(self) -> torch.Tensor:
+        """The messages of the last iteration."""
+        return self._msgs[self.t % 2]
+
+    @property
+    def previous(self) -> torch.Tensor:
+        """The messages of the iteration before the last (the initial ones before any)."""
+        return self._msgs[(self.t + 1) % 2 if self.t else 0]
+
+    def step(self, tables: ColumnTable) -> None:
+        """One iteration with every column's table ``tables``."""
+        s = self.t % 2
+        flat = self._flat[s]
+        torch.index_select(flat, 1, self.slots, out=self._inc)
+        bel = torch.sum(self._inc4, dim=2, out=self._bel)
+        for v, sl in self.buckets:
+            part = flat.index_select(1, sl).view(*bel.shape[:2], -1, v.shape[0]).sum(dim=2)
+            bel.index_add_(2, v, part)
+        bel.add_(self.field)
+        bel.sub_(bel.amax(dim=1, keepdim=True))  # the messages do not depend on this shift
+        torch.index_select(self._bel_flat, 1, self.partner_var, out=self._q)
+        self._q.sub_(torch.index_select(flat, 1, self.partner, out=self._own))
+        new = self._new[1 - s]
+        _contract(tables.table, tables.form, self._q3, self.semiring, new, dense=True)
+        if self.damping != 0.0:
+            torch.lerp(self._msgs[1 - s], self._msgs[s], self.damping, out=self._msgs[1 - s])
+        self.t += 1
