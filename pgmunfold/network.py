@@ -1638,7 +1638,7 @@ class UnfoldedNetwork(nn.Module):
         columns = B * K * K * P <= pairwise._COLUMNS_MAX  # all columns at once
         limit = dense_range_limit(u.dtype)
         sweep = None  # no autograd: the column contraction's loop on prepared buffers
-        if ws.enabled and columns and not fused and not self.exact_cavity:
+        if ws.enabled and columns and not fused:
             sweep = ColumnSweep(
                 self.pw_slots_t,
                 self._pw_buckets(),
@@ -1648,6 +1648,7 @@ class UnfoldedNetwork(nn.Module):
                 field,
                 self.damping,
                 self.semiring,
+                self.pw_partner_pos if self.exact_cavity else None,
             )
         for t in range(self.iterations):
             prev = msg

@@ -387,9 +387,9 @@ def test_column_sweep_equals_the_functional_step(
     gx, semiring, contraction, damping, B, untie, buckets
 ):
     """The no-grad loop of the column contraction (``ColumnSweep``) against the functional
-    step (under autograd) of the same network: every contraction form, untied copies (unary
-    ones change the field between iterations), batches; ``buckets``: slot plans of base
-    width 1."""
+    step (under autograd) of the same network: every contraction form, hard zeros (exact
+    cavities), untied copies (unary ones change the field between iterations), batches;
+    ``buckets``: slot plans of base width 1."""
     fg, x = gx
     saved = wiring._MAX_BASE_WIDTH
     wiring._MAX_BASE_WIDTH = 1 if buckets else None

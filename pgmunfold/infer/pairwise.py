@@ -25,7 +25,7 @@ message from its partner column's cavity in one broadcast product and reduction
 where the per-unit contraction takes ``2 (K + 4)`` per unit plus their views. Small graphs are
 bound by per-op overhead (CSP_11, four pairwise groups: 60 ops per iteration down to 28, 1.5-2x
 faster on CPU); large ones by memory, where the ``K^2`` intermediate would cost. Without
-autograd (and without hard zeros) its loop runs in :class:`ColumnSweep`, on buffers and views
+autograd its loop runs in :class:`ColumnSweep`, on buffers and views
 prepared once: the Python around the ops cost as much as the ops.
 
 Mean-field on the same graphs uses the same layout and the same contraction (:class:`StateMatvec`
@@ -51,6 +51,7 @@ from typing import Any, Literal, NamedTuple
 import torch
 from torch.autograd.function import once_differentiable
 
+from pgmunfold.infer.bp import slot_cavities
 from pgmunfold.infer.ops import NEG, Semiring
 
 __all__ = [
@@ -636,10 +637,11 @@ class ColumnSweep:
     On small graphs an iteration is about 17 ops of a few microseconds each, and the Python
     around them (buffer lookups, workspace requests, views, the step's branches) cost as much
     again: CSP_11 ran 168 us per iteration as a bare loop of these ops against 351 us through
-    the network's step (2026-11-29). Cavities are formed by subtraction from the beliefs
-    (graphs without hard zeros; the caller keeps the functional step for exact cavities).
-    The functional step (``UnfoldedNetwork._pairwise_step`` with a :class:`ColumnTable`) is
-    its twin in the tests, and the path under autograd.
+    the network's step (2026-11-29). Cavities are formed by subtraction from the beliefs, or,
+    with ``exact_pos`` (hard zeros), as exclusive sums of the other slots
+    (:func:`~pgmunfold.infer.bp.slot_cavities`, never a subtraction). The functional step
+    (``UnfoldedNetwork._pairwise_step`` with a :class:`ColumnTable`) is its twin in the tests,
+    and the path under autograd.
 
     Args:
         slots: ``(D' * V,)`` the pairwise columns of each variable (``pw_slots_t``).
@@ -651,6 +653,8 @@ class ColumnSweep:
         field: the variables' field ``(B, K, V)`` (bits).
         damping: log-domain damping (0: none).
         semiring: ``"sum"`` or ``"max"``.
+        exact_pos: exact cavities: ``(P,)`` the position of each column's partner in the
+            flattened slot layout (``pw_partner_pos``); ``None``: cavities by subtraction.
 
     Shape:
         :attr:`messages`, :attr:`previous`: ``(B, K, P + 1)``.
@@ -666,11 +670,12 @@ class ColumnSweep:
         field: torch.Tensor,
         damping: float,
         semiring: Semiring,
+        exact_pos: torch.Tensor | None = None,
     ) -> None:
         B, K, P1 = msg.shape
         V = field.shape[2]
         self.slots, self.buckets = slots, tuple(buckets)
-        self.partner_var, self.partner = partner_var, partner
+        self.partner_var, self.partner, self.exact_pos = partner_var, partner, exact_pos
         self.damping, self.semiring = damping, semiring
         self.field = field
         self._msgs = [msg.clone(), msg.clone()]
@@ -700,14 +705,22 @@ class ColumnSweep:
         s = self.t % 2
         flat = self._flat[s]
         torch.index_select(flat, 1, self.slots, out=self._inc)
-        bel = torch.sum(self._inc4, dim=2, out=self._bel)
-        for v, sl in self.buckets:
-            part = flat.index_select(1, sl).view(*bel.shape[:2], -1, v.shape[0]).sum(dim=2)
-            bel.index_add_(2, v, part)
-        bel.add_(self.field)
-        bel.sub_(bel.amax(dim=1, keepdim=True))  # the messages do not depend on this shift
-        torch.index_select(self._bel_flat, 1, self.partner_var, out=self._q)
-        self._q.sub_(torch.index_select(flat, 1, self.partner, out=self._own))
+        B, K = self._bel.shape[:2]
+        if self.exact_pos is not None:  # hard zeros: exclusive sums, shifted per slot
+            parts = [self._inc4]
+            parts += [flat.index_select(1, sl).view(B, K, -1, v.shape[0]) for v, sl in self.buckets]
+            cav = slot_cavities(self.field, parts, [v for v, _ in self.buckets], dim=2)
+            cav.sub_(cav.amax(dim=1, keepdim=True))
+            torch.index_select(cav.view(B * K, -1), 1, self.exact_pos, out=self._q)
+        else:
+            bel = torch.sum(self._inc4, dim=2, out=self._bel)
+            for v, sl in self.buckets:
+                part = flat.index_select(1, sl).view(B, K, -1, v.shape[0]).sum(dim=2)
+                bel.index_add_(2, v, part)
+            bel.add_(self.field)
+            bel.sub_(bel.amax(dim=1, keepdim=True))  # the messages do not depend on this shift
+            torch.index_select(self._bel_flat, 1, self.partner_var, out=self._q)
+            self._q.sub_(torch.index_select(flat, 1, self.partner, out=self._own))
         new = self._new[1 - s]
         _contract(tables.table, tables.form, self._q3, self.semiring, new, dense=True)
         if self.damping != 0.0:
