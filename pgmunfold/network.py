@@ -1822,7 +1822,7 @@ class UnfoldedNetwork(nn.Module):
             sweep = None
             if ws.enabled and self._sweep_buckets >= 0 and self.iterations:
                 sweep = self._enumerated_sweep(msg, u, ws)
-            for t in range(self.iterations if sweep is None else 0):
+            for t in range(self.iterations):
                 prev = msg
                 key = tuple(self.copy_index[k][t] for k in self._keys)
                 if self.schedule == "sequential":
@@ -1838,15 +1838,11 @@ class UnfoldedNetwork(nn.Module):
                             merged[key] = self._merge_tables(th, NEG)
                             plans[key] = self._dense_plans(th, merged[key])
                     th = merged[key]
-                msg = self._layer(self._bp_step, msg, u, th, plans.get(key))
-            if sweep is not None:  # no autograd: the state-major loop of the same contraction
-                counts = [g.num_factors for g in self._mgroups]
-                for t in range(self.iterations):
-                    key = tuple(self.copy_index[k][t] for k in self._keys)
-                    if key not in merged:
-                        configs = self._buffer("enum_configs")
-                        merged[key] = [enumerated_tables(self._at(thetas, t), counts, configs)]
-                    sweep.step(merged[key][0])
+                if sweep is not None:  # no autograd: the state-major loop, same contraction
+                    sweep.step(th[0])
+                else:
+                    msg = self._layer(self._bp_step, msg, u, th, plans.get(key))
+            if sweep is not None:
                 msg, prev = sweep.messages, sweep.previous
             residual = _max_change(msg, prev, torch.exp, dim=2) if msg.shape[1] else u.new_zeros(B)
             log_marg = log_normalize(variable_beliefs(msg, u, self._slots()))
