@@ -1820,7 +1820,7 @@ class UnfoldedNetwork(nn.Module):
             merged: dict[tuple[int, ...], list[torch.Tensor]] = {}
             ws = Workspace.for_forward()
             sweep = None
-            if ws.enabled and self._sweep_buckets >= 0 and self.iterations:
+            if ws.enabled and self.enumerated and self._sweep_buckets >= 0 and self.iterations:
                 sweep = self._enumerated_sweep(msg, u, ws)
             for t in range(self.iterations):
                 prev = msg
