@@ -640,7 +640,14 @@ class UnfoldedNetwork(nn.Module):
             buf("enum_configs", enum.configs)
             sw = None
             if enum.others.shape[0]:
-                sw = plan_sweep(enum.others, w.slots, w.edge_var, w.num_variables, w.max_card)
+                sw = plan_sweep(
+                    enum.others,
+                    w.slots,
+                    w.edge_var,
+                    w.num_variables,
+                    w.max_card,
+                    self.exact_cavity,
+                )
             if sw is not None and (sw.exact is not None or not self.exact_cavity):
                 # the no-grad loop (EnumeratedSweep), flat and state-major (SweepWiring):
                 # sweep_bel_slots (D0 * (K V + 1),), sweep_cav_var (K E + 1,), sweep_others
@@ -653,7 +660,7 @@ class UnfoldedNetwork(nn.Module):
                 for j, (p, sl) in enumerate(zip(sw.bucket_pos, sw.bucket_slots, strict=True)):
                     buf(f"sweep_bucket_pos_{j}", p)
                     buf(f"sweep_bucket_slots_{j}", sl)
-                if self.exact_cavity and sw.exact is not None:
+                if sw.exact is not None:
                     exact_names = ("pre_slots", "suf_slots", "cav_lo", "cav_hi")
                     for name, a in zip(exact_names, sw.exact, strict=True):
                         buf(f"sweep_{name}", a)

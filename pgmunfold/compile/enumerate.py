@@ -164,9 +164,11 @@ def plan_sweep(
     edge_var: np.ndarray,
     num_variables: int,
     max_card: int,
+    exact: bool = False,
 ) -> SweepWiring:
     """The :class:`SweepWiring` of a graph: its slot plan ``slots`` and edge variables
-    ``edge_var`` ``(E,)``, and ``others``, :attr:`EnumeratedPlan.others`."""
+    ``edge_var`` ``(E,)``, and ``others``, :attr:`EnumeratedPlan.others`; ``exact``: also
+    the exact cavities' arrays (when the plan has no buckets)."""
     V, K, E = num_variables, max_card, len(edge_var)
     s = np.arange(K, dtype=np.int64)
 
@@ -182,8 +184,8 @@ def plan_sweep(
     cav_var = np.append((s[:, None] * V + edge_var[None, :]).reshape(-1), K * V)
     real = others < E * K
     remapped = (others % K) * E + others // K
-    exact = None
-    if slots.compact:
+    exact_arrays = None
+    if exact and slots.compact:
         d0, width = slots.base.shape[1], K * V + 1
         rows = bel_slots.reshape(d0, width)
         field = K * E + 1 + np.arange(width)  # the field's positions in the state
@@ -193,12 +195,12 @@ def plan_sweep(
         col = cav_var[:-1].reshape(K, E)  # s * V + v
         cav_lo = np.append((d[None, :] * width + col).reshape(-1), K * V)
         cav_hi = np.append(((d0 - 1 - d)[None, :] * width + col).reshape(-1), K * V)
-        exact = (pre_slots.astype(np.int64), suf_slots.astype(np.int64), cav_lo, cav_hi)
+        exact_arrays = (pre_slots.astype(np.int64), suf_slots.astype(np.int64), cav_lo, cav_hi)
     return SweepWiring(
         bel_slots.astype(np.int64),
         bucket_pos,
         bucket_slots,
         cav_var.astype(np.int64),
         np.where(real, remapped, K * E).astype(np.int64),
-        exact,
+        exact_arrays,
     )

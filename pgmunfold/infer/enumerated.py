@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from pgmunfold.infer.ops import NEG, Semiring, floored_exp
+from pgmunfold.infer.ops import NEG, Semiring, exp_floor, floored_exp
 from pgmunfold.infer.workspace import Workspace
 
 __all__ = ["EnumeratedSweep", "enumerated_messages", "enumerated_tables"]
@@ -227,7 +227,7 @@ class EnumeratedSweep:
         z3 = z.add_(entries.view(-1)).view(*rows, self.M, -1)
         if self.semiring == "sum":
             top = z3.amax(dim=d, keepdim=True)
-            z3.sub_(top).clamp_min_(-707.0 if z.dtype == torch.float64 else -87.0).exp_()
+            z3.sub_(top).clamp_min_(exp_floor(z.dtype)).exp_()  # floored_exp, in place
             red = torch.sum(z3, dim=d, out=self._red).log_().add_(top.squeeze(d))
         else:
             red = torch.amax(z3, dim=d, out=self._red)

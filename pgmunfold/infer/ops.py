@@ -22,6 +22,7 @@ __all__ = [
     "dense_pairwise_messages",
     "dense_range_limit",
     "exclusive_sum",
+    "exp_floor",
     "factor_to_variable",
     "floored_exp",
     "gather_rows",
@@ -51,7 +52,12 @@ def floored_exp(x: torch.Tensor) -> torch.Tensor:
     Shape:
         any; output: the same.
     """
-    return x.clamp_min(-707.0 if x.dtype == torch.float64 else -87.0).exp()
+    return x.clamp_min(exp_floor(x.dtype)).exp()
+
+
+def exp_floor(dtype: torch.dtype) -> float:
+    """The floor of :func:`floored_exp`: -707 for float64, else -87."""
+    return -707.0 if dtype == torch.float64 else -87.0
 
 
 def softplus(x: torch.Tensor) -> torch.Tensor:
