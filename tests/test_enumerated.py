@@ -267,6 +267,28 @@ def test_hard_zeros_exact_sweep_or_the_functional_step(buckets, monkeypatch):
     _sweep_and_twin(net, u)
 
 
+@pytest.mark.parametrize("hard_zeros", [False, True])
+@pytest.mark.parametrize("B", [1, 2])
+def test_sweep_reduces_only_the_rows_of_existing_states(hard_zeros, B):
+    """Cardinalities 2 and 3: the sweep gathers and reduces only the message rows whose state
+    exists at their edge (``sweep_rows``, one per edge and state), every other row reads a
+    hard zero; the result equals the functional step's."""
+    fg = _triplets(hard_zeros)
+    net = pu.compile(fg, iterations=6, damping=0.3, contraction="enumerate").double()
+    assert net.enumerated and net._sweep_buckets >= 0 and net.exact_cavity == hard_zeros
+    E, K = net.edge_var.shape[0], net.max_card
+    rows = net.sweep_rows
+    edge_card = net.cards[net.edge_var]
+    assert rows.shape[0] == int(edge_card.sum()) < K * E
+    assert bool((rows // E < edge_card[rows % E]).all())
+    dropped = torch.ones(K * E, dtype=torch.bool)
+    dropped[rows] = False
+    assert bool((net.sweep_row_of[dropped] == rows.shape[0]).all())
+    assert torch.equal(net.sweep_row_of[rows], torch.arange(rows.shape[0]))
+    u = torch.randn(B, 5, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(B))
+    _sweep_and_twin(net, u)
+
+
 @given(random_graphs(max_vars=6, max_factors=5, tree=True), st.sampled_from(["sum", "max"]))
 def test_exact_on_trees(fg, semiring):
     logz, marg, best, _ = brute_force(fg)
@@ -284,14 +306,15 @@ def test_exact_on_trees(fg, semiring):
             assert float(out.log_partition) == pytest.approx(best, abs=1e-8)
 
 
-def _triplets() -> pu.FactorGraph:
+def _triplets(hard_zeros: bool = True) -> pu.FactorGraph:
     rng = np.random.default_rng(5)
     fg = pu.FactorGraph()
     for v, k in enumerate([2, 3, 2, 3, 2]):
         fg.add_variable(v, k)
     fg.add_factors([[0, 1, 2], [2, 3, 4]], rng.normal(size=(2, 2, 3, 2)), name="t")
     fg.add_factors([[1, 3]], rng.normal(size=(1, 3, 3)), name="p")
-    fg.add_factors([[0, 4]], np.where(rng.random((2, 2)) < 0.3, -np.inf, 0.0), name="z")
+    zeros = np.where(rng.random((2, 2)) < 0.3, -np.inf, 0.0)
+    fg.add_factors([[0, 4]], zeros if hard_zeros else rng.normal(size=(1, 2, 2)), name="z")
     fg.add_factors([[0], [2], [4]], rng.normal(size=(3, 2)), name="u")
     return fg
 

@@ -135,8 +135,15 @@ class SweepWiring:
             the message position of that variable's ``(D0 + d)``-th edge, or ``K * E``.
         cav_var: ``(K * E + 1,)``: entry ``s * E + e`` is the belief position ``s * V + v`` of
             ``e``'s variable; the last is ``K * V``.
-        others: ``(A - 1, M, K * E)``: :attr:`EnumeratedPlan.others` as positions in the flat
-            state-major cavity (``e' * K + x`` becomes ``x * E + e'``; padding ``K * E``).
+        others: ``(A - 1, M, R)``: the columns ``rows`` of :attr:`EnumeratedPlan.others`, as
+            positions in the flat state-major cavity (``e' * K + x`` becomes ``x * E + e'``;
+            padding ``K * E``).
+        rows: ``(R,)``, ascending: the message rows ``s * E + e`` that are reduced, those with
+            ``s`` below the cardinality of ``e``'s variable (``R = K * E`` when every variable
+            has ``K`` states). The others are hard zeros whatever the cavities: with mixed
+            cardinalities (Pedigree_11: 2050 of 3006 rows) they are not gathered at all.
+        row_of: ``(K * E,)``: each row's position in ``rows``, or ``R`` for a row that is not
+            reduced (it reads a hard zero there).
         exact: exact cavities (hard zeros), for a plan without buckets only, else ``None``:
             ``(pre_slots, suf_slots, cav_lo, cav_hi)``, over a state vector ``[messages
             (K * E + 1) | field (K * V + 1)]``. ``pre_slots`` ``((D0 + 1) * (K * V + 1),)``
@@ -155,21 +162,24 @@ class SweepWiring:
     bucket_slots: tuple[np.ndarray, ...]
     cav_var: np.ndarray
     others: np.ndarray
+    rows: np.ndarray
+    row_of: np.ndarray
     exact: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None
 
 
 def plan_sweep(
-    others: np.ndarray,
+    plan: EnumeratedPlan,
     slots: SlotPlan,
     edge_var: np.ndarray,
     num_variables: int,
     max_card: int,
     exact: bool = False,
 ) -> SweepWiring:
-    """The :class:`SweepWiring` of a graph: its slot plan ``slots`` and edge variables
-    ``edge_var`` ``(E,)``, and ``others``, :attr:`EnumeratedPlan.others`; ``exact``: also
-    the exact cavities' arrays (when the plan has no buckets)."""
+    """The :class:`SweepWiring` of a graph: its enumerated ``plan``, slot plan ``slots`` and
+    edge variables ``edge_var`` ``(E,)``; ``exact``: also the exact cavities' arrays (when the
+    slot plan has no buckets)."""
     V, K, E = num_variables, max_card, len(edge_var)
+    others = plan.others
     s = np.arange(K, dtype=np.int64)
 
     def positions(edges: np.ndarray) -> np.ndarray:
@@ -187,20 +197,27 @@ def plan_sweep(
     exact_arrays = None
     if exact and slots.compact:
         d0, width = slots.base.shape[1], K * V + 1
-        rows = bel_slots.reshape(d0, width)
+        slot_rows = bel_slots.reshape(d0, width)
         field = K * E + 1 + np.arange(width)  # the field's positions in the state
-        pre_slots = np.concatenate([field[None], rows]).reshape(-1)
-        suf_slots = np.concatenate([np.full((1, width), K * E), rows[::-1]]).reshape(-1)
+        pre_slots = np.concatenate([field[None], slot_rows]).reshape(-1)
+        suf_slots = np.concatenate([np.full((1, width), K * E), slot_rows[::-1]]).reshape(-1)
         d = slots.edge_slot % d0  # each edge's slot in its variable's row
         col = cav_var[:-1].reshape(K, E)  # s * V + v
         cav_lo = np.append((d[None, :] * width + col).reshape(-1), K * V)
         cav_hi = np.append(((d0 - 1 - d)[None, :] * width + col).reshape(-1), K * V)
         exact_arrays = (pre_slots.astype(np.int64), suf_slots.astype(np.int64), cav_lo, cav_hi)
+    # a row's first configuration is real unless the row's state is beyond its edge's
+    # cardinality: those rows are never reduced (their messages are hard zeros)
+    rows = np.flatnonzero(plan.configs[0] != plan.num_configs).astype(np.int64)
+    row_of = np.full(K * E, len(rows), dtype=np.int64)
+    row_of[rows] = np.arange(len(rows))
     return SweepWiring(
         bel_slots.astype(np.int64),
         bucket_pos,
         bucket_slots,
         cav_var.astype(np.int64),
-        np.where(real, remapped, K * E).astype(np.int64),
+        np.where(real, remapped, K * E)[:, :, rows].astype(np.int64),
+        rows,
+        row_of,
         exact_arrays,
     )

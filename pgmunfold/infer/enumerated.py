@@ -93,15 +93,19 @@ class EnumeratedSweep:
     Pedigree_11, most of them small). Here messages stay state-major (``s * E + e``) with a
     trailing zero, beliefs and the field likewise (``s * V + v``), so every gather reads its
     padding from that zero and the new messages are written straight into the other of two
-    message buffers: about 25 ops per iteration. Cavities are formed by subtraction from the
-    belief, or, with ``exact`` (hard zeros, slot plans without buckets), as a prefix plus a
-    suffix sum of the other incoming messages (two cumulative sums, no subtraction). The
-    functional step is its twin in the tests, and the path under autograd.
+    message buffers: about 25 ops per iteration, on views made once. Cavities are formed by
+    subtraction from the belief, or, with ``exact`` (hard zeros, slot plans without buckets),
+    as a prefix plus a suffix sum of the other incoming messages (two cumulative sums, no
+    subtraction). Only the ``R`` rows whose state exists at their edge are gathered and
+    reduced (``rows``); the rest are hard zeros, read from a trailing ``NEG`` by one gather
+    back to all ``K * E`` rows. The functional step is its twin in the tests, and the path
+    under autograd.
 
     Args:
         wiring: the index arrays (:class:`~pgmunfold.compile.enumerate.SweepWiring`, as
             tensors on the field's device): ``bel_slots``, ``bucket_pos``, ``bucket_slots``,
-            ``cav_var``, ``others``, ``exact`` (``None``: cavities by subtraction).
+            ``cav_var``, ``others``, ``rows``, ``row_of``, ``exact`` (``None``: cavities by
+            subtraction).
         msg: the initial messages ``(B, E, K)``.
         field: the variables' unary log-potentials ``(B, V, K)``.
         damping: log-domain damping (0: none).
@@ -109,7 +113,8 @@ class EnumeratedSweep:
         ws: the forward's (enabled) workspace.
 
     Shape:
-        :attr:`messages`, :attr:`previous`: ``(B, E, K)``.
+        :attr:`messages`, :attr:`previous`: ``(B, E, K)``; :meth:`step`'s ``entries``:
+        ``(M, K * E)``.
     """
 
     def __init__(
@@ -120,6 +125,8 @@ class EnumeratedSweep:
             Sequence[torch.Tensor],
             torch.Tensor,
             torch.Tensor,
+            torch.Tensor,
+            torch.Tensor,
             Sequence[torch.Tensor] | None,
         ],
         msg: torch.Tensor,
@@ -128,17 +135,18 @@ class EnumeratedSweep:
         semiring: Semiring,
         ws: Workspace,
     ) -> None:
-        self.bel_slots, bucket_pos, bucket_slots, self.cav_var, others, exact = wiring
+        self.bel_slots, bucket_pos, bucket_slots, self.cav_var, others = wiring[:5]
+        self.rows, self.row_of, exact = wiring[5:]
         self.exact = None if exact is None else tuple(exact)
         self.buckets = tuple(zip(bucket_pos, bucket_slots, strict=True))
         B, E, K = msg.shape
         V = field.shape[1]
-        self.B, self.E, self.K = B, E, K
+        A1, M, R = others.shape
+        self.B, self.E, self.K, self.M = B, E, K, M
         self.damping, self.semiring = damping, semiring
-        self.A1, self.M = others.shape[0], others.shape[1]
         self.others = others.reshape(-1)
-        self.rows = () if B == 1 else (B,)  # one batch row: 1-d tensors
-        self.dim = len(self.rows)
+        rows = () if B == 1 else (B,)  # one batch row: 1-d tensors
+        self.batch, self.dim = rows, len(rows)
         KE, KV = K * E, K * V
 
         def flat(x: torch.Tensor, n: int) -> torch.Tensor:  # (B, n, K) -> (*rows, K n + 1)
@@ -146,13 +154,17 @@ class EnumeratedSweep:
             out[:, : K * n].view(B, K, n).copy_(x.transpose(1, 2))
             return out[0] if B == 1 else out
 
+        def states(x: torch.Tensor, n: int) -> torch.Tensor:  # (*rows, K n [+ 1]) -> (*rows, K, n)
+            return x[..., : K * n].view(*rows, K, n)
+
         self.field = flat(field, V)
         # each state: the messages (K E + 1), then, for exact cavities, the field (K V + 1)
-        states = [flat(msg, E) for _ in range(2)]
+        full = [flat(msg, E) for _ in range(2)]
         if self.exact is not None:
-            states = [torch.cat([x, self.field], dim=-1) for x in states]
-        self._msgs = [x[..., : KE + 1] for x in states]
-        self._full = states
+            full = [torch.cat([x, self.field], dim=-1) for x in full]
+        self._full = full
+        self._msgs = [x[..., : KE + 1] for x in full]
+        self._msg_states = [states(x, E) for x in self._msgs]
 
         def scratch(name: str, n: int) -> torch.Tensor:
             buf = ws(name, (B, n), field)
@@ -162,25 +174,44 @@ class EnumeratedSweep:
         if self.exact is None:
             self._inc = scratch("enum_inc", self.bel_slots.shape[0])
             self._bel = scratch("enum_bel", KV + 1)
+            self._inc_rows = self._inc.view(*rows, -1, KV + 1)
         else:
             self._pre = scratch("enum_pre", self.exact[0].shape[0])
             self._suf = scratch("enum_suf", self.exact[1].shape[0])
+            # (buffer, its rows, slots): the prefix table, then the suffix table
+            self._scans = tuple(
+                (x, x.view(*rows, -1, KV + 1), sl)
+                for x, sl in ((self._pre, self.exact[0]), (self._suf, self.exact[1]))
+            )
             self._part = scratch("enum_part", KE + 1)
-            self._width = KV + 1
         self._cav = scratch("enum_cav", KE + 1)
-        self._got = scratch("enum_got", self.others.shape[0])
-        self._z = scratch("enum_z", self.M * KE) if self.A1 > 1 else None
-        self._red = scratch("enum_red", KE)
+        self._cav_states = states(self._cav, E)
+        self._got = scratch("enum_got", A1 * M * R)
+        # the other edges' cavities, one slice per other edge, summed by a chain of adds
+        # (faster than a reduction over a short outer axis)
+        self._got_parts = tuple(self._got[..., i * M * R : (i + 1) * M * R] for i in range(A1))
+        self._z = scratch("enum_z", M * R) if A1 > 1 else self._got
+        self._z3 = self._z.view(*rows, M, R)
+        self._compact = R < KE
+        self._red = scratch("enum_red", R + 1 if self._compact else KE)
+        self._red_rows = self._red[..., :R]
+        if self._compact:  # the rows that are not reduced read the trailing hard zero
+            self._red[..., R].fill_(NEG)
+            self._red_all = scratch("enum_red_all", KE)
+        else:
+            self._red_all = self._red
+        self._red_states = self._red_all.view(*rows, K, E)
+        # the maxima: over an edge's states (cavities, messages), over a row's configurations
+        self._edge_max = scratch("enum_edge_max", E).view(*rows, 1, E)
+        self._top = scratch("enum_top", R).view(*rows, 1, R)
+        self._top_rows = self._top.view(*rows, R)
+        self._entries: tuple[torch.Tensor, torch.Tensor] | None = None
         self.t = 0
-
-    def _states(self, x: torch.Tensor) -> torch.Tensor:
-        """The ``(*rows, K * n)`` part of a flat vector as ``(*rows, K, n)``."""
-        n = (x.shape[-1] - 1) // self.K
-        return x[..., : self.K * n].view(*self.rows, self.K, n)
 
     def _edges(self, x: torch.Tensor) -> torch.Tensor:
         """A flat message vector as ``(B, E, K)`` (a copy)."""
-        return self._states(x).reshape(self.B, self.K, self.E).transpose(1, 2).contiguous()
+        s = x[..., : self.K * self.E].reshape(self.B, self.K, self.E)
+        return s.transpose(1, 2).contiguous()
 
     @property
     def messages(self) -> torch.Tensor:
@@ -192,48 +223,61 @@ class EnumeratedSweep:
         """The messages of the iteration before the last (the initial ones before any)."""
         return self._edges(self._msgs[(self.t + 1) % 2 if self.t else 0])
 
+    def _row_entries(self, entries: torch.Tensor) -> torch.Tensor:
+        """``entries`` ``(M, K * E)`` at the reduced rows, flat (made once per table)."""
+        if self._entries is None or self._entries[0] is not entries:
+            kept = entries.index_select(1, self.rows) if self._compact else entries
+            self._entries = (entries, kept.reshape(-1))
+        return self._entries[1]
+
     def step(self, entries: torch.Tensor) -> None:
         """One iteration with the table entries of every message row (:func:`enumerated_tables`,
         ``(M, K * E)``)."""
-        d, rows = self.dim, self.rows
-        msg, out = self._msgs[self.t % 2], self._msgs[1 - self.t % 2]
+        d = self.dim
+        i = self.t % 2
+        msg = self._msgs[i]
         if self.exact is None:
             # beliefs (trailing zero: field's plus padding slots'), then the cavities by
             # subtraction (trailing zero: 0 - 0)
             torch.index_select(msg, d, self.bel_slots, out=self._inc)
-            bel = torch.sum(self._inc.view(*rows, -1, self._bel.shape[-1]), dim=d, out=self._bel)
+            bel = torch.sum(self._inc_rows, dim=d, out=self._bel)
             bel.add_(self.field)
             for pos, sl in self.buckets:
-                part = torch.index_select(msg, d, sl).view(*rows, -1, pos.shape[0]).sum(dim=d)
-                bel.index_add_(d, pos, part)
+                part = torch.index_select(msg, d, sl).view(*self.batch, -1, pos.shape[0])
+                bel.index_add_(d, pos, part.sum(dim=d))
             cav = torch.index_select(bel, d, self.cav_var, out=self._cav).sub_(msg)
         else:  # exact: the prefix plus the suffix sum around each edge's own slot
-            state = self._full[self.t % 2]
-            pre_slots, suf_slots, lo, hi = self.exact
-            for buf, sl in ((self._pre, pre_slots), (self._suf, suf_slots)):
+            state = self._full[i]
+            for buf, table, sl in self._scans:
                 torch.index_select(state, d, sl, out=buf)
-                buf.view(*rows, -1, self._width).cumsum_(dim=d)
+                table.cumsum_(dim=d)
+            lo, hi = self.exact[2:]
             cav = torch.index_select(self._pre, d, lo, out=self._cav)
             cav.add_(torch.index_select(self._suf, d, hi, out=self._part))
         # each cavity shifted to a largest state of 0
-        c3 = self._states(cav)
-        c3.sub_(c3.amax(dim=d, keepdim=True).clamp_min_(NEG / 2))
-        # every configuration of every row: the other edges' cavities plus the table entry
-        got = torch.index_select(cav, d, self.others, out=self._got)
-        if self._z is not None:
-            z = torch.sum(got.view(*rows, self.A1, -1), dim=d, out=self._z)
-        else:
-            z = got
-        z3 = z.add_(entries.view(-1)).view(*rows, self.M, -1)
+        c3 = self._cav_states
+        c3.sub_(torch.amax(c3, dim=d, keepdim=True, out=self._edge_max).clamp_min_(NEG / 2))
+        # every configuration of every reduced row: the other edges' cavities plus the entry
+        torch.index_select(cav, d, self.others, out=self._got)
+        parts = self._got_parts
+        if len(parts) > 1:
+            z = torch.add(parts[0], parts[1], out=self._z)
+            for p in parts[2:]:
+                z.add_(p)
+        self._z.add_(self._row_entries(entries))
+        z3 = self._z3
         if self.semiring == "sum":
-            top = z3.amax(dim=d, keepdim=True)
-            z3.sub_(top).clamp_min_(exp_floor(z.dtype)).exp_()  # floored_exp, in place
-            red = torch.sum(z3, dim=d, out=self._red).log_().add_(top.squeeze(d))
+            top = torch.amax(z3, dim=d, keepdim=True, out=self._top)
+            z3.sub_(top).clamp_min_(exp_floor(z3.dtype)).exp_()  # floored_exp, in place
+            torch.sum(z3, dim=d, out=self._red_rows).log_().add_(self._top_rows)
         else:
-            red = torch.amax(z3, dim=d, out=self._red)
-        r3 = red.view(*rows, self.K, self.E)
-        new = self._states(out)
-        torch.sub(r3, r3.amax(dim=d, keepdim=True), out=new).clamp_min_(NEG)
+            torch.amax(z3, dim=d, out=self._red_rows)
+        if self._compact:
+            torch.index_select(self._red, d, self.row_of, out=self._red_all)
+        r3 = self._red_states
+        new = self._msg_states[1 - i]
+        torch.sub(r3, torch.amax(r3, dim=d, keepdim=True, out=self._edge_max), out=new)
+        new.clamp_min_(NEG)
         if self.damping != 0.0:
-            torch.lerp(new, self._states(msg), self.damping, out=new)
+            torch.lerp(new, self._msg_states[i], self.damping, out=new)
         self.t += 1
