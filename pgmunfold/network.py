@@ -9,11 +9,12 @@ edges.
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 import warnings
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Literal
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Literal, overload
 
 import numpy as np
 import torch
@@ -52,7 +53,7 @@ from pgmunfold.infer.bp import (
     slot_cavities,
     variable_beliefs,
 )
-from pgmunfold.infer.enumerated import EnumeratedSweep, enumerated_messages, enumerated_tables
+from pgmunfold.infer.enumerated import EnumeratedSweep, enumerated_messages
 from pgmunfold.infer.free_energy import bethe_log_partition, mean_field_bound, score_states
 from pgmunfold.infer.fused import (
     FusedWiring,
@@ -225,6 +226,47 @@ def _map_states(log_marg: torch.Tensor) -> torch.Tensor:
     return log_marg.argmax(dim=2)
 
 
+class _FlatThetas(Sequence[torch.Tensor]):
+    """Every group's log-potentials (all copies, ``-inf`` raised to the sentinel) as slices
+    of one flat copy of the parameters, made by one concatenation per forward: ``flat``, the
+    parameters flattened in group order, then ``tail`` (the enumerated contraction's hard
+    zero and 0, which its gathers read for padding). A group's slice is raised to the
+    sentinel when first read. A copy, not a view: what is read later (``log Z``, deferred)
+    is what the forward saw.
+
+    Shape:
+        ``params[i]``: ``(copies, F_i or 1, *cards_i)``; ``flat``: ``(sum_i numel_i + 2,)``;
+        ``self[i]``: ``params[i]``'s shape.
+    """
+
+    def __init__(self, params: Sequence[torch.Tensor], tail: torch.Tensor) -> None:
+        parts = [p.reshape(-1) for p in params]
+        self.shapes = [p.shape for p in params]
+        self.sizes = tuple(x.shape[0] for x in parts)
+        self.starts = [0, *itertools.accumulate(self.sizes)][:-1]
+        self.flat = torch.cat([*parts, tail])
+        self._read: dict[int, torch.Tensor] = {}
+
+    def __len__(self) -> int:
+        return len(self.shapes)
+
+    @overload
+    def __getitem__(self, i: int) -> torch.Tensor: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[torch.Tensor]: ...
+
+    def __getitem__(self, i: int | slice) -> torch.Tensor | Sequence[torch.Tensor]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(len(self))[i]]
+        i = range(len(self))[i]  # (negative indices; IndexError past the end)
+        if i not in self._read:
+            a = self.starts[i]
+            x = self.flat[a : a + self.sizes[i]].view(self.shapes[i])
+            self._read[i] = x.clamp_min(NEG)
+        return self._read[i]
+
+
 class _FoldedUnaries:
     """Unary factors on the fast paths. A unary factor's message is its (normalised) table
     whatever the cavity, so it is folded into the variables' field instead of occupying message
@@ -236,7 +278,9 @@ class _FoldedUnaries:
     path).
     """
 
-    def __init__(self, net: UnfoldedNetwork, thetas: list[torch.Tensor], log_odds: bool) -> None:
+    def __init__(
+        self, net: UnfoldedNetwork, thetas: Sequence[torch.Tensor], log_odds: bool
+    ) -> None:
         self.net, self.log_odds = net, log_odds
         idx = net._un_idx
         self.dynamic = any(max(net._copies(i)) > 0 for i in idx)
@@ -633,11 +677,18 @@ class UnfoldedNetwork(nn.Module):
                 and not compile_steps
                 and _enumeration_pays(padded, unpadded, max(g.arity for g in self._mgroups))
             )
+        # per copy combination, the flat indices into _FlatThetas.flat (_enumerated_index)
+        self._enum_index: dict[
+            tuple[int, ...], tuple[torch.Tensor, torch.Tensor, tuple[int, ...]]
+        ] = {}
         self._sweep_buckets = -1  # the no-grad enumerated loop's buckets (-1: no loop)
         if self.enumerated:
             enum = plan_enumeration(self._mgroups, w.num_edges, w.max_card)
             buf("enum_others", enum.others)
             buf("enum_configs", enum.configs)
+            # enum_tail (2,): a hard zero and a 0, after the flattened parameters
+            # (_FlatThetas.flat): what padding configurations and initial messages read
+            buf("enum_tail", torch.tensor([NEG, 0.0], dtype=fdtype))
             sw = None
             if enum.others.shape[0]:
                 sw = plan_sweep(
@@ -1104,14 +1155,24 @@ class UnfoldedNetwork(nn.Module):
         host-to-device copy, so that CUDA-graph capture of the forward works)."""
         return torch.full((), self.damping, dtype=like.dtype, device=like.device)
 
-    def _thetas(self) -> list[torch.Tensor]:
-        return [self.potentials[k].clamp_min(NEG) for k in self._keys]
+    def _potentials(self) -> list[torch.Tensor]:
+        """Every group's parameter, in group order (read from the ``ParameterDict``'s own
+        table: its ``__getitem__`` costs microseconds per group and forward)."""
+        params = self._modules["potentials"]._parameters  # type: ignore[union-attr]
+        return [params[k] for k in self._keys]  # type: ignore[misc]
 
-    def _at(self, thetas: list[torch.Tensor], t: int) -> list[torch.Tensor]:
+    def _thetas(self) -> Sequence[torch.Tensor]:
+        """Every group's log-potentials (all copies), ``-inf`` raised to the sentinel. The
+        enumerated contraction reads them from one flat copy (:class:`_FlatThetas`)."""
+        if self.enumerated:
+            return _FlatThetas(self._potentials(), self._buffer("enum_tail"))
+        return [p.clamp_min(NEG) for p in self._potentials()]
+
+    def _at(self, thetas: Sequence[torch.Tensor], t: int) -> list[torch.Tensor]:
         """Log-potentials of the message-sending groups at iteration ``t``."""
         return [thetas[i][self.copy_index[self._keys[i]][t]] for i in self._msg_idx]
 
-    def _constant(self, thetas: list[torch.Tensor], t: int) -> torch.Tensor | float:
+    def _constant(self, thetas: Sequence[torch.Tensor], t: int) -> torch.Tensor | float:
         """Sum of the arity-0 (constant) factors at iteration ``t``: a term of ``log Z``."""
         total: torch.Tensor | float = 0.0
         for i in self._const_idx:
@@ -1376,7 +1437,7 @@ class UnfoldedNetwork(nn.Module):
         field: torch.Tensor,
         ul: torch.Tensor,
         unaries: _FoldedUnaries,
-        thetas: list[torch.Tensor],
+        thetas: Sequence[torch.Tensor],
         ws: Workspace,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The binary path's iterations with ``backend="triton"`` (no-grad only): per
@@ -1420,7 +1481,7 @@ class UnfoldedNetwork(nn.Module):
         return lo, prev, belief
 
     def _run_binary(
-        self, u: torch.Tensor, thetas: list[torch.Tensor]
+        self, u: torch.Tensor, thetas: Sequence[torch.Tensor]
     ) -> tuple[torch.Tensor, Callable[[], torch.Tensor], torch.Tensor]:
         """Flooding BP in the log-odds domain (binary variables, arity <= 2, finite tables);
         returns the log marginals ``(B, V, 2)``, a function giving the general path's
@@ -1620,7 +1681,7 @@ class UnfoldedNetwork(nn.Module):
         return out
 
     def _run_pairwise(
-        self, u: torch.Tensor, thetas: list[torch.Tensor]
+        self, u: torch.Tensor, thetas: Sequence[torch.Tensor]
     ) -> tuple[torch.Tensor, Callable[[], torch.Tensor], torch.Tensor]:
         """Flooding BP on the pairwise fast path; returns the log marginals ``(B, V, K)``, a
         function giving the general path's ``(B, E, K)`` natural-log messages, and the
@@ -1818,13 +1879,18 @@ class UnfoldedNetwork(nn.Module):
         s = _neg_inf_below_sentinel(s + self._constant(thetas, self.iterations - 1))
         return s.squeeze(0) if single else s
 
-    def _run_bp(self, u: torch.Tensor, thetas: list[torch.Tensor]) -> Beliefs:
+    def _run_bp(self, u: torch.Tensor, thetas: Sequence[torch.Tensor]) -> Beliefs:
         B = u.shape[0]
         if self.binary_fast or self.pairwise_fast:
             run = self._run_binary if self.binary_fast else self._run_pairwise
             log_marg, messages, residual = run(u, thetas)
         else:
-            msg = self._initial_messages(u, self._at(thetas, 0))
+            if isinstance(thetas, _FlatThetas):  # tables and initial messages: one gather each
+                flat, sizes = thetas.flat, thetas.sizes
+                configs, init = self._enumerated_index(self._copy_key(0), sizes, flat.device)
+                msg = self._enumerated_initial(flat, init, B)
+            else:
+                msg = self._initial_messages(u, self._at(thetas, 0))
             prev = msg
             plans: dict[tuple[int, ...], list[DensePairwise | None] | None] = {}
             merged: dict[tuple[int, ...], list[torch.Tensor]] = {}
@@ -1834,17 +1900,17 @@ class UnfoldedNetwork(nn.Module):
                 sweep = self._enumerated_sweep(msg, u, ws)
             for t in range(self.iterations):
                 prev = msg
-                key = tuple(self.copy_index[k][t] for k in self._keys)
+                key = self._copy_key(t)
                 if self.schedule == "sequential":
                     th = self._at(thetas, t)
                 else:  # the tables of this combination of copies, made once per forward
                     if key not in merged:
-                        th = self._at(thetas, t)
                         if self.enumerated:  # every message row's table entries
-                            counts = [g.num_factors for g in self._mgroups]
-                            configs = self._buffer("enum_configs")
-                            merged[key] = [enumerated_tables(th, counts, configs)]
+                            configs, _ = self._enumerated_index(key, sizes, flat.device)
+                            entries = flat.index_select(0, configs).clamp_min_(NEG)
+                            merged[key] = [entries.view(-1, self.max_card * msg.shape[1])]
                         else:  # one padded table per merge
+                            th = self._at(thetas, t)
                             merged[key] = self._merge_tables(th, NEG)
                             plans[key] = self._dense_plans(th, merged[key])
                     th = merged[key]
@@ -1897,6 +1963,65 @@ class UnfoldedNetwork(nn.Module):
 
     def _scopes(self) -> list[torch.Tensor]:
         return [self._buffer(f"scope_{i}") for i in self._msg_idx]
+
+    def _copy_key(self, t: int) -> tuple[int, ...]:
+        """Which copy of every group iteration ``t`` uses."""
+        return tuple(self.copy_index[k][t] for k in self._keys)
+
+    def _enumerated_index(
+        self, key: tuple[int, ...], sizes: tuple[int, ...], device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Indices into :attr:`_FlatThetas.flat` (every group's parameter, of ``sizes``) for
+        the copy combination ``key`` (:meth:`_copy_key`): every message row's table entries (buffer
+        ``enum_configs``, re-addressed to the parameters' own layout: copy, factor or the one
+        shared table, configuration; padding reads the hard zero), and the initial messages
+        (a unary factor's table entry, a 0 for the other edges' states, the hard zero beyond
+        a variable's cardinality). Host work, once per combination and device, then kept.
+
+        Shape:
+            outputs: ``(M * K * E,)``, ``(E * K,)`` (edge-major).
+        """
+        cached = self._enum_index.get(key)
+        if cached is not None and cached[0].device == device and cached[2] == sizes:
+            return cached[0], cached[1]
+        gs = self._mgroups
+        P = np.array([int(np.prod(g.cards)) for g in gs], dtype=np.int64)
+        F_ = np.array([g.num_factors for g in gs], dtype=np.int64)
+        shared = np.array([g.shared for g in gs])
+        copy = np.array([key[i] for i in self._msg_idx], dtype=np.int64)
+        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        new_start = starts[list(self._msg_idx)]
+        # a copy of group g starts at copy * F'_g * P_g (F'_g: 1 for a shared table)
+        base = new_start + copy * np.where(shared, 1, F_) * P
+        old_stop = np.cumsum(F_ * P)
+        hard_zero, zero = sum(sizes), sum(sizes) + 1
+        old = self._buffer("enum_configs").cpu().numpy().reshape(-1)
+        real = old < old_stop[-1]
+        g = np.searchsorted(old_stop, old[real], side="right")
+        local = old[real] - (old_stop[g] - F_[g] * P[g])
+        f = np.where(shared[g], 0, local // P[g])
+        configs = np.full(old.shape, hard_zero, dtype=np.int64)
+        configs[real] = base[g] + f * P[g] + local % P[g]
+        ev = self.edge_var.cpu().numpy()
+        init = np.where(self._wiring.state_valid[ev], zero, hard_zero).astype(np.int64)
+        for i, gw in enumerate(gs):
+            if gw.arity == 1:  # a unary factor sends its table at once
+                k, n = gw.cards[0], gw.num_factors
+                f = np.zeros(n, dtype=np.int64) if gw.shared else np.arange(n)
+                rows = init[gw.edge_start : gw.edge_stop]
+                rows[:, :k] = base[i] + f[:, None] * k + np.arange(k)
+        out = (
+            torch.as_tensor(configs, device=device),
+            torch.as_tensor(init.reshape(-1), device=device),
+        )
+        self._enum_index[key] = (*out, sizes)
+        return out
+
+    def _enumerated_initial(self, flat: torch.Tensor, init: torch.Tensor, B: int) -> torch.Tensor:
+        """:meth:`_initial_messages` from :attr:`_FlatThetas.flat` by the index ``init``
+        (:meth:`_enumerated_index`). Shape: output ``(B, E, K)``."""
+        x = flat.index_select(0, init).clamp_min_(NEG).view(1, -1, self.max_card)
+        return log_normalize(x.expand(B, -1, -1))
 
     def _enumerated_sweep(
         self, msg: torch.Tensor, u: torch.Tensor, ws: Workspace
@@ -2039,7 +2164,7 @@ class UnfoldedNetwork(nn.Module):
         )
 
     def _run_mf_pairwise(
-        self, u: torch.Tensor, thetas: list[torch.Tensor]
+        self, u: torch.Tensor, thetas: Sequence[torch.Tensor]
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Parallel mean-field on the pairwise fast path; returns the last two ``q``
         ``(B, V, K)`` (natural layout)."""
@@ -2143,7 +2268,7 @@ class UnfoldedNetwork(nn.Module):
         return self._damp(new, q, damping, in_place=ws.enabled)
 
     def _run_mf_binary(
-        self, u: torch.Tensor, thetas: list[torch.Tensor]
+        self, u: torch.Tensor, thetas: Sequence[torch.Tensor]
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Parallel mean-field on binary variables in log-odds form; returns the last two
         ``q`` ``(B, V, 2)`` (natural layout)."""
@@ -2175,7 +2300,7 @@ class UnfoldedNetwork(nn.Module):
             )
         return q.transpose(1, 2).contiguous(), prev.transpose(1, 2)
 
-    def _run_mf(self, u: torch.Tensor, thetas: list[torch.Tensor]) -> Beliefs:
+    def _run_mf(self, u: torch.Tensor, thetas: Sequence[torch.Tensor]) -> Beliefs:
         if self.mf_binary:
             q, prev = self._run_mf_binary(u, thetas)
         elif self.mf_fast:
