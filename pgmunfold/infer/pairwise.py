@@ -52,7 +52,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from pgmunfold.infer.bp import slot_cavities
-from pgmunfold.infer.ops import NEG, Semiring
+from pgmunfold.infer.ops import NEG, Semiring, exp_floor
 
 __all__ = [
     "LOG2E",
@@ -446,10 +446,13 @@ def _contract(
     link: TableGradLink | None = None,
     transposed: bool = False,
     dense: bool = False,
+    work: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Normalised messages to one scope position from the cavities ``q`` of the other
     (``link``, ``transposed``: see :func:`state_matvec`; ``dense``: every ``K x K`` term at
-    once in both forms, with plain autograd, for the column tables of small problems).
+    once in both forms, with plain autograd, for the column tables of small problems;
+    ``work``: with ``out`` and ``dense``, a ``(B, K, K, F)`` buffer for those terms, so that
+    no-grad iterations allocate nothing).
 
     ``out[b, a, f] = reduce_j (tab[j, a, f] + q[b, j, f])`` in bits (``q`` from beliefs shifted
     to a maximum of 0, see :class:`PairwiseTables`), ``reduce`` log2-sum-exp2 or max; ``tab`` is
@@ -468,7 +471,8 @@ def _contract(
             q = q.sub_(q.amax(dim=1, keepdim=True)) if inplace else q - q.detach().amax(1, True)
         p = torch.exp2(q, out=q if inplace else None)
         if dense:  # 2 ops instead of K (a K^2 intermediate; small problems)
-            acc = torch.sum(tab.unsqueeze(0) * p.unsqueeze(2), dim=1, out=out)
+            terms = torch.mul(tab.unsqueeze(0), p.unsqueeze(2), out=work if inplace else None)
+            acc = torch.sum(terms, dim=1, out=out)
         else:
             acc = state_matvec(tab, tab_t, p, out, link, transposed)
         lse = acc.sum(dim=1, keepdim=True).log2()
@@ -478,13 +482,24 @@ def _contract(
         # "exp": every entry of acc is positive (see PairwiseTables), no -inf to clamp
         return msg if form == "exp" else msg.clamp_min_(NEG_BITS)
     if dense or q.shape[0] * K * K * q.shape[2] <= _BROADCAST_MAX:
-        # small: all K x K terms at once (7 ops instead of 6 K; a K^2 intermediate)
+        # small: all K x K terms at once (7 ops instead of 6 K; a K^2 intermediate); the
+        # shifted terms are floored before exp2, as in floored_exp (an underflowing exp2 runs
+        # several times slower, and no sum sees the difference)
+        floor = exp_floor(q.dtype) * LOG2E
+        if inplace and work is not None:  # in the buffers: work, then q (free once read)
+            x = torch.add(tab.unsqueeze(0), q.unsqueeze(2), out=work)  # (B, K_j, K_a, F)
+            if semiring == "max":
+                return _normalise_bits(torch.amax(x, dim=1, out=out), inplace)
+            shift = torch.amax(x, dim=1, keepdim=True, out=q.unsqueeze(1))
+            x.sub_(shift).clamp_min_(floor).exp2_()
+            res = torch.sum(x, dim=1, out=out).log2_().add_(q)
+            return _normalise_bits(res, inplace)
         x = tab.unsqueeze(0) + q.unsqueeze(2)  # (B, K_j, K_a, F)
         if semiring == "max":
             res = x.amax(dim=1)
         else:
             shift = x.detach().amax(dim=1, keepdim=True)
-            res = torch.exp2(x - shift).sum(dim=1).log2() + shift.squeeze(1)
+            res = torch.exp2((x - shift).clamp_min(floor)).sum(dim=1).log2() + shift.squeeze(1)
         return _normalise_bits(res if out is None else out.copy_(res), inplace)
     top = torch.add(tab[0], q[:, 0:1], out=out)
     for j in range(1, K):
@@ -688,6 +703,7 @@ class ColumnSweep:
         self._q = msg.new_empty(B * K, P1 - 1)
         self._q3 = self._q.view(B, K, P1 - 1)
         self._own = msg.new_empty(B * K, P1 - 1)
+        self._work = msg.new_empty(B, K, K, P1 - 1)  # the contraction's K x K terms
         self.t = 0
 
     @property
@@ -722,7 +738,9 @@ class ColumnSweep:
             torch.index_select(self._bel_flat, 1, self.partner_var, out=self._q)
             self._q.sub_(torch.index_select(flat, 1, self.partner, out=self._own))
         new = self._new[1 - s]
-        _contract(tables.table, tables.form, self._q3, self.semiring, new, dense=True)
+        _contract(
+            tables.table, tables.form, self._q3, self.semiring, new, dense=True, work=self._work
+        )
         if self.damping != 0.0:
             torch.lerp(self._msgs[1 - s], self._msgs[s], self.damping, out=self._msgs[1 - s])
         self.t += 1
