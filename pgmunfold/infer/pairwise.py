@@ -52,7 +52,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from pgmunfold.infer.bp import slot_cavities
-from pgmunfold.infer.ops import NEG, Semiring, exp_floor
+from pgmunfold.infer.ops import NEG, Semiring
 
 __all__ = [
     "LOG2E",
@@ -482,16 +482,15 @@ def _contract(
         # "exp": every entry of acc is positive (see PairwiseTables), no -inf to clamp
         return msg if form == "exp" else msg.clamp_min_(NEG_BITS)
     if dense or q.shape[0] * K * K * q.shape[2] <= _BROADCAST_MAX:
-        # small: all K x K terms at once (7 ops instead of 6 K; a K^2 intermediate); the
-        # shifted terms are floored before exp2, as in floored_exp (an underflowing exp2 runs
-        # several times slower, and no sum sees the difference)
-        floor = exp_floor(q.dtype) * LOG2E
+        # small: all K x K terms at once (7 ops instead of 6 K; a K^2 intermediate). (Unlike
+        # exp, exp2 runs no slower where it underflows: 7-11 us per 9.4k float32 entries at
+        # N(0, 1), -126 and -1.4e30 alike, measured here; so no floor as in floored_exp.)
         if inplace and work is not None:  # in the buffers: work, then q (free once read)
             x = torch.add(tab.unsqueeze(0), q.unsqueeze(2), out=work)  # (B, K_j, K_a, F)
             if semiring == "max":
                 return _normalise_bits(torch.amax(x, dim=1, out=out), inplace)
             shift = torch.amax(x, dim=1, keepdim=True, out=q.unsqueeze(1))
-            x.sub_(shift).clamp_min_(floor).exp2_()
+            x.sub_(shift).exp2_()
             res = torch.sum(x, dim=1, out=out).log2_().add_(q)
             return _normalise_bits(res, inplace)
         x = tab.unsqueeze(0) + q.unsqueeze(2)  # (B, K_j, K_a, F)
@@ -499,7 +498,7 @@ def _contract(
             res = x.amax(dim=1)
         else:
             shift = x.detach().amax(dim=1, keepdim=True)
-            res = torch.exp2((x - shift).clamp_min(floor)).sum(dim=1).log2() + shift.squeeze(1)
+            res = torch.exp2(x - shift).sum(dim=1).log2() + shift.squeeze(1)
         return _normalise_bits(res if out is None else out.copy_(res), inplace)
     top = torch.add(tab[0], q[:, 0:1], out=out)
     for j in range(1, K):
