@@ -226,12 +226,18 @@ def _state_major_copy(theta: torch.Tensor) -> torch.Tensor:
     return theta.reshape(F, k0 * k1).t().clone(memory_format=torch.contiguous_format)
 
 
-def _normalise_bits(x: torch.Tensor, inplace: bool) -> torch.Tensor:
-    """Shift log2-values so that they log2-sum-exp2 to 0 over dim 1 (states); ``inplace``
-    overwrites ``x`` (no-grad only)."""
-    y = x.sub_(x.amax(dim=1, keepdim=True)) if inplace else x - x.detach().amax(dim=1, keepdim=True)
-    lse = torch.exp2(y).sum(dim=1, keepdim=True).log2()
-    return (y.sub_(lse) if inplace else y - lse).clamp_min_(NEG_BITS)
+def _shift_bits(x: torch.Tensor, inplace: bool) -> torch.Tensor:
+    """Shift log2-values so that their largest state (dim 1) is 0, floored at the sentinel;
+    ``inplace`` overwrites ``x`` (no-grad only).
+
+    A message is defined up to a constant per column: every use of one is invariant to it
+    (cavities and beliefs are shifted, the residual and the marginals normalised), so the
+    log form's messages are not normalised to sum to one (5 ops more per contraction). The
+    shift is not detached: its gradient projects out the constant direction, which no later
+    use sees (see :func:`~pgmunfold.infer.enumerated.enumerated_messages`).
+    """
+    top = x.amax(dim=1, keepdim=True)
+    return (x.sub_(top) if inplace else x - top).clamp_min_(NEG_BITS)
 
 
 def state_matvec_naive(tab: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
@@ -448,7 +454,8 @@ def _contract(
     dense: bool = False,
     work: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Normalised messages to one scope position from the cavities ``q`` of the other
+    """Messages to one scope position from the cavities ``q`` of the other (exp forms:
+    normalised; log form: shifted to a largest state of 0, see :func:`_shift_bits`)
     (``link``, ``transposed``: see :func:`state_matvec`; ``dense``: every ``K x K`` term at
     once in both forms, with plain autograd, for the column tables of small problems;
     ``work``: with ``out`` and ``dense``, a ``(B, K, K, F)`` buffer for those terms, so that
@@ -489,30 +496,30 @@ def _contract(
         if inplace and work is not None:  # in the buffers: work, then q (free once read)
             x = torch.add(tab.unsqueeze(0), q.unsqueeze(2), out=work)  # (B, K_j, K_a, F)
             if semiring == "max":
-                return _normalise_bits(torch.amax(x, dim=1, out=out), inplace)
+                return _shift_bits(torch.amax(x, dim=1, out=out), inplace)
             shift = torch.amax(x, dim=1, keepdim=True, out=q.unsqueeze(1))
             x.sub_(shift).exp2_()
             res = torch.sum(x, dim=1, out=out).log2_().add_(q)
-            return _normalise_bits(res, inplace)
+            return _shift_bits(res, inplace)
         x = tab.unsqueeze(0) + q.unsqueeze(2)  # (B, K_j, K_a, F)
         if semiring == "max":
             res = x.amax(dim=1)
         else:
             shift = x.detach().amax(dim=1, keepdim=True)
             res = torch.exp2(x - shift).sum(dim=1).log2() + shift.squeeze(1)
-        return _normalise_bits(res if out is None else out.copy_(res), inplace)
+        return _shift_bits(res if out is None else out.copy_(res), inplace)
     top = torch.add(tab[0], q[:, 0:1], out=out)
     for j in range(1, K):
         top = torch.maximum(top, tab[j] + q[:, j : j + 1], out=top if inplace else None)
     if semiring == "max":
-        return _normalise_bits(top, inplace)
+        return _shift_bits(top, inplace)
     # the result does not depend on the shift, nor does the gradient
     shift = top.detach().clone() if inplace else top.detach()
     acc = torch.exp2(tab[0] + q[:, 0:1] - shift, out=out)
     for j in range(1, K):
         term = torch.exp2(tab[j] + q[:, j : j + 1] - shift)
         acc = acc.add_(term) if inplace else acc + term
-    return _normalise_bits(acc.log2_().add_(shift) if inplace else acc.log2() + shift, inplace)
+    return _shift_bits(acc.log2_().add_(shift) if inplace else acc.log2() + shift, inplace)
 
 
 def pairwise_messages(
@@ -522,7 +529,8 @@ def pairwise_messages(
     semiring: Semiring,
     out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """New normalised messages of every pairwise column, plus the zero padding column.
+    """New messages of every pairwise column (see :func:`_contract`), plus the zero padding
+    column.
 
     Args:
         q: cavities (variable-to-factor messages) of every column, in the column layout of the
@@ -602,7 +610,8 @@ def column_messages(
     semiring: Semiring,
     out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """New normalised messages of every pairwise column at once, plus the zero padding column.
+    """New messages of every pairwise column at once (see :func:`_contract`), plus the zero
+    padding column.
 
     Args:
         q: per column, the cavity of its *partner* column (the other scope position of the
