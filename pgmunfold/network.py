@@ -1887,7 +1887,7 @@ class UnfoldedNetwork(nn.Module):
         else:
             if isinstance(thetas, _FlatThetas):  # tables and initial messages: one gather each
                 flat, sizes = thetas.flat, thetas.sizes
-                configs, init = self._enumerated_index(self._copy_key(0), sizes, flat.device)
+                _, init = self._enumerated_index(self._copy_key(0), sizes, flat.device)
                 msg = self._enumerated_initial(flat, init, B)
             else:
                 msg = self._initial_messages(u, self._at(thetas, 0))

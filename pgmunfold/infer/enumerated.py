@@ -142,7 +142,7 @@ class EnumeratedSweep:
         B, E, K = msg.shape
         V = field.shape[1]
         A1, M, R = others.shape
-        self.B, self.E, self.K, self.M = B, E, K, M
+        self.B, self.E, self.K = B, E, K
         self.damping, self.semiring = damping, semiring
         self.others = others.reshape(-1)
         rows = () if B == 1 else (B,)  # one batch row: 1-d tensors

@@ -454,12 +454,12 @@ def _contract(
     dense: bool = False,
     work: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Messages to one scope position from the cavities ``q`` of the other (exp forms:
-    normalised; log form: shifted to a largest state of 0, see :func:`_shift_bits`)
-    (``link``, ``transposed``: see :func:`state_matvec`; ``dense``: every ``K x K`` term at
+    """Messages to one scope position from the cavities ``q`` of the other: normalised in
+    the exp forms, shifted to a largest state of 0 in the log form (:func:`_shift_bits`).
+    ``link``, ``transposed``: see :func:`state_matvec`; ``dense``: every ``K x K`` term at
     once in both forms, with plain autograd, for the column tables of small problems;
     ``work``: with ``out`` and ``dense``, a ``(B, K, K, F)`` buffer for those terms, so that
-    no-grad iterations allocate nothing).
+    no-grad iterations allocate nothing.
 
     ``out[b, a, f] = reduce_j (tab[j, a, f] + q[b, j, f])`` in bits (``q`` from beliefs shifted
     to a maximum of 0, see :class:`PairwiseTables`), ``reduce`` log2-sum-exp2 or max; ``tab`` is
