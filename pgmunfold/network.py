@@ -1984,32 +1984,25 @@ class UnfoldedNetwork(nn.Module):
         cached = self._enum_index.get(key)
         if cached is not None and cached[0].device == device and cached[2] == sizes:
             return cached[0], cached[1]
-        gs = self._mgroups
-        P = np.array([int(np.prod(g.cards)) for g in gs], dtype=np.int64)
-        F_ = np.array([g.num_factors for g in gs], dtype=np.int64)
-        shared = np.array([g.shared for g in gs])
-        copy = np.array([key[i] for i in self._msg_idx], dtype=np.int64)
         starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-        new_start = starts[list(self._msg_idx)]
-        # a copy of group g starts at copy * F'_g * P_g (F'_g: 1 for a shared table)
-        base = new_start + copy * np.where(shared, 1, F_) * P
-        old_stop = np.cumsum(F_ * P)
         hard_zero, zero = sum(sizes), sum(sizes) + 1
-        old = self._buffer("enum_configs").cpu().numpy().reshape(-1)
-        real = old < old_stop[-1]
-        g = np.searchsorted(old_stop, old[real], side="right")
-        local = old[real] - (old_stop[g] - F_[g] * P[g])
-        f = np.where(shared[g], 0, local // P[g])
-        configs = np.full(old.shape, hard_zero, dtype=np.int64)
-        configs[real] = base[g] + f * P[g] + local % P[g]
+        # per message group, the flat position of each factor's table entries (F_g, P_g) in
+        # the copy of the combination (a shared table: the same P_g entries for every factor)
+        where = []
+        for i, g in zip(self._msg_idx, self._mgroups, strict=True):
+            P, n = int(np.prod(g.cards)), g.num_factors
+            copy_start = starts[i] + key[i] * (1 if g.shared else n) * P
+            f = np.zeros(n, dtype=np.int64) if g.shared else np.arange(n)
+            where.append(copy_start + f[:, None] * P + np.arange(P))
+        # enum_configs addresses the groups' tables (F_g, *cards_g) concatenated, then C (the
+        # padding): each such entry's position in the flat copy, then the hard zero
+        old_to_new = np.append(np.concatenate([w.reshape(-1) for w in where]), hard_zero)
+        configs = old_to_new[self._buffer("enum_configs").cpu().numpy().reshape(-1)]
         ev = self.edge_var.cpu().numpy()
         init = np.where(self._wiring.state_valid[ev], zero, hard_zero).astype(np.int64)
-        for i, gw in enumerate(gs):
-            if gw.arity == 1:  # a unary factor sends its table at once
-                k, n = gw.cards[0], gw.num_factors
-                f = np.zeros(n, dtype=np.int64) if gw.shared else np.arange(n)
-                rows = init[gw.edge_start : gw.edge_stop]
-                rows[:, :k] = base[i] + f[:, None] * k + np.arange(k)
+        for w, g in zip(where, self._mgroups, strict=True):
+            if g.arity == 1:  # a unary factor sends its table at once
+                init[g.edge_start : g.edge_stop, : g.cards[0]] = w
         out = (
             torch.as_tensor(configs, device=device),
             torch.as_tensor(init.reshape(-1), device=device),
