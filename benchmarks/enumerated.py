@@ -1,4 +1,5 @@
-"""The general path's two BP contractions side by side: enumerated against per-merge.
+"""The general path's two contractions side by side, BP and mean-field: enumerated against
+per-merge.
 
 On the general path (``fast_path=False``, or factors of arity 3 and more), flooding BP contracts
 the factor tables either per merge of groups (``contraction="logsumexp"``, or ``"matmul"`` for
@@ -7,14 +8,16 @@ pairwise merges in range: a dozen ops per merge and scope position) or all at on
 cavities). This times both on N x N grids of pairwise factors (``--arities 2``: unary plus
 horizontal and vertical pairs) and of triplets (``3``: unary plus one ``(i, j), (i, j+1),
 (i+1, j)`` factor per cell), unary ~ N(0, 1), tables ~ 0.5 N(0, 1), damping 0.5, without
-autograd, and prints what ``"auto"`` takes, so that its thresholds
-(``pgmunfold.network._ENUMERATE_SMALL``, ``_ENUMERATE_LARGE``) can be checked on a machine.
+autograd (``--algorithms bp mf``: flooding BP, parallel mean-field), and prints what
+``"auto"`` takes, so that its thresholds (``pgmunfold.network._ENUMERATE_SMALL``,
+``_ENUMERATE_LARGE``) can be checked on a machine.
 
 ``per-merge`` is ``"auto"`` with the enumerated contraction turned off (matmul where the range
 allows); ``ratio`` = per-merge time / enumerated time (> 1: enumerated faster).
 
 Run: ``python -m benchmarks.enumerated [--sizes 8 32 128] [--ks 2 3] [--arities 2 3]
-[--batches 1 16] [--iters 20] [--repeats 5] [--threads 1] [--json out.json]``.
+[--batches 1 16] [--algorithms bp mf] [--iters 20] [--repeats 5] [--threads 1]
+[--json out.json]``.
 """
 
 from __future__ import annotations
@@ -48,9 +51,11 @@ def triplet_or_pair_grid(n: int, k: int, arity: int, seed: int = 0) -> pu.Factor
     return fg
 
 
-def run_row(n: int, k: int, arity: int, B: int, iters: int, repeats: int) -> dict[str, Any]:
+def run_row(
+    n: int, k: int, arity: int, B: int, iters: int, repeats: int, algorithm: str = "bp"
+) -> dict[str, Any]:
     fg = triplet_or_pair_grid(n, k, arity)
-    kw: dict[str, Any] = dict(iterations=iters, damping=0.5, fast_path=False)
+    kw: dict[str, Any] = dict(iterations=iters, damping=0.5, fast_path=False, algorithm=algorithm)
     merge = pu.compile(fg, **kw)
     auto = "enumerate" if merge.enumerated else "per-merge"  # what "auto" takes
     merge.enumerated = False  # "auto" without the enumerated contraction
@@ -68,6 +73,7 @@ def run_row(n: int, k: int, arity: int, B: int, iters: int, repeats: int) -> dic
         )
     padded, real = enumeration_size(merge._mgroups, merge.edge_var.shape[0], merge.max_card)
     return dict(
+        algorithm=algorithm,
         N=n,
         K=k,
         arity=arity,
@@ -88,27 +94,33 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ks", type=int, nargs="+", default=[2, 3])
     ap.add_argument("--arities", type=int, nargs="+", default=[2, 3])
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 16])
+    ap.add_argument("--algorithms", nargs="+", default=["bp"], choices=["bp", "mf"])
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    print("arity  K     N   B    padded  auto      ", end="")
+    print("alg arity  K     N   B    padded  auto      ", end="")
     print("  enumerate s/iter  per-merge s/iter  ratio  max|dP|")
     rows = []
-    for arity in args.arities:
-        for k in args.ks:
-            for n in args.sizes:
-                for B in args.batches:
-                    r = run_row(n, k, arity, B, args.iters, args.repeats)
-                    rows.append(r)
-                    print(
-                        f"{arity:5d} {k:2d} {n:5d} {B:3d} {r['padded']:9d}  {r['auto']:10s}"
-                        f"  {r['enumerate_s']:16.2e}  {r['per_merge_s']:16.2e}"
-                        f"  {r['ratio']:5.2f}  {r['max_abs_diff']:.1e}",
-                        flush=True,
-                    )
+    grid = [
+        (alg, arity, k, n, B)
+        for alg in args.algorithms
+        for arity in args.arities
+        for k in args.ks
+        for n in args.sizes
+        for B in args.batches
+    ]
+    for alg, arity, k, n, B in grid:
+        r = run_row(n, k, arity, B, args.iters, args.repeats, alg)
+        rows.append(r)
+        print(
+            f"{alg:>3} {arity:5d} {k:2d} {n:5d} {B:3d} {r['padded']:9d}  {r['auto']:10s}"
+            f"  {r['enumerate_s']:16.2e}  {r['per_merge_s']:16.2e}"
+            f"  {r['ratio']:5.2f}  {r['max_abs_diff']:.1e}",
+            flush=True,
+        )
     write_json(args.json, rows)
     return 0
 

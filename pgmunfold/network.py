@@ -53,7 +53,11 @@ from pgmunfold.infer.bp import (
     slot_cavities,
     variable_beliefs,
 )
-from pgmunfold.infer.enumerated import EnumeratedSweep, enumerated_messages
+from pgmunfold.infer.enumerated import (
+    EnumeratedSweep,
+    enumerated_expectations,
+    enumerated_messages,
+)
 from pgmunfold.infer.free_energy import bethe_log_partition, mean_field_bound, score_states
 from pgmunfold.infer.fused import (
     FusedWiring,
@@ -446,16 +450,17 @@ class UnfoldedNetwork(nn.Module):
             matrix-vector product in the exp domain per pairwise merge
             (:func:`~pgmunfold.infer.ops.dense_pairwise_messages`), exact while a table's
             log-range is below 60 (float32) / 600 (float64) nats. ``"enumerate"`` (general
-            path, ``schedule="parallel"``, sum- or max-product): every configuration of every
-            factor as one flat entry, so the messages of all groups, whatever their arity and
-            cardinalities, take a fixed two dozen ops per iteration
-            (:mod:`pgmunfold.infer.enumerated`); it gathers ``(A-1) M K E`` entries per batch
-            row (``A`` the largest arity, ``M`` the most configurations behind one message
-            entry). ``"auto"`` (default) takes ``"enumerate"`` on the general path when that
-            gather is small (at most ``2**18`` entries; up to ``2**20`` with factors of arity
-            3 or more and at most 4x padding) and ``compile_steps`` is off (compiled, the
-            per-merge contraction is faster), else ``"matmul"`` per merge and forward when
-            the range check passes (one scalar read per merge per forward: use ``"matmul"`` or
+            path, ``schedule="parallel"``; BP, sum- or max-product, and mean-field): every
+            configuration of every factor as one flat entry, so the messages of all groups,
+            whatever their arity and cardinalities, take a fixed two dozen ops per iteration
+            (:mod:`pgmunfold.infer.enumerated`; mean-field's expected log-potentials take a
+            product of the other edges' marginals where BP sums cavities); it gathers
+            ``(A-1) M K E`` entries per batch row (``A`` the largest arity, ``M`` the most
+            configurations behind one message entry). ``"auto"`` (default) takes ``"enumerate"`` on
+            the general path when that gather is small (at most ``2**18`` entries; up to ``2**20``
+            with factors of arity 3 or more and at most 4x padding) and ``compile_steps`` is off
+            (compiled, the per-merge contraction is faster), else ``"matmul"`` per merge and forward
+            when the range check passes (one scalar read per merge per forward: use ``"matmul"`` or
             ``"logsumexp"`` explicitly under CUDA-graph capture). The fast paths run their own
             contractions (``fast_path=False`` forces the general path).
         backend: ``"torch"`` (default) or ``"triton"``: flooding BP and parallel mean-field on
@@ -667,8 +672,8 @@ class UnfoldedNetwork(nn.Module):
         # enum_others (A-1, M, K*E) the other edges' cavity of every configuration of every
         # message row, enum_configs (M, K*E) its table entry
         self.enumerated = False
-        general_bp = algorithm == "bp" and not (self.binary_fast or self.pairwise_fast)
-        if general_bp and schedule == "parallel" and self._mgroups:
+        general = not (self.binary_fast or self.pairwise_fast or self.mf_fast)
+        if general and schedule == "parallel" and self._mgroups:
             padded, unpadded = enumeration_size(self._mgroups, w.num_edges, w.max_card)
             # (compiled, the per-merge contraction fuses better: Pedigree_11 0.59 against
             # 0.95 ms per iteration, Promedus_11 0.26 against 0.46, on CPU)
@@ -690,7 +695,7 @@ class UnfoldedNetwork(nn.Module):
             # (_FlatThetas.flat): what padding configurations and initial messages read
             buf("enum_tail", torch.tensor([NEG, 0.0], dtype=fdtype))
             sw = None
-            if enum.others.shape[0]:
+            if enum.others.shape[0] and algorithm == "bp":
                 sw = plan_sweep(
                     enum,
                     w.slots,
@@ -1974,7 +1979,8 @@ class UnfoldedNetwork(nn.Module):
         """Indices into :attr:`_FlatThetas.flat` (every group's parameter, of ``sizes``) for
         the copy combination ``key`` (:meth:`_copy_key`): every message row's table entries (buffer
         ``enum_configs``, re-addressed to the parameters' own layout: copy, factor or the one
-        shared table, configuration; padding reads the hard zero), and the initial messages
+        shared table, configuration; padding reads the hard zero for BP, a 0 for mean-field,
+        where it must add nothing), and the initial messages
         (a unary factor's table entry, a 0 for the other edges' states, the hard zero beyond
         a variable's cardinality). Host work, once per combination and device, then kept.
 
@@ -1996,7 +2002,8 @@ class UnfoldedNetwork(nn.Module):
             where.append(copy_start + f[:, None] * P + np.arange(P))
         # enum_configs addresses the groups' tables (F_g, *cards_g) concatenated, then C (the
         # padding): each such entry's position in the flat copy, then the hard zero
-        old_to_new = np.append(np.concatenate([w.reshape(-1) for w in where]), hard_zero)
+        pad = zero if self.algorithm == "mf" else hard_zero
+        old_to_new = np.append(np.concatenate([w.reshape(-1) for w in where]), pad)
         configs = old_to_new[self._buffer("enum_configs").cpu().numpy().reshape(-1)]
         ev = self.edge_var.cpu().numpy()
         init = np.where(self._wiring.state_valid[ev], zero, hard_zero).astype(np.int64)
@@ -2051,8 +2058,15 @@ class UnfoldedNetwork(nn.Module):
         return t
 
     def _mf_step(self, q: torch.Tensor, u: torch.Tensor, th: list[torch.Tensor]) -> torch.Tensor:
-        # th: per merge (_merge_tables, padded with 0: padded states have probability 0)
+        # th: per merge (_merge_tables, padded with 0: padded states have probability 0), or
+        # [every message row's table entries] (the enumerated contraction, padding 0)
         d = self.damping
+        if self.enumerated:
+            qe = gather_rows(q, self.edge_var)
+            msg = enumerated_expectations(qe, th[0], self._buffer("enum_others"))
+            field = variable_beliefs(msg, u, self._slots())  # (u + the messages)
+            new = torch.softmax(field, dim=2)
+            return new if d == 0.0 else (1.0 - d) * new + d * q
         if self.schedule == "parallel":
             field = mf_field(q, u, th, self._merges, self.edge_var, self._slots())
             new = torch.softmax(field, dim=2)
@@ -2304,9 +2318,14 @@ class UnfoldedNetwork(nn.Module):
             merged: dict[tuple[int, ...], list[torch.Tensor]] = {}
             for t in range(self.iterations):
                 prev = q
-                key = tuple(self.copy_index[k][t] for k in self._keys)
+                key = self._copy_key(t)
                 if key not in merged:
-                    merged[key] = self._merge_tables(self._at(thetas, t), 0.0)
+                    if isinstance(thetas, _FlatThetas):  # every message row's table entries
+                        configs, _ = self._enumerated_index(key, thetas.sizes, u.device)
+                        entries = thetas.flat.index_select(0, configs).clamp_min_(NEG)
+                        merged[key] = [entries.view(-1, self.max_card * self.edge_var.shape[0])]
+                    else:  # one table per merge, padded with 0
+                        merged[key] = self._merge_tables(self._at(thetas, t), 0.0)
                 q = self._layer(self._mf_step, q, u, merged[key])
         residual = (q - prev).abs().amax(dim=(1, 2))
         log_q = q.clamp_min(torch.finfo(q.dtype).tiny).log()

@@ -27,8 +27,12 @@ from pgmunfold.compile import wiring
 from pgmunfold.compile.enumerate import enumeration_size, plan_enumeration
 from pgmunfold.compile.wiring import GroupWiring
 from pgmunfold.infer.bp import bp_factor_messages
-from pgmunfold.infer.enumerated import enumerated_messages, enumerated_tables
-from pgmunfold.infer.ops import NEG, log_normalize
+from pgmunfold.infer.enumerated import (
+    enumerated_expectations,
+    enumerated_messages,
+    enumerated_tables,
+)
+from pgmunfold.infer.ops import NEG, contract_expectation, log_normalize
 
 
 @st.composite
@@ -142,6 +146,41 @@ def test_messages_equal_the_per_group_kernel(spec, semiring, B, hard, seed):
     torch.testing.assert_close(got[both], ref[both], atol=1e-10, rtol=0)
 
 
+@given(group_lists(), st.integers(1, 3), st.booleans(), st.integers(0, 2**31 - 1))
+def test_expectations_equal_the_per_group_contraction(spec, B, hard, seed):
+    """Mean-field's enumerated expectations against the per-group einsum
+    (:func:`contract_expectation`): random marginals (zero beyond each cardinality), tables
+    with and without hard zeros (the sentinel), shared tables, arity 1-4."""
+    groups, E, K = spec
+    gen = torch.Generator().manual_seed(seed)
+    valid = torch.zeros(E, K, dtype=torch.bool)
+    for g in groups:
+        for j, k in enumerate(g.cards):
+            valid[g.edge_start + j : g.edge_stop : g.arity, :k] = True
+    logits = torch.randn(B, E, K, dtype=torch.float64, generator=gen)
+    q = torch.softmax(torch.where(valid, logits, -torch.inf), dim=2)
+    tables = []
+    for g in groups:
+        t = torch.randn(1 if g.shared else g.num_factors, *g.cards, generator=gen).double()
+        if hard:
+            t = torch.where(torch.rand(t.shape, generator=gen) < 0.3, NEG, t)
+        tables.append(t)
+    plan = plan_enumeration(groups, E, K)
+    counts = [g.num_factors for g in groups]
+    entries = enumerated_tables(tables, counts, torch.from_numpy(plan.configs), pad=0.0)
+    got = enumerated_expectations(q, entries, torch.from_numpy(plan.others))
+    parts = []
+    for g, t in zip(groups, tables, strict=True):
+        block = q[:, g.edge_start : g.edge_stop].reshape(B, g.num_factors, g.arity, K)
+        ms = contract_expectation(t, [block[:, :, j, :k] for j, k in enumerate(g.cards)])
+        ms = [torch.nn.functional.pad(m, (0, K - m.shape[-1])) for m in ms]
+        parts.append(torch.stack(ms, dim=2).reshape(B, g.num_factors * g.arity, K))
+    ref = torch.cat(parts, dim=1)
+    assert got.shape == (B, E, K) and got.is_contiguous()
+    assert torch.equal(got[:, ~valid], torch.zeros_like(got[:, ~valid]))
+    torch.testing.assert_close(got, ref, atol=1e-10, rtol=1e-12)
+
+
 @given(
     random_graphs(max_vars=6, max_factors=10),
     st.sampled_from(["sum", "max"]),
@@ -178,16 +217,61 @@ def test_network_equals_the_per_merge_contraction(fg, semiring, exact, untie, B)
     torch.testing.assert_close(a.residual, b.residual, atol=1e-9, rtol=0)
 
 
-@given(random_graphs(max_vars=6, max_factors=8), st.booleans(), st.booleans())
-def test_tables_and_initial_messages_by_one_gather(fg, untie, shared_unary):
+@given(random_graphs(max_vars=6, max_factors=10), st.booleans(), st.integers(1, 3))
+def test_mean_field_network_equals_the_per_merge_contraction(fg, untie, B):
+    """Parallel mean-field on the general path: the enumerated expectations against the
+    per-merge einsums (``contraction="logsumexp"``), three damped iterations in float64:
+    marginals, the mean-field bound and the residual (untied copies made distinct,
+    batches, mixed cardinalities and arities)."""
+    nets = [
+        pu.compile(
+            fg,
+            algorithm="mf",
+            contraction=c,
+            iterations=3,
+            damping=0.4,
+            untie=untie,
+            dtype=torch.float64,
+            fast_path=False,
+        )
+        for c in ("enumerate", "logsumexp")
+    ]
+    assume(nets[0].enumerated)
+    assert not nets[1].enumerated
+    if untie:
+        distinct_copies(*nets)
+    gen = torch.Generator().manual_seed(B)
+    u = torch.randn(B, nets[0].num_variables, nets[0].max_card, dtype=torch.float64, generator=gen)
+    a, b = (net(unary=u) for net in nets)
+    torch.testing.assert_close(a.probs, b.probs, atol=1e-9, rtol=0)
+    torch.testing.assert_close(a.residual, b.residual, atol=1e-9, rtol=0)
+    finite = torch.isfinite(b.log_partition)  # (-inf: mass on a hard zero, in both)
+    assert torch.equal(finite, torch.isfinite(a.log_partition))
+    torch.testing.assert_close(a.log_partition[finite], b.log_partition[finite])
+
+
+@given(
+    random_graphs(max_vars=6, max_factors=8),
+    st.booleans(),
+    st.booleans(),
+    st.sampled_from(["bp", "mf"]),
+)
+def test_tables_and_initial_messages_by_one_gather(fg, untie, shared_unary, algorithm):
     """The network's flat parameter gather (``_FlatThetas``, ``_enumerated_index``)
     equals the per-group twins: :func:`enumerated_tables` of the copy used at every iteration
-    (untied copies, shared tables, mixed cardinalities, hard zeros), and
-    ``_initial_messages``."""
+    (untied copies, shared tables, mixed cardinalities, hard zeros; padding a hard zero for
+    BP, 0 for mean-field), and ``_initial_messages`` (BP)."""
     if shared_unary:  # a shared unary table among the groups
         v, k = fg.variables[0], int(fg.cardinalities[0])
         fg.add_factors([[v], [v]], np.linspace(-1, 1, k), name="shared_u")
-    net = pu.compile(fg, iterations=4, untie=untie, contraction="enumerate", fast_path=False)
+    net = pu.compile(
+        fg,
+        iterations=4,
+        untie=untie,
+        contraction="enumerate",
+        fast_path=False,
+        algorithm=algorithm,
+    )
     assume(net.enumerated)
     net = net.double()
     if untie:
@@ -202,8 +286,11 @@ def test_tables_and_initial_messages_by_one_gather(fg, untie, shared_unary):
     for t in range(net.iterations):
         configs, init = net._enumerated_index(net._copy_key(t), sizes, flat.device)
         got = flat.index_select(0, configs).clamp_min(NEG).view(-1, net.max_card * E)
-        ref = enumerated_tables(net._at(thetas, t), counts, net.enum_configs)
+        pad = 0.0 if algorithm == "mf" else NEG
+        ref = enumerated_tables(net._at(thetas, t), counts, net.enum_configs, pad)
         assert torch.equal(got, ref)
+    if algorithm == "mf":
+        return
     _, init = net._enumerated_index(net._copy_key(0), sizes, flat.device)
     u = torch.zeros(2, net.num_variables, net.max_card, dtype=torch.float64)
     ref = net._initial_messages(u, net._at(thetas, 0))
@@ -379,6 +466,44 @@ def test_gradcheck(semiring):
     assert torch.autograd.gradcheck(f, inputs)
 
 
+def test_mean_field_gradcheck():
+    net = pu.compile(
+        _triplets(False),
+        algorithm="mf",
+        iterations=3,
+        damping=0.2,
+        untie=True,
+        dtype=torch.float64,
+        fast_path=False,
+        contraction="enumerate",
+    )
+    assert net.enumerated
+    params = dict(net.named_parameters())
+    names = list(params)
+    u0 = 0.5 * torch.randn(5, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+
+    def f(u: torch.Tensor, *tables: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = torch.func.functional_call(
+            net, dict(zip(names, tables, strict=True)), (), {"unary": u}
+        )
+        return out.log_marginals, out.log_partition
+
+    inputs = (u0, *(p.detach().clone() for p in params.values()))
+    inputs = tuple(x.requires_grad_(True) for x in inputs)
+    assert torch.autograd.gradcheck(f, inputs)
+
+
+def test_mean_field_values_and_gradients_equal_the_per_merge_contraction():
+    kw = dict(
+        algorithm="mf", iterations=4, damping=0.3, untie=True, dtype=torch.float64, fast_path=False
+    )
+    nets = [pu.compile(_triplets(False), contraction=c, **kw) for c in ("enumerate", "logsumexp")]
+    assert nets[0].enumerated and not nets[1].enumerated
+    distinct_copies(*nets)
+    u0 = torch.randn(3, 5, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    assert_same_values_and_grads(nets, u0, state=0)
+
+
 def test_values_and_gradients_equal_the_per_merge_contraction():
     kw = dict(iterations=4, damping=0.3, untie=True, dtype=torch.float64, fast_path=False)
     nets = [pu.compile(_triplets(), contraction=c, **kw) for c in ("enumerate", "logsumexp")]
@@ -446,7 +571,9 @@ def test_auto_takes_it_for_small_general_graphs_only(monkeypatch):
     assert not pu.compile(fg, compile_steps=True).enumerated  # (compiled, per merge is faster)
     assert pu.compile(fg, compile_steps=True, contraction="enumerate").enumerated
     assert not pu.compile(fg, schedule="sequential").enumerated
-    assert not pu.compile(fg, algorithm="mf").enumerated
+    assert pu.compile(fg, algorithm="mf").enumerated  # mean-field too
+    assert not pu.compile(fg, algorithm="mf", schedule="sequential").enumerated
+    assert not pu.compile(grid(3, k=3)[0], algorithm="mf").enumerated  # its fast path
     small, _ = grid(3, k=3)
     assert not pu.compile(small).enumerated  # the pairwise fast path
     assert pu.compile(small, fast_path=False).enumerated

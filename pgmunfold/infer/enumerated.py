@@ -21,20 +21,29 @@ import torch.nn.functional as F
 from pgmunfold.infer.ops import NEG, Semiring, exp_floor, floored_exp
 from pgmunfold.infer.workspace import Workspace
 
-__all__ = ["EnumeratedSweep", "enumerated_messages", "enumerated_tables"]
+__all__ = [
+    "EnumeratedSweep",
+    "enumerated_expectations",
+    "enumerated_messages",
+    "enumerated_tables",
+]
 
 
 def enumerated_tables(
-    tables: Sequence[torch.Tensor], counts: Sequence[int], configs: torch.Tensor
+    tables: Sequence[torch.Tensor],
+    counts: Sequence[int],
+    configs: torch.Tensor,
+    pad: float = NEG,
 ) -> torch.Tensor:
-    """Every message row's table entries (once per forward and combination of untied copies).
+    """Every message row's table entries (once per forward and combination of untied copies);
+    padding configurations read ``pad`` (a hard zero for BP, 0 for mean-field).
 
     Shape:
         ``tables[g]``: ``(F_g, *cards_g)``, or ``(1, *cards_g)`` for a shared table (expanded to
         its ``counts[g] = F_g`` factors); ``configs``: ``(M, K * E)``; output: ``(M, K * E)``.
     """
     parts = [t.expand(n, *t.shape[1:]).reshape(-1) for t, n in zip(tables, counts, strict=True)]
-    flat = torch.cat([*parts, tables[0].new_full((1,), NEG)])
+    flat = torch.cat([*parts, tables[0].new_full((1,), pad)])
     return flat.index_select(0, configs.reshape(-1)).view(configs.shape)
 
 
@@ -79,6 +88,39 @@ def enumerated_messages(
     # through every iteration and cost float64 gradients 4 digits (tests/test_enumerated.py)
     out = (red - red.amax(dim=1, keepdim=True)).clamp_min(NEG)
     return out.transpose(1, 2).contiguous()
+
+
+def enumerated_expectations(
+    q: torch.Tensor, entries: torch.Tensor, others: torch.Tensor
+) -> torch.Tensor:
+    """Mean-field messages of every edge: the expected log-potential of each state of the
+    edge's variable under the marginals of its factor's other variables.
+
+    ``out[b, e, s] = sum_m entries[m, r] * prod_i q[b, others[i, m, r]]`` with
+    ``r = s * E + e``: the same plan as :func:`enumerated_messages`, with a product of the
+    other edges' marginals where BP sums their cavities, and a sum over the row's
+    configurations where BP reduces. Padding configurations must read a table entry of 0
+    (not a hard zero), so that they add nothing; hard zeros of the tables are the sentinel
+    ``NEG``, which weighs a configuration down by ``NEG`` times its probability, as the
+    per-merge contraction (:func:`~pgmunfold.infer.meanfield.mf_field`) does.
+
+    Shape:
+        ``q``: ``(B, E, K)`` (each edge's variable's marginals); ``entries``: ``(M, K * E)``;
+        ``others``: ``(A - 1, M, K * E)`` int64 into ``q`` flattened plus one entry of 1;
+        output: ``(B, E, K)``.
+    """
+    B, E, K = q.shape
+    M, R = entries.shape
+    if others.shape[0]:
+        flat = F.pad(q.reshape(B, E * K), (0, 1), value=1.0)  # one marginal of 1, for padding
+        got = flat.index_select(1, others.reshape(-1)).view(B, others.shape[0], M, R)
+        w = got[:, 0]
+        for i in range(1, others.shape[0]):  # (a chain of products: A - 1 is small)
+            w = w * got[:, i]
+        z = (w * entries).sum(dim=1)
+    else:
+        z = entries.sum(dim=0).expand(B, R)
+    return z.view(B, K, E).transpose(1, 2).contiguous()
 
 
 class EnumeratedSweep:
