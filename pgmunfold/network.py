@@ -668,9 +668,11 @@ class UnfoldedNetwork(nn.Module):
         buf("degree", torch.as_tensor(w.degree, dtype=fdtype))
         base = np.where(w.state_valid, 0.0, NEG)
         buf("base_unary", torch.as_tensor(base, dtype=fdtype))
-        # the general path's flooding BP by the enumerated contraction (compile/enumerate.py):
-        # enum_others (A-1, M, K*E) the other edges' cavity of every configuration of every
-        # message row, enum_configs (M, K*E) its table entry
+        # the general path's flooding BP and parallel mean-field by the enumerated contraction
+        # (compile/enumerate.py): enum_others (A-1, M, K*E) the other edges' cavity (BP: edge
+        # e' * K + state, E * K padding) or marginal (mean-field: variable of e' * K + state,
+        # V * K padding) of every configuration of every message row, enum_configs (M, K*E)
+        # its table entry
         self.enumerated = False
         general = not (self.binary_fast or self.pairwise_fast or self.mf_fast)
         if general and schedule == "parallel" and self._mgroups:
@@ -689,7 +691,14 @@ class UnfoldedNetwork(nn.Module):
         self._sweep_buckets = -1  # the no-grad enumerated loop's buckets (-1: no loop)
         if self.enumerated:
             enum = plan_enumeration(self._mgroups, w.num_edges, w.max_card)
-            buf("enum_others", enum.others)
+            others = enum.others
+            if algorithm == "mf":  # the other edges' variables: no gather to edges per iteration
+                o = np.minimum(others, w.num_edges * w.max_card - 1)
+                via = w.edge_var[o // w.max_card] * w.max_card + o % w.max_card
+                others = np.where(
+                    others == w.num_edges * w.max_card, w.num_variables * w.max_card, via
+                )
+            buf("enum_others", others)
             buf("enum_configs", enum.configs)
             # enum_tail (2,): a hard zero and a 0, after the flattened parameters
             # (_FlatThetas.flat): what padding configurations and initial messages read
@@ -2057,13 +2066,20 @@ class UnfoldedNetwork(nn.Module):
         assert t is not None
         return t
 
-    def _mf_step(self, q: torch.Tensor, u: torch.Tensor, th: list[torch.Tensor]) -> torch.Tensor:
+    def _mf_step(
+        self,
+        q: torch.Tensor,
+        u: torch.Tensor,
+        th: list[torch.Tensor],
+        ws: Workspace | None = None,
+        parity: int = 0,
+    ) -> torch.Tensor:
         # th: per merge (_merge_tables, padded with 0: padded states have probability 0), or
-        # [every message row's table entries] (the enumerated contraction, padding 0)
+        # [every message row's table entries] (the enumerated contraction, padding 0; ws: its
+        # reused buffers without autograd)
         d = self.damping
         if self.enumerated:
-            qe = gather_rows(q, self.edge_var)
-            msg = enumerated_expectations(qe, th[0], self._buffer("enum_others"))
+            msg = enumerated_expectations(q, th[0], self._buffer("enum_others"), ws)
             field = variable_beliefs(msg, u, self._slots())  # (u + the messages)
             new = torch.softmax(field, dim=2)
             return new if d == 0.0 else (1.0 - d) * new + d * q
@@ -2315,6 +2331,7 @@ class UnfoldedNetwork(nn.Module):
         else:
             q = torch.softmax(u, dim=2)
             prev = q
+            ws = self._workspace() if self.enumerated else None
             merged: dict[tuple[int, ...], list[torch.Tensor]] = {}
             for t in range(self.iterations):
                 prev = q
@@ -2326,7 +2343,7 @@ class UnfoldedNetwork(nn.Module):
                         merged[key] = [entries.view(-1, self.max_card * self.edge_var.shape[0])]
                     else:  # one table per merge, padded with 0
                         merged[key] = self._merge_tables(self._at(thetas, t), 0.0)
-                q = self._layer(self._mf_step, q, u, merged[key])
+                q = self._layer(self._mf_step, q, u, merged[key], ws=ws)
         residual = (q - prev).abs().amax(dim=(1, 2))
         log_q = q.clamp_min(torch.finfo(q.dtype).tiny).log()
         log_marg = torch.where(q > 0, log_q, torch.full_like(log_q, NEG))

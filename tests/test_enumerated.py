@@ -168,6 +168,7 @@ def test_expectations_equal_the_per_group_contraction(spec, B, hard, seed):
     plan = plan_enumeration(groups, E, K)
     counts = [g.num_factors for g in groups]
     entries = enumerated_tables(tables, counts, torch.from_numpy(plan.configs), pad=0.0)
+    # (every edge its own variable: the plan's cavity indices address these marginals)
     got = enumerated_expectations(q, entries, torch.from_numpy(plan.others))
     parts = []
     for g, t in zip(groups, tables, strict=True):
@@ -222,7 +223,8 @@ def test_mean_field_network_equals_the_per_merge_contraction(fg, untie, B):
     """Parallel mean-field on the general path: the enumerated expectations against the
     per-merge einsums (``contraction="logsumexp"``), three damped iterations in float64:
     marginals, the mean-field bound and the residual (untied copies made distinct,
-    batches, mixed cardinalities and arities)."""
+    batches, mixed cardinalities and arities); and its no-grad loop (in place, reused
+    buffers) against its autograd one."""
     nets = [
         pu.compile(
             fg,
@@ -245,6 +247,9 @@ def test_mean_field_network_equals_the_per_merge_contraction(fg, untie, B):
     a, b = (net(unary=u) for net in nets)
     torch.testing.assert_close(a.probs, b.probs, atol=1e-9, rtol=0)
     torch.testing.assert_close(a.residual, b.residual, atol=1e-9, rtol=0)
+    with torch.no_grad():  # the same ops, in place into reused buffers
+        c = nets[0](unary=u)
+    torch.testing.assert_close(c.probs, a.probs, atol=1e-12, rtol=0)
     finite = torch.isfinite(b.log_partition)  # (-inf: mass on a hard zero, in both)
     assert torch.equal(finite, torch.isfinite(a.log_partition))
     torch.testing.assert_close(a.log_partition[finite], b.log_partition[finite])

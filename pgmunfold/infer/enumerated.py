@@ -91,36 +91,50 @@ def enumerated_messages(
 
 
 def enumerated_expectations(
-    q: torch.Tensor, entries: torch.Tensor, others: torch.Tensor
+    q: torch.Tensor,
+    entries: torch.Tensor,
+    others: torch.Tensor,
+    ws: Workspace | None = None,
 ) -> torch.Tensor:
     """Mean-field messages of every edge: the expected log-potential of each state of the
     edge's variable under the marginals of its factor's other variables.
 
-    ``out[b, e, s] = sum_m entries[m, r] * prod_i q[b, others[i, m, r]]`` with
-    ``r = s * E + e``: the same plan as :func:`enumerated_messages`, with a product of the
-    other edges' marginals where BP sums their cavities, and a sum over the row's
-    configurations where BP reduces. Padding configurations must read a table entry of 0
-    (not a hard zero), so that they add nothing; hard zeros of the tables are the sentinel
-    ``NEG``, which weighs a configuration down by ``NEG`` times its probability, as the
-    per-merge contraction (:func:`~pgmunfold.infer.meanfield.mf_field`) does.
+    ``out[b, e, s] = sum_m entries[m, r] * prod_i q[b, others[i, m, r]]`` (``q`` flattened
+    ``v * K + x``) with ``r = s * E + e``: the plan of :func:`enumerated_messages`, its other
+    edges addressed by their variables' marginals, with a product where BP sums cavities and
+    a sum over the row's configurations where BP reduces. Padding configurations must read a
+    table entry of 0 (not a hard zero), so that they add nothing; hard zeros of the tables are
+    the sentinel ``NEG``, which weighs a configuration down by ``NEG`` times its probability,
+    as the per-merge contraction (:func:`~pgmunfold.infer.meanfield.mf_field`) does. With an
+    enabled workspace ``ws`` (no autograd) the gathered marginals, their products and the sum
+    are written into reused buffers (a fresh ``(B, A - 1, M, K E)`` tensor per iteration costs
+    page faults on CPU).
 
     Shape:
-        ``q``: ``(B, E, K)`` (each edge's variable's marginals); ``entries``: ``(M, K * E)``;
-        ``others``: ``(A - 1, M, K * E)`` int64 into ``q`` flattened plus one entry of 1;
-        output: ``(B, E, K)``.
+        ``q``: ``(B, V, K)``; ``entries``: ``(M, K * E)``; ``others``: ``(A - 1, M, K * E)``
+        int64 into ``q`` flattened plus one entry of 1 (``V * K``); output: ``(B, E, K)``.
     """
-    B, E, K = q.shape
+    B, V, K = q.shape
     M, R = entries.shape
-    if others.shape[0]:
-        flat = F.pad(q.reshape(B, E * K), (0, 1), value=1.0)  # one marginal of 1, for padding
-        got = flat.index_select(1, others.reshape(-1)).view(B, others.shape[0], M, R)
+    A1 = others.shape[0]
+    if A1:
+        flat = F.pad(q.reshape(B, V * K), (0, 1), value=1.0)  # one marginal of 1, for padding
+        out = z_out = None
+        if ws is not None:
+            out, z_out = ws("enum_mf_got", (B, A1 * M * R), q), ws("enum_mf_z", (B, R), q)
+        got = torch.index_select(flat, 1, others.reshape(-1), out=out).view(B, A1, M, R)
         w = got[:, 0]
-        for i in range(1, others.shape[0]):  # (a chain of products: A - 1 is small)
-            w = w * got[:, i]
-        z = (w * entries).sum(dim=1)
+        if out is None:  # (autograd: every product its own tensor)
+            for i in range(1, A1):
+                w = w * got[:, i]
+            z = (w * entries).sum(dim=1)
+        else:
+            for i in range(1, A1):
+                w.mul_(got[:, i])
+            z = torch.sum(w.mul_(entries), dim=1, out=z_out)
     else:
         z = entries.sum(dim=0).expand(B, R)
-    return z.view(B, K, E).transpose(1, 2).contiguous()
+    return z.view(B, K, R // K).transpose(1, 2).contiguous()
 
 
 class EnumeratedSweep:
