@@ -2,9 +2,9 @@
 ``python -m benchmarks.gpu_check [--quick]``.
 
 1. Correctness on the device: BP (general K-state path, binary and pairwise fast paths,
-   sequential), max-product and mean-field (fast and sequential) in float64 on CUDA equal the
-   same networks on the CPU, with and without autograd; gradients are finite; the fast paths
-   replay as CUDA graphs with their eager result. The fused Triton kernels
+   sequential), max-product and mean-field (fast, general and sequential) in float64 on CUDA
+   equal the same networks on the CPU, with and without autograd; gradients are finite; the
+   fast paths replay as CUDA graphs with their eager result. The fused Triton kernels
    (``backend="triton"``, CUDA only) are compared with the torch backend on the CPU.
 2. The grid benchmark (``benchmarks.grid_lbp``) on CUDA, eager and CUDA-graph replay.
 """
@@ -50,6 +50,7 @@ def correctness(device: str) -> bool:
         ("bp K=3 general", 3, False, {"fast_path": False}),
         ("bp K=3 hard zeros", 3, True, {}),
         ("mf K=3 fast", 3, False, {"algorithm": "mf"}),
+        ("mf K=3 general", 3, False, {"algorithm": "mf", "fast_path": False}),
         ("bp sequential", 3, False, {"schedule": "sequential"}),
         ("bp max-product", 3, False, {"semiring": "max"}),
         ("mf sequential", 3, False, {"algorithm": "mf", "schedule": "sequential"}),

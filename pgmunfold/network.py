@@ -684,11 +684,11 @@ class UnfoldedNetwork(nn.Module):
                 and not compile_steps
                 and _enumeration_pays(padded, unpadded, max(g.arity for g in self._mgroups))
             )
-        # per copy combination, the flat indices into _FlatThetas.flat (_enumerated_index)
-        self._enum_index: dict[
-            tuple[int, ...], tuple[torch.Tensor, torch.Tensor, tuple[int, ...]]
-        ] = {}
+        # per copy combination and device, the flat indices into _FlatThetas.flat
+        # (_enumerated_index; made by tensor ops from the enum_* buffers, kept outside tracing)
+        self._enum_index: dict[tuple[tuple[int, ...], torch.device], torch.Tensor] = {}
         self._sweep_buckets = -1  # the no-grad enumerated loop's buckets (-1: no loop)
+        enum_configs = None
         if self.enumerated:
             enum = plan_enumeration(self._mgroups, w.num_edges, w.max_card)
             others = enum.others
@@ -700,6 +700,7 @@ class UnfoldedNetwork(nn.Module):
                 )
             buf("enum_others", others)
             buf("enum_configs", enum.configs)
+            enum_configs = enum.configs
             # enum_tail (2,): a hard zero and a 0, after the flattened parameters
             # (_FlatThetas.flat): what padding configurations and initial messages read
             buf("enum_tail", torch.tensor([NEG, 0.0], dtype=fdtype))
@@ -898,6 +899,11 @@ class UnfoldedNetwork(nn.Module):
             t = torch.as_tensor(table, dtype=fdtype)
             t = t.unsqueeze(0) if g.shared else t
             self.potentials[key] = nn.Parameter(t.unsqueeze(0).repeat(n_copies, *([1] * t.dim())))
+        if enum_configs is not None:
+            # the parameters' sizes the wiring addresses (checked by _thetas)
+            self._enum_sizes = tuple(p.numel() for p in self._potentials())
+            for name, a in self._enumerated_wiring(enum_configs).items():
+                buf(name, a)
 
         # ---- schedule
         self._blocks: list[list[tuple[int, int]]] = []  # per colour: (group index, buffer id)
@@ -942,6 +948,7 @@ class UnfoldedNetwork(nn.Module):
         trained parameters are converted as usual."""
         before = {k: p.dtype for k, p in self.potentials.items()}
         super()._apply(fn, recurse)
+        self._enum_index.clear()  # (made again from the moved buffers)
         with torch.no_grad():
             for g, key in zip(self.graph.groups, self._keys, strict=True):
                 p = self.potentials[key]
@@ -1058,6 +1065,7 @@ class UnfoldedNetwork(nn.Module):
         """Pickling and ``copy.deepcopy`` leave the compiled steps behind (made again on use)."""
         state = self.__dict__.copy()
         state["_compiled"] = {}
+        state["_enum_index"] = {}
         return state
 
     # ------------------------------------------------------------------ inputs
@@ -1179,7 +1187,20 @@ class UnfoldedNetwork(nn.Module):
         """Every group's log-potentials (all copies), ``-inf`` raised to the sentinel. The
         enumerated contraction reads them from one flat copy (:class:`_FlatThetas`)."""
         if self.enumerated:
-            return _FlatThetas(self._potentials(), self._buffer("enum_tail"))
+            flat = _FlatThetas(self._potentials(), self._buffer("enum_tail"))
+            if flat.sizes != self._enum_sizes:
+                changed = [
+                    f"{g.name!r} {tuple(p.shape)}"
+                    for g, p, n in zip(
+                        self._groups, self._potentials(), self._enum_sizes, strict=True
+                    )
+                    if p.numel() != n
+                ]
+                raise RuntimeError(
+                    "the enumerated contraction's wiring was compiled for other parameter "
+                    f"sizes; changed: {', '.join(changed)} (compile the network again)"
+                )
+            return flat
         return [p.clamp_min(NEG) for p in self._potentials()]
 
     def _at(self, thetas: Sequence[torch.Tensor], t: int) -> list[torch.Tensor]:
@@ -1900,9 +1921,8 @@ class UnfoldedNetwork(nn.Module):
             log_marg, messages, residual = run(u, thetas)
         else:
             if isinstance(thetas, _FlatThetas):  # tables and initial messages: one gather each
-                flat, sizes = thetas.flat, thetas.sizes
-                _, init = self._enumerated_index(self._copy_key(0), sizes, flat.device)
-                msg = self._enumerated_initial(flat, init, B)
+                flat = thetas.flat
+                msg = self._enumerated_initial(flat, self._enumerated_index(0, initial=True), B)
             else:
                 msg = self._initial_messages(u, self._at(thetas, 0))
             prev = msg
@@ -1920,7 +1940,7 @@ class UnfoldedNetwork(nn.Module):
                 else:  # the tables of this combination of copies, made once per forward
                     if key not in merged:
                         if self.enumerated:  # every message row's table entries
-                            configs, _ = self._enumerated_index(key, sizes, flat.device)
+                            configs = self._enumerated_index(t)
                             entries = flat.index_select(0, configs).clamp_min_(NEG)
                             merged[key] = [entries.view(-1, self.max_card * msg.shape[1])]
                         else:  # one padded table per merge
@@ -1982,49 +2002,82 @@ class UnfoldedNetwork(nn.Module):
         """Which copy of every group iteration ``t`` uses."""
         return tuple(self.copy_index[k][t] for k in self._keys)
 
-    def _enumerated_index(
-        self, key: tuple[int, ...], sizes: tuple[int, ...], device: torch.device
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Indices into :attr:`_FlatThetas.flat` (every group's parameter, of ``sizes``) for
-        the copy combination ``key`` (:meth:`_copy_key`): every message row's table entries (buffer
-        ``enum_configs``, re-addressed to the parameters' own layout: copy, factor or the one
-        shared table, configuration; padding reads the hard zero for BP, a 0 for mean-field,
-        where it must add nothing), and the initial messages
-        (a unary factor's table entry, a 0 for the other edges' states, the hard zero beyond
-        a variable's cardinality). Host work, once per combination and device, then kept.
+    def _enumerated_wiring(self, configs: np.ndarray) -> dict[str, np.ndarray]:
+        """Compile-time wiring of the enumerated contraction's gathers from the flat copy of
+        the parameters (:class:`_FlatThetas`), for every iteration's copies at once.
 
-        Shape:
-            outputs: ``(M * K * E,)``, ``(E * K,)`` (edge-major).
+        The plan's ``configs`` address the message groups' tables ``(F_g, *cards_g)``
+        concatenated, then ``C`` (padding). In the flat copy, a group's entries move by one
+        copy's size (``F_g`` or 1 tables, a shared table read by every factor) per copy, so
+        the position of every entry at iteration ``t`` is its position in copy 0 plus its
+        group's offset at ``t``.
+
+        Returns:
+            ``enum_base`` ``(M * K * E,)``: each entry's flat position in copy 0; padding
+            reads the tail's hard zero (BP) or its 0 (mean-field, where padding must add
+            nothing). ``enum_group`` ``(M * K * E,)``: the entry's message group, ``G`` for
+            padding. ``enum_copy_offset`` ``(T, G + 1)``: per iteration, each group's copy
+            times its copy size, then 0. BP also gets ``enum_init_base`` and
+            ``enum_init_group`` ``(E * K,)`` (edge-major), the same for the initial
+            messages: a unary factor's table entry, the tail's 0 for the other edges'
+            states, its hard zero beyond a variable's cardinality.
         """
-        cached = self._enum_index.get(key)
-        if cached is not None and cached[0].device == device and cached[2] == sizes:
-            return cached[0], cached[1]
+        sizes = [p.numel() for p in self._potentials()]
         starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
         hard_zero, zero = sum(sizes), sum(sizes) + 1
-        # per message group, the flat position of each factor's table entries (F_g, P_g) in
-        # the copy of the combination (a shared table: the same P_g entries for every factor)
-        where = []
-        for i, g in zip(self._msg_idx, self._mgroups, strict=True):
+        G, T = len(self._mgroups), self.iterations
+        # per message group: the flat position of each factor's entries (F_g, P_g) in copy 0
+        # (a shared table: the same P_g entries for every factor), and one copy's size
+        where, stride = [], np.zeros(G + 1, dtype=np.int64)
+        for j, (i, g) in enumerate(zip(self._msg_idx, self._mgroups, strict=True)):
             P, n = int(np.prod(g.cards)), g.num_factors
-            copy_start = starts[i] + key[i] * (1 if g.shared else n) * P
             f = np.zeros(n, dtype=np.int64) if g.shared else np.arange(n)
-            where.append(copy_start + f[:, None] * P + np.arange(P))
-        # enum_configs addresses the groups' tables (F_g, *cards_g) concatenated, then C (the
-        # padding): each such entry's position in the flat copy, then the hard zero
+            where.append(starts[i] + f[:, None] * P + np.arange(P))
+            stride[j] = (1 if g.shared else n) * P
         pad = zero if self.algorithm == "mf" else hard_zero
-        old_to_new = np.append(np.concatenate([w.reshape(-1) for w in where]), pad)
-        configs = old_to_new[self._buffer("enum_configs").cpu().numpy().reshape(-1)]
-        ev = self.edge_var.cpu().numpy()
-        init = np.where(self._wiring.state_valid[ev], zero, hard_zero).astype(np.int64)
-        for w, g in zip(where, self._mgroups, strict=True):
-            if g.arity == 1:  # a unary factor sends its table at once
-                init[g.edge_start : g.edge_stop, : g.cards[0]] = w
-        out = (
-            torch.as_tensor(configs, device=device),
-            torch.as_tensor(init.reshape(-1), device=device),
-        )
-        self._enum_index[key] = (*out, sizes)
+        base = np.append(np.concatenate([w.reshape(-1) for w in where]), pad)
+        owner = np.repeat(np.arange(G + 1), [w.size for w in where] + [1])
+        flat = configs.reshape(-1)
+        copies = np.array([[self._copy_key(t)[i] for i in self._msg_idx] + [0] for t in range(T)])
+        out = {
+            "enum_base": base[flat],
+            "enum_group": owner[flat],
+            "enum_copy_offset": copies.reshape(T, G + 1) * stride,
+        }
+        if self.algorithm == "bp":
+            ev = self.edge_var.numpy()
+            init = np.where(self._wiring.state_valid[ev], zero, hard_zero).astype(np.int64)
+            init_group = np.full(init.shape, G, dtype=np.int64)
+            for j, (w, g) in enumerate(zip(where, self._mgroups, strict=True)):
+                if g.arity == 1:  # a unary factor sends its table at once
+                    init[g.edge_start : g.edge_stop, : g.cards[0]] = w
+                    init_group[g.edge_start : g.edge_stop, : g.cards[0]] = j
+            out["enum_init_base"] = init.reshape(-1)
+            out["enum_init_group"] = init_group.reshape(-1)
         return out
+
+    def _enumerated_index(self, t: int, initial: bool = False) -> torch.Tensor:
+        """Indices into :attr:`_FlatThetas.flat` at iteration ``t``: every message row's table
+        entries (``initial``: the initial messages), from the compile-time wiring
+        (:meth:`_enumerated_wiring`) by one gather and one add, then kept per combination of
+        copies and device (outside ``torch.compile``'s tracing, which computes them in the
+        graph).
+
+        Shape:
+            output: ``(M * K * E,)``, or ``(E * K,)`` (edge-major) for ``initial``.
+        """
+        base, owner = (
+            ("enum_init_base", "enum_init_group") if initial else ("enum_base", "enum_group")
+        )
+        b = self._buffer(base)
+        key = ((*self._copy_key(t), initial), b.device)
+        cached = None if torch.compiler.is_compiling() else self._enum_index.get(key)
+        if cached is not None:
+            return cached
+        idx = b + self._buffer("enum_copy_offset")[t][self._buffer(owner)]
+        if not torch.compiler.is_compiling():
+            self._enum_index[key] = idx
+        return idx
 
     def _enumerated_initial(self, flat: torch.Tensor, init: torch.Tensor, B: int) -> torch.Tensor:
         """:meth:`_initial_messages` from :attr:`_FlatThetas.flat` by the index ``init``
@@ -2338,7 +2391,7 @@ class UnfoldedNetwork(nn.Module):
                 key = self._copy_key(t)
                 if key not in merged:
                     if isinstance(thetas, _FlatThetas):  # every message row's table entries
-                        configs, _ = self._enumerated_index(key, thetas.sizes, u.device)
+                        configs = self._enumerated_index(t)
                         entries = thetas.flat.index_select(0, configs).clamp_min_(NEG)
                         merged[key] = [entries.view(-1, self.max_card * self.edge_var.shape[0])]
                     else:  # one table per merge, padded with 0

@@ -282,21 +282,21 @@ def test_tables_and_initial_messages_by_one_gather(fg, untie, shared_unary, algo
     if untie:
         distinct_copies(net)
     thetas = net._thetas()
-    flat, sizes = thetas.flat, thetas.sizes
+    flat = thetas.flat
     # the flat copy's slices are the parameters raised to the sentinel
     for p, th in zip(net._potentials(), thetas, strict=True):
         assert torch.equal(th, p.clamp_min(NEG))
     counts = [g.num_factors for g in net._mgroups]
     E = net.edge_var.shape[0]
     for t in range(net.iterations):
-        configs, init = net._enumerated_index(net._copy_key(t), sizes, flat.device)
+        configs = net._enumerated_index(t)
         got = flat.index_select(0, configs).clamp_min(NEG).view(-1, net.max_card * E)
         pad = 0.0 if algorithm == "mf" else NEG
         ref = enumerated_tables(net._at(thetas, t), counts, net.enum_configs, pad)
         assert torch.equal(got, ref)
     if algorithm == "mf":
         return
-    _, init = net._enumerated_index(net._copy_key(0), sizes, flat.device)
+    init = net._enumerated_index(0, initial=True)
     u = torch.zeros(2, net.num_variables, net.max_card, dtype=torch.float64)
     ref = net._initial_messages(u, net._at(thetas, 0))
     assert torch.equal(net._enumerated_initial(flat, init, 2), ref)
@@ -586,16 +586,33 @@ def test_state_dict_round_trip_keeps_the_plan_out():
     torch.testing.assert_close(twin().log_marginals, net().log_marginals)
 
 
-# dynamo itself reads ``.grad`` of a non-leaf tensor it wraps, which warns; the general
-# path's forward raised it before the flat parameter copy too (checked at 39a0773)
-@pytest.mark.filterwarnings("ignore:The .grad attribute of a Tensor that is not a leaf")
-def test_torch_compile_of_an_enumerated_network():
-    """``torch.compile`` of a fresh network on the enumerated contraction (its first forward,
-    traced, builds the flat indices) gives the eager outputs."""
-    net = pu.compile(_triplets(False), iterations=4, damping=0.2, contraction="enumerate")
+@pytest.mark.parametrize("algorithm", ["bp", "mf"])
+@pytest.mark.parametrize("untie", [False, True])
+def test_torch_compile_of_an_enumerated_network(algorithm, untie):
+    """``torch.compile(..., fullgraph=True)`` of a fresh network on the enumerated contraction
+    gives the eager outputs: its first, traced forward makes the flat indices by tensor ops
+    from the compile-time wiring, with no host work and no graph break."""
+    net = pu.compile(
+        _triplets(False),
+        algorithm=algorithm,
+        iterations=4,
+        damping=0.2,
+        untie=untie,
+        contraction="enumerate",
+    )
     assert net.enumerated
+    if untie:
+        distinct_copies(net)
     u = torch.randn(2, 5, 3, generator=torch.Generator().manual_seed(0))
-    out = torch.compile(net, backend="aot_eager")(unary=u)
+    out = torch.compile(net, backend="aot_eager", fullgraph=True)(unary=u)
+    assert not net._enum_index  # (nothing kept from the traced forward)
     ref = net(unary=u)
     torch.testing.assert_close(out.log_marginals, ref.log_marginals, atol=1e-6, rtol=0)
     torch.testing.assert_close(out.log_partition, ref.log_partition, atol=1e-5, rtol=0)
+
+
+def test_parameters_of_other_sizes_are_refused():
+    net = pu.compile(_triplets(), iterations=2, contraction="enumerate")
+    net.potentials[net._key("p")] = torch.nn.Parameter(torch.zeros(2, 1, 3, 3))
+    with pytest.raises(RuntimeError, match=r"other parameter sizes; changed: 'p' \(2, 1, 3, 3\)"):
+        net()
