@@ -450,7 +450,7 @@ class UnfoldedNetwork(nn.Module):
             matrix-vector product in the exp domain per pairwise merge
             (:func:`~pgmunfold.infer.ops.dense_pairwise_messages`), exact while a table's
             log-range is below 60 (float32) / 600 (float64) nats. ``"enumerate"`` (general
-            path, ``schedule="parallel"``; BP, sum- or max-product, and mean-field): every
+            path; BP with ``schedule="parallel"``, sum- or max-product; mean-field): every
             configuration of every factor as one flat entry, so the messages of all groups,
             whatever their arity and cardinalities, take a fixed two dozen ops per iteration
             (:mod:`pgmunfold.infer.enumerated`; mean-field's expected log-potentials take a
@@ -585,9 +585,9 @@ class UnfoldedNetwork(nn.Module):
             raise ValueError(
                 f"contraction must be auto, logsumexp, matmul or enumerate, got {contraction!r}"
             )
-        if contraction == "enumerate" and schedule != "parallel":
+        if contraction == "enumerate" and schedule != "parallel" and algorithm == "bp":
             raise ValueError(
-                "contraction='enumerate' contracts every factor at once: it needs "
+                "contraction='enumerate' contracts every factor at once: BP needs "
                 f"schedule='parallel', got {schedule!r}"
             )
         self.contraction = contraction
@@ -675,7 +675,7 @@ class UnfoldedNetwork(nn.Module):
         # its table entry
         self.enumerated = False
         general = not (self.binary_fast or self.pairwise_fast or self.mf_fast)
-        if general and schedule == "parallel" and self._mgroups:
+        if general and (schedule == "parallel" or algorithm == "mf") and self._mgroups:
             padded, unpadded = enumeration_size(self._mgroups, w.num_edges, w.max_card)
             # (compiled, the per-merge contraction fuses better: Pedigree_11 0.59 against
             # 0.95 ms per iteration, Promedus_11 0.26 against 0.46, on CPU)
@@ -2130,23 +2130,22 @@ class UnfoldedNetwork(nn.Module):
         # th: per merge (_merge_tables, padded with 0: padded states have probability 0), or
         # [every message row's table entries] (the enumerated contraction, padding 0; ws: its
         # reused buffers without autograd)
-        d = self.damping
-        if self.enumerated:
-            msg = enumerated_expectations(q, th[0], self._buffer("enum_others"), ws)
-            field = variable_beliefs(msg, u, self._slots())  # (u + the messages)
+        d, slots = self.damping, self._slots()
+
+        def update(q: torch.Tensor) -> torch.Tensor:  # every variable's new, damped marginals
+            if self.enumerated:
+                msg = enumerated_expectations(q, th[0], self._buffer("enum_others"), ws)
+                field = variable_beliefs(msg, u, slots)  # (u + the messages)
+            else:
+                field = mf_field(q, u, th, self._merges, self.edge_var, slots)
             new = torch.softmax(field, dim=2)
             return new if d == 0.0 else (1.0 - d) * new + d * q
+
         if self.schedule == "parallel":
-            field = mf_field(q, u, th, self._merges, self.edge_var, self._slots())
-            new = torch.softmax(field, dim=2)
-            return new if d == 0.0 else (1.0 - d) * new + d * q
+            return update(q)
         masks = self.colour_masks
-        for c in range(self.num_colours):
-            field = mf_field(q, u, th, self._merges, self.edge_var, self._slots())
-            new = torch.softmax(field, dim=2)
-            if d != 0.0:
-                new = (1.0 - d) * new + d * q
-            q = torch.where(masks[c].view(1, -1, 1), new, q)
+        for c in range(self.num_colours):  # (each colour class in turn, on the others' latest)
+            q = torch.where(masks[c].view(1, -1, 1), update(q), q)
         return q
 
     def _damp(

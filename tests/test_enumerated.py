@@ -218,17 +218,23 @@ def test_network_equals_the_per_merge_contraction(fg, semiring, exact, untie, B)
     torch.testing.assert_close(a.residual, b.residual, atol=1e-9, rtol=0)
 
 
-@given(random_graphs(max_vars=6, max_factors=10), st.booleans(), st.integers(1, 3))
-def test_mean_field_network_equals_the_per_merge_contraction(fg, untie, B):
-    """Parallel mean-field on the general path: the enumerated expectations against the
-    per-merge einsums (``contraction="logsumexp"``), three damped iterations in float64:
-    marginals, the mean-field bound and the residual (untied copies made distinct,
-    batches, mixed cardinalities and arities); and its no-grad loop (in place, reused
+@given(
+    random_graphs(max_vars=6, max_factors=10),
+    st.booleans(),
+    st.integers(1, 3),
+    st.sampled_from(["parallel", "sequential"]),
+)
+def test_mean_field_network_equals_the_per_merge_contraction(fg, untie, B, schedule):
+    """Mean-field on the general path (parallel, or one colour class at a time): the enumerated
+    expectations against the per-merge einsums (``contraction="logsumexp"``), three damped
+    iterations in float64: marginals, the mean-field bound and the residual (untied copies made
+    distinct, batches, mixed cardinalities and arities); and its no-grad loop (in place, reused
     buffers) against its autograd one."""
     nets = [
         pu.compile(
             fg,
             algorithm="mf",
+            schedule=schedule,
             contraction=c,
             iterations=3,
             damping=0.4,
@@ -553,7 +559,7 @@ def test_auto_takes_it_for_small_general_graphs_only(monkeypatch):
     assert pu.compile(fg, compile_steps=True, contraction="enumerate").enumerated
     assert not pu.compile(fg, schedule="sequential").enumerated
     assert pu.compile(fg, algorithm="mf").enumerated  # mean-field too
-    assert not pu.compile(fg, algorithm="mf", schedule="sequential").enumerated
+    assert pu.compile(fg, algorithm="mf", schedule="sequential").enumerated
     assert not pu.compile(grid(3, k=3)[0], algorithm="mf").enumerated  # its fast path
     small, _ = grid(3, k=3)
     assert not pu.compile(small).enumerated  # the pairwise fast path
