@@ -94,6 +94,27 @@ def test_plan_rejects_groups_that_do_not_cover_the_edges():
         plan_enumeration([g], 5, 2)
 
 
+def _valid_states(groups, E, K):
+    """``(E, K)``: which padded states exist at each edge (below its position's cardinality)."""
+    valid = torch.zeros(E, K, dtype=torch.bool)
+    for g in groups:
+        for j, k in enumerate(g.cards):
+            valid[g.edge_start + j : g.edge_stop : g.arity, :k] = True
+    return valid
+
+
+def _random_tables(groups, gen, hard):
+    """One float64 N(0, 1) table per factor (one per group if shared); with ``hard``, about
+    30 % of the entries the sentinel."""
+    tables = []
+    for g in groups:
+        t = torch.randn(1 if g.shared else g.num_factors, *g.cards, generator=gen).double()
+        if hard:
+            t = torch.where(torch.rand(t.shape, generator=gen) < 0.3, NEG, t)
+        tables.append(t)
+    return tables
+
+
 @given(
     group_lists(),
     st.sampled_from(["sum", "max"]),
@@ -104,21 +125,12 @@ def test_plan_rejects_groups_that_do_not_cover_the_edges():
 def test_messages_equal_the_per_group_kernel(spec, semiring, B, hard, seed):
     groups, E, K = spec
     gen = torch.Generator().manual_seed(seed)
-    cards = np.zeros((E, K), dtype=bool)
-    for g in groups:
-        for j, k in enumerate(g.cards):
-            cards[g.edge_start + j : g.edge_stop : g.arity, :k] = True
-    valid = torch.from_numpy(cards)
+    valid = _valid_states(groups, E, K)
     cav = torch.randn(B, E, K, dtype=torch.float64, generator=gen)
     if hard:  # hard-zero cavity entries (a state ruled out by the other factors)
         cav = torch.where(torch.rand(B, E, K, generator=gen) < 0.25, NEG, cav)
     cav = torch.where(valid, cav, NEG)  # states beyond a variable's cardinality
-    tables = []
-    for g in groups:
-        t = torch.randn(1 if g.shared else g.num_factors, *g.cards, generator=gen).double()
-        if hard:
-            t = torch.where(torch.rand(t.shape, generator=gen) < 0.3, NEG, t)
-        tables.append(t)
+    tables = _random_tables(groups, gen, hard)
     plan = plan_enumeration(groups, E, K)
     entries = enumerated_tables(
         tables, [g.num_factors for g in groups], torch.from_numpy(plan.configs)
@@ -153,18 +165,10 @@ def test_expectations_equal_the_per_group_contraction(spec, B, hard, seed):
     with and without hard zeros (the sentinel), shared tables, arity 1-4."""
     groups, E, K = spec
     gen = torch.Generator().manual_seed(seed)
-    valid = torch.zeros(E, K, dtype=torch.bool)
-    for g in groups:
-        for j, k in enumerate(g.cards):
-            valid[g.edge_start + j : g.edge_stop : g.arity, :k] = True
+    valid = _valid_states(groups, E, K)
     logits = torch.randn(B, E, K, dtype=torch.float64, generator=gen)
     q = torch.softmax(torch.where(valid, logits, -torch.inf), dim=2)
-    tables = []
-    for g in groups:
-        t = torch.randn(1 if g.shared else g.num_factors, *g.cards, generator=gen).double()
-        if hard:
-            t = torch.where(torch.rand(t.shape, generator=gen) < 0.3, NEG, t)
-        tables.append(t)
+    tables = _random_tables(groups, gen, hard)
     plan = plan_enumeration(groups, E, K)
     counts = [g.num_factors for g in groups]
     entries = enumerated_tables(tables, counts, torch.from_numpy(plan.configs), pad=0.0)

@@ -8,7 +8,10 @@ The cost does not grow with the number of factor groups or shapes, which is what
 with many shapes (UAI's Pedigree, Promedus) need: there the per-group path's dozens of small ops
 per group dominate. The index arrays come from
 :func:`~pgmunfold.compile.enumerate.plan_enumeration`; the per-group
-:func:`~pgmunfold.infer.bp.bp_factor_messages` is its naive twin in the tests.
+:func:`~pgmunfold.infer.bp.bp_factor_messages` is its naive twin in the tests. Mean-field's
+expected log-potentials (:func:`enumerated_expectations`) use the same plan, with a product of
+the other variables' marginals and a sum over the configurations; the per-group einsum
+(:func:`~pgmunfold.infer.ops.contract_expectation`) is their twin.
 """
 
 from __future__ import annotations
