@@ -540,15 +540,16 @@ def test_compile_steps_equals_eager():
     assert_same_values_and_grads(nets, u0, state=0)
 
 
-def test_float32_with_sentinels_and_huge_potentials_stays_finite():
+@pytest.mark.parametrize("algorithm", ["bp", "mf"])
+def test_float32_with_sentinels_and_huge_potentials_stays_finite(algorithm):
     fg = _triplets()
     for g in fg.groups:
         g.log_potentials = np.where(np.isfinite(g.log_potentials), 1e4 * g.log_potentials, -np.inf)
-    out32 = pu.compile(fg, iterations=6, fast_path=False, contraction="enumerate")()
-    out64 = pu.compile(
-        fg, iterations=6, fast_path=False, contraction="logsumexp", dtype=torch.float64
-    )()
+    kw = dict(algorithm=algorithm, iterations=6, fast_path=False)
+    out32 = pu.compile(fg, contraction="enumerate", **kw)()
+    out64 = pu.compile(fg, contraction="logsumexp", dtype=torch.float64, **kw)()
     assert not torch.isnan(out32.log_marginals).any()
+    assert not torch.isnan(out32.log_partition).any()
     torch.testing.assert_close(
         out32.log_marginals.exp().double(), out64.log_marginals.exp(), atol=1e-5, rtol=0
     )
