@@ -1940,9 +1940,7 @@ class UnfoldedNetwork(nn.Module):
                 else:  # the tables of this combination of copies, made once per forward
                     if key not in merged:
                         if self.enumerated:  # every message row's table entries
-                            configs = self._enumerated_index(t)
-                            entries = flat.index_select(0, configs).clamp_min_(NEG)
-                            merged[key] = [entries.view(-1, self.max_card * msg.shape[1])]
+                            merged[key] = [self._enumerated_entries(flat, t)]
                         else:  # one padded table per merge
                             th = self._at(thetas, t)
                             merged[key] = self._merge_tables(th, NEG)
@@ -2022,7 +2020,7 @@ class UnfoldedNetwork(nn.Module):
             messages: a unary factor's table entry, the tail's 0 for the other edges'
             states, its hard zero beyond a variable's cardinality.
         """
-        sizes = [p.numel() for p in self._potentials()]
+        sizes = self._enum_sizes
         starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
         hard_zero, zero = sum(sizes), sum(sizes) + 1
         G, T = len(self._mgroups), self.iterations
@@ -2078,6 +2076,13 @@ class UnfoldedNetwork(nn.Module):
         if not torch.compiler.is_compiling():
             self._enum_index[key] = idx
         return idx
+
+    def _enumerated_entries(self, flat: torch.Tensor, t: int) -> torch.Tensor:
+        """Every message row's table entries at iteration ``t``, from :attr:`_FlatThetas.flat`
+        (:meth:`_enumerated_index`), ``-inf`` raised to the sentinel. Shape: output
+        ``(M, K * E)``."""
+        entries = flat.index_select(0, self._enumerated_index(t)).clamp_min_(NEG)
+        return entries.view(-1, self.max_card * self.edge_var.shape[0])
 
     def _enumerated_initial(self, flat: torch.Tensor, init: torch.Tensor, B: int) -> torch.Tensor:
         """:meth:`_initial_messages` from :attr:`_FlatThetas.flat` by the index ``init``
@@ -2390,9 +2395,7 @@ class UnfoldedNetwork(nn.Module):
                 key = self._copy_key(t)
                 if key not in merged:
                     if isinstance(thetas, _FlatThetas):  # every message row's table entries
-                        configs = self._enumerated_index(t)
-                        entries = thetas.flat.index_select(0, configs).clamp_min_(NEG)
-                        merged[key] = [entries.view(-1, self.max_card * self.edge_var.shape[0])]
+                        merged[key] = [self._enumerated_entries(thetas.flat, t)]
                     else:  # one table per merge, padded with 0
                         merged[key] = self._merge_tables(self._at(thetas, t), 0.0)
                 q = self._layer(self._mf_step, q, u, merged[key], ws=ws)
