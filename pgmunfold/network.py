@@ -23,7 +23,13 @@ import torch.utils.checkpoint
 from torch import nn
 
 from pgmunfold.beliefs import Beliefs, Deferred
-from pgmunfold.compile.enumerate import enumeration_size, plan_enumeration, plan_sweep
+from pgmunfold.compile.enumerate import (
+    BUCKET_OVERHEAD,
+    enumeration_size,
+    plan_enumeration,
+    plan_row_buckets,
+    plan_sweep,
+)
 from pgmunfold.compile.schedule import factor_colouring, variable_colouring
 from pgmunfold.compile.wiring import (
     GroupWiring,
@@ -55,8 +61,8 @@ from pgmunfold.infer.bp import (
 )
 from pgmunfold.infer.enumerated import (
     EnumeratedSweep,
+    bucketed_messages,
     enumerated_expectations,
-    enumerated_messages,
 )
 from pgmunfold.infer.free_energy import bethe_log_partition, mean_field_bound, score_states
 from pgmunfold.infer.fused import (
@@ -688,6 +694,7 @@ class UnfoldedNetwork(nn.Module):
         # (_enumerated_index; made by tensor ops from the enum_* buffers, kept outside tracing)
         self._enum_index: dict[tuple[tuple[int, ...], torch.device], torch.Tensor] = {}
         self._sweep_buckets = -1  # the no-grad enumerated loop's buckets (-1: no loop)
+        self._enum_buckets: tuple[tuple[int, ...], ...] = ()  # the functional step's (M_b, R_b)
         enum_configs = None
         if self.enumerated:
             enum = plan_enumeration(self._mgroups, w.num_edges, w.max_card)
@@ -701,6 +708,24 @@ class UnfoldedNetwork(nn.Module):
             buf("enum_others", others)
             buf("enum_configs", enum.configs)
             enum_configs = enum.configs
+            if algorithm == "bp":
+                # the functional step (autograd) over the live rows, in buckets of similar
+                # extent (plan_row_buckets): enum_bucket_others_b (a_b, M_b, R_b) as
+                # enum_others; enum_bucket_entries (sum_b M_b R_b,) the buckets' entries' flat
+                # positions in enum_configs; enum_row_of (K*E,) each row's position in the
+                # buckets' rows concatenated (a trailing hard zero for the rows not live),
+                # absent when they are every row in order
+                rb = plan_row_buckets(enum, BUCKET_OVERHEAD)
+                for b, o in enumerate(rb.others):
+                    buf(f"enum_bucket_others_{b}", o)
+                buf(
+                    "enum_bucket_entries",
+                    np.concatenate([x.reshape(-1) for x in rb.entries] or [np.zeros(0, np.int64)]),
+                )
+                self._enum_buckets = tuple(x.shape for x in rb.entries)
+                rows = np.concatenate(rb.rows) if rb.rows else np.zeros(0, np.int64)
+                if not np.array_equal(rows, np.arange(rb.row_of.shape[0])):
+                    buf("enum_row_of", rb.row_of)
             # enum_tail (2,): a hard zero and a 0, after the flattened parameters
             # (_FlatThetas.flat): what padding configurations and initial messages read
             buf("enum_tail", torch.tensor([NEG, 0.0], dtype=fdtype))
@@ -1323,8 +1348,10 @@ class UnfoldedNetwork(nn.Module):
             cav = bp_cavities(
                 msg, u, self._slots(), self.edge_slot, self.edge_var, self.exact_cavity
             )
-            if self.enumerated:  # th: [enumerated_tables]
-                new = enumerated_messages(cav, th[0], self._buffer("enum_others"), self.semiring)
+            if self.enumerated:  # th: every bucket's table entries (_bucket_entries)
+                bucket_others = [self._buffer(f"enum_bucket_others_{b}") for b in range(len(th))]
+                row_of = self._buffers.get("enum_row_of")
+                new = bucketed_messages(cav, th, bucket_others, row_of, self.semiring)
             else:  # th: per merge (_merge_tables)
                 new = bp_factor_messages(cav, th, self._merges, self.semiring, dense=plans)
             return new if d == 0.0 else torch.lerp(new, msg, d)
@@ -1940,7 +1967,10 @@ class UnfoldedNetwork(nn.Module):
                 else:  # the tables of this combination of copies, made once per forward
                     if key not in merged:
                         if self.enumerated:  # every message row's table entries
-                            merged[key] = [self._enumerated_entries(flat, t)]
+                            entries = self._enumerated_entries(flat, t)
+                            merged[key] = (
+                                [entries] if sweep is not None else self._bucket_entries(entries)
+                            )
                         else:  # one padded table per merge
                             th = self._at(thetas, t)
                             merged[key] = self._merge_tables(th, NEG)
@@ -2083,6 +2113,15 @@ class UnfoldedNetwork(nn.Module):
         ``(M, K * E)``."""
         entries = flat.index_select(0, self._enumerated_index(t)).clamp_min_(NEG)
         return entries.view(-1, self.max_card * self.edge_var.shape[0])
+
+    def _bucket_entries(self, entries: torch.Tensor) -> list[torch.Tensor]:
+        """``entries`` ``(M, K * E)`` (:meth:`_enumerated_entries`) split into the functional
+        step's row buckets (buffer ``enum_bucket_entries``). Shape: output ``[(M_b, R_b)]``."""
+        got = entries.reshape(-1).index_select(0, self._buffer("enum_bucket_entries"))
+        sizes = [m * r for m, r in self._enum_buckets]
+        return [
+            x.view(shape) for x, shape in zip(got.split(sizes), self._enum_buckets, strict=True)
+        ]
 
     def _enumerated_initial(self, flat: torch.Tensor, init: torch.Tensor, B: int) -> torch.Tensor:
         """:meth:`_initial_messages` from :attr:`_FlatThetas.flat` by the index ``init``

@@ -6,6 +6,7 @@ network (``contraction="logsumexp"``); exactness against brute force on trees.""
 from __future__ import annotations
 
 import itertools
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -24,10 +25,11 @@ from hypothesis import strategies as st
 import pgmunfold as pu
 from pgmunfold import network
 from pgmunfold.compile import wiring
-from pgmunfold.compile.enumerate import enumeration_size, plan_enumeration
+from pgmunfold.compile.enumerate import enumeration_size, plan_enumeration, plan_row_buckets
 from pgmunfold.compile.wiring import GroupWiring
 from pgmunfold.infer.bp import bp_factor_messages
 from pgmunfold.infer.enumerated import (
+    bucketed_messages,
     enumerated_expectations,
     enumerated_messages,
     enumerated_tables,
@@ -115,6 +117,22 @@ def _random_tables(groups, gen, hard):
     return tables
 
 
+def _feasible_edges(groups, E, K, tables, cav):
+    """``(B, E)``: the edges with some configuration of their factor that no table entry or
+    other cavity rules out (elsewhere every state of the message is a sum of sentinels)."""
+    rows, _ = _rows_by_enumeration(groups, E, K)
+    flat_t = torch.cat(
+        [t.expand(g.num_factors, *g.cards).reshape(-1) for g, t in zip(groups, tables, strict=True)]
+    )
+    flat_c = cav.reshape(cav.shape[0], E * K)
+    feasible = torch.zeros(cav.shape[0], E, dtype=torch.bool)
+    for r, configs in rows.items():
+        for entry, others in configs:
+            if flat_t[entry] > NEG / 2:
+                feasible[:, r % E] |= (flat_c[:, others] > NEG / 2).all(dim=1)
+    return feasible
+
+
 @given(
     group_lists(),
     st.sampled_from(["sum", "max"]),
@@ -142,20 +160,95 @@ def test_messages_equal_the_per_group_kernel(spec, semiring, B, hard, seed):
     assert got.shape == (B, E, K) and got.is_contiguous()
     # compared where some configuration is possible (elsewhere every state is a sum of
     # sentinels, which no order of summation makes meaningful: docs/concepts.md)
-    rows, _ = _rows_by_enumeration(groups, E, K)
-    flat_t = torch.cat(
-        [t.expand(g.num_factors, *g.cards).reshape(-1) for g, t in zip(groups, tables, strict=True)]
-    )
-    flat_c = cav.reshape(B, E * K)
-    feasible = torch.zeros(B, E, dtype=torch.bool)
-    for r, configs in rows.items():
-        for entry, others in configs:
-            if flat_t[entry] > NEG / 2:
-                feasible[:, r % E] |= (flat_c[:, others] > NEG / 2).all(dim=1)
+    feasible = _feasible_edges(groups, E, K, tables, cav)
     real = ref > NEG / 2  # hard zeros agree as hard zeros; the rest to rounding
     assert torch.equal(real[feasible], (got > NEG / 2)[feasible])
     both = real & feasible.unsqueeze(2)
     torch.testing.assert_close(got[both], ref[both], atol=1e-10, rtol=0)
+
+
+OVERHEADS = st.sampled_from([0, 4, 4096, 10**9])  # every extent its own bucket .. one bucket
+
+
+@given(group_lists(), OVERHEADS)
+def test_row_buckets_keep_every_live_row_and_drop_only_padding(spec, overhead):
+    """Every row with a configuration is in exactly one bucket, at its own position of
+    ``row_of``; the rest point past the buckets' rows. A bucket's arrays are the plan's at its
+    rows, and what it drops of the plan's extent is padding only. With no overhead allowed,
+    every bucket is one extent, without any padding."""
+    groups, E, K = spec
+    plan = plan_enumeration(groups, E, K)
+    rb = plan_row_buckets(plan, overhead)
+    C, pad = plan.num_configs, E * K
+    live = np.flatnonzero(plan.configs[0] != C)
+    rows = np.concatenate(rb.rows)
+    assert np.array_equal(np.sort(rows), live)  # each live row once
+    assert np.array_equal(rb.row_of[rows], np.arange(len(rows)))
+    assert (np.delete(rb.row_of, rows) == len(rows)).all()
+    for r, o, ent in zip(rb.rows, rb.others, rb.entries, strict=True):
+        a, m, n = o.shape
+        assert n == len(r) and ent.shape == (m, n)
+        assert np.array_equal(o, plan.others[:a, :m][:, :, r])
+        assert np.array_equal(ent, np.arange(m)[:, None] * K * E + r)
+        assert (plan.others[a:][:, :, r] == pad).all() and (
+            plan.others[:, m:][:, :, r] == pad
+        ).all()
+        assert (plan.configs[m:, r] == C).all()
+        if overhead == 0:
+            assert (plan.configs[m - 1, r] != C).all()  # no padding configuration
+            assert a == 0 or (o[a - 1, 0] != pad).all()  # nor padding other edge
+    if overhead >= 10**9:
+        assert len(rb.rows) == 1
+
+
+@given(
+    group_lists(),
+    st.sampled_from(["sum", "max"]),
+    st.integers(1, 3),
+    st.booleans(),
+    OVERHEADS,
+    st.integers(0, 2**31 - 1),
+)
+def test_bucketed_messages_equal_the_plan_of_every_row(spec, semiring, B, hard, overhead, seed):
+    """The functional step's kernel, over the live rows in buckets, against
+    :func:`enumerated_messages` over the plan's every row: values, and gradients of a random
+    linear function of the messages with respect to the cavities and the table entries."""
+    groups, E, K = spec
+    gen = torch.Generator().manual_seed(seed)
+    cav = torch.randn(B, E, K, dtype=torch.float64, generator=gen)
+    if hard:
+        cav = torch.where(torch.rand(B, E, K, generator=gen) < 0.25, NEG, cav)
+    cav = torch.where(_valid_states(groups, E, K), cav, NEG)
+    plan = plan_enumeration(groups, E, K)
+    tables = _random_tables(groups, gen, hard)
+    entries = enumerated_tables(
+        tables, [g.num_factors for g in groups], torch.from_numpy(plan.configs)
+    )
+    rb = plan_row_buckets(plan, overhead)
+    feasible = _feasible_edges(groups, E, K, tables, cav).unsqueeze(2)
+    weight = torch.randn(B, E, K, dtype=torch.float64, generator=gen)
+    results = []
+    for bucketed in (False, True):
+        c = cav.clone().requires_grad_()
+        z = entries.clone().requires_grad_()
+        if bucketed:
+            flat = z.reshape(-1)
+            parts = [flat[torch.from_numpy(x.reshape(-1))].view(x.shape) for x in rb.entries]
+            others = [torch.from_numpy(o) for o in rb.others]
+            out = bucketed_messages(c, parts, others, torch.from_numpy(rb.row_of), semiring)
+        else:
+            out = enumerated_messages(c, z, torch.from_numpy(plan.others), semiring)
+        # (at the feasible edges: elsewhere, and at hard zeros, the values and gradients are
+        # sums of sentinel-sized terms, which no order of summation makes meaningful)
+        (torch.where(feasible & (out > NEG / 2), out, 0.0) * weight).sum().backward()
+        results.append((out, c.grad, z.grad))
+    (a, ga, za), (b, gb, zb) = results
+    feasible = feasible.expand(B, E, K)
+    assert torch.equal((a <= NEG / 2)[feasible], (b <= NEG / 2)[feasible])
+    torch.testing.assert_close(b[feasible], a[feasible], atol=1e-12, rtol=0)
+    torch.testing.assert_close(gb, ga, atol=1e-12, rtol=0)
+    real = torch.from_numpy(plan.configs != plan.num_configs)  # (padding reads a constant)
+    torch.testing.assert_close(zb[real], za[real], atol=1e-12, rtol=0)
 
 
 @given(group_lists(), st.integers(1, 3), st.booleans(), st.integers(0, 2**31 - 1))
@@ -220,6 +313,36 @@ def test_network_equals_the_per_merge_contraction(fg, semiring, exact, untie, B)
     a, b = (net(unary=u) for net in nets)
     assert_same_beliefs(a, b)
     torch.testing.assert_close(a.residual, b.residual, atol=1e-9, rtol=0)
+
+
+@given(random_graphs(max_vars=6, max_factors=10), st.sampled_from(["sum", "max"]), st.booleans())
+def test_row_buckets_leave_the_network_unchanged(fg, semiring, exact):
+    """The functional step (autograd) with every row extent its own bucket against one bucket
+    of all live rows: the same marginals, ``log Z`` and gradients (untied, distinct copies)."""
+    assume(np.isfinite(brute_force(fg)[0]))
+    nets = []
+    for overhead in (0, 10**9):
+        with mock.patch.object(network, "BUCKET_OVERHEAD", overhead):
+            nets.append(
+                pu.compile(
+                    fg,
+                    contraction="enumerate",
+                    iterations=3,
+                    damping=0.3,
+                    semiring=semiring,
+                    exact_cavity=True if exact else None,
+                    untie=True,
+                    dtype=torch.float64,
+                    fast_path=False,
+                )
+            )
+    assume(nets[0].enumerated)
+    assert len(nets[1]._enum_buckets) == 1
+    distinct_copies(*nets)
+    u0 = torch.randn(2, nets[0].num_variables, nets[0].max_card, dtype=torch.float64)
+    outs = [net(unary=u0) for net in nets]
+    assume(all(bool(torch.isfinite(o.log_partition).all()) for o in outs))
+    assert_same_values_and_grads(nets, u0, state=0)
 
 
 @given(
@@ -453,22 +576,29 @@ def _triplets(hard_zeros: bool = True) -> pu.FactorGraph:
     return fg
 
 
-@pytest.mark.parametrize("algorithm, semiring", [("bp", "sum"), ("bp", "max"), ("mf", "sum")])
-def test_gradcheck(algorithm, semiring):
-    """BP with hard zeros (exact cavities); mean-field without (its bound is ``-inf`` once a
-    marginal puts mass on a hard zero)."""
-    net = pu.compile(
-        _triplets(hard_zeros=algorithm == "bp"),
-        algorithm=algorithm,
-        iterations=3,
-        damping=0.2,
-        semiring=semiring,
-        untie=True,
-        dtype=torch.float64,
-        fast_path=False,
-        contraction="enumerate",
-    )
+@pytest.mark.parametrize(
+    "algorithm, semiring, overhead",
+    [("bp", "sum", None), ("bp", "sum", 0), ("bp", "max", None), ("mf", "sum", None)],
+)
+def test_gradcheck(algorithm, semiring, overhead):
+    """BP with hard zeros (exact cavities), one bucket of live rows or (``overhead=0``) one per
+    row extent; mean-field without (its bound is ``-inf`` once a marginal puts mass on a hard
+    zero)."""
+    default = network.BUCKET_OVERHEAD
+    with mock.patch.object(network, "BUCKET_OVERHEAD", default if overhead is None else overhead):
+        net = pu.compile(
+            _triplets(hard_zeros=algorithm == "bp"),
+            algorithm=algorithm,
+            iterations=3,
+            damping=0.2,
+            semiring=semiring,
+            untie=True,
+            dtype=torch.float64,
+            fast_path=False,
+            contraction="enumerate",
+        )
     assert net.enumerated and net.exact_cavity == (algorithm == "bp")
+    assert algorithm == "mf" or len(net._enum_buckets) == (1 if overhead is None else 5)
     params = dict(net.named_parameters())
     names = list(params)
     u0 = 0.5 * torch.randn(5, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))

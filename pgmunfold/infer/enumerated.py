@@ -26,6 +26,7 @@ from pgmunfold.infer.workspace import Workspace
 
 __all__ = [
     "EnumeratedSweep",
+    "bucketed_messages",
     "enumerated_expectations",
     "enumerated_messages",
     "enumerated_tables",
@@ -70,22 +71,71 @@ def enumerated_messages(
         ``(B, E, K)``.
     """
     B, E, K = cav.shape
-    M, R = entries.shape
+    flat = F.pad(cav.reshape(B, E * K), (0, 1))  # one cavity of 0, for padding
+    return _shifted(_row_reduce(flat, entries, others, semiring), K, E)
+
+
+def bucketed_messages(
+    cav: torch.Tensor,
+    entries: Sequence[torch.Tensor],
+    others: Sequence[torch.Tensor],
+    row_of: torch.Tensor | None,
+    semiring: Semiring,
+) -> torch.Tensor:
+    """:func:`enumerated_messages` over the live rows only, bucket by bucket
+    (:func:`~pgmunfold.compile.enumerate.plan_row_buckets`): each bucket gathers and reduces
+    its rows at its own extent, and the rows whose state does not exist at their edge are hard
+    zeros without being computed. On Pedigree_11 that gathers 32722 cavities per iteration and
+    batch row instead of 72144, and reduces 11906 configurations instead of 24048; under
+    autograd the backward's scatter shrinks alike. :func:`enumerated_messages` (one bucket of
+    every row) is its twin in the tests.
+
+    Shape:
+        ``cav``: ``(B, E, K)``; ``entries[b]``: ``(M_b, R_b)``; ``others[b]``:
+        ``(a_b, M_b, R_b)`` int64 into ``cav`` flattened plus one zero entry; ``row_of``:
+        ``(K * E,)`` int64 into the buckets' rows concatenated plus one hard zero, or ``None``
+        when the buckets' rows, concatenated, are every row in order; output: ``(B, E, K)``.
+    """
+    B, E, K = cav.shape
+    flat = F.pad(cav.reshape(B, E * K), (0, 1))  # one cavity of 0, for padding
+    reds = [_row_reduce(flat, z, o, semiring) for z, o in zip(entries, others, strict=True)]
+    if row_of is None:
+        red = reds[0] if len(reds) == 1 else torch.cat(reds, dim=1)
+    else:
+        red = torch.cat([*reds, cav.new_full((B, 1), NEG)], dim=1).index_select(1, row_of)
+    return _shifted(red, K, E)
+
+
+def _row_reduce(
+    flat: torch.Tensor, entries: torch.Tensor, others: torch.Tensor, semiring: Semiring
+) -> torch.Tensor:
+    """``reduce_m (entries[m, r] + sum_i flat[b, others[i, m, r]])``: log-sum-exp (``"sum"``)
+    or max over each row's configurations.
+
+    Shape:
+        ``flat``: ``(B, N + 1)`` (the cavities flattened, then 0); ``entries``: ``(M, R)``;
+        ``others``: ``(a, M, R)`` int64 into ``flat``; output: ``(B, R)``.
+    """
+    B = flat.shape[0]
+    a, M, R = others.shape
     z = entries.unsqueeze(0)
-    if others.shape[0]:
-        flat = F.pad(cav.reshape(B, E * K), (0, 1))  # one cavity of 0, for padding
+    if a:
         idx = others.reshape(-1)
         got = flat[0].index_select(0, idx).unsqueeze(0) if B == 1 else flat.index_select(1, idx)
-        got = got.view(B, others.shape[0], M, R)
-        z = z + (got[:, 0] if others.shape[0] == 1 else got.sum(dim=1))
+        got = got.view(B, a, M, R)
+        z = z + (got[:, 0] if a == 1 else got.sum(dim=1))
     else:
         z = z.expand(B, M, R)
     if semiring == "sum":
         top = z.detach().amax(dim=1, keepdim=True)
-        red = floored_exp(z - top).sum(dim=1).log() + top.squeeze(1)
-    else:
-        red = z.amax(dim=1)
-    red = red.view(B, K, E)
+        return floored_exp(z - top).sum(dim=1).log() + top.squeeze(1)
+    return z.amax(dim=1)
+
+
+def _shifted(red: torch.Tensor, K: int, E: int) -> torch.Tensor:
+    """The reduced rows ``(B, K * E)`` (state-major) as messages ``(B, E, K)``, each shifted to
+    a largest state of 0 (not below the sentinel)."""
+    red = red.view(-1, K, E)
     # the shift is not detached: its gradient projects out the constant direction, which no
     # later use of a message sees; detached, that component of the gradient was carried
     # through every iteration and cost float64 gradients 4 digits (tests/test_enumerated.py)
