@@ -733,6 +733,7 @@ class UnfoldedNetwork(nn.Module):
             if enum.others.shape[0] and algorithm == "bp":
                 sw = plan_sweep(
                     enum,
+                    rb,
                     w.slots,
                     w.edge_var,
                     w.num_variables,
@@ -741,15 +742,17 @@ class UnfoldedNetwork(nn.Module):
                 )
             if sw is not None and (sw.exact is not None or not self.exact_cavity):
                 # the no-grad loop (EnumeratedSweep), flat and state-major (SweepWiring):
-                # sweep_bel_slots (D0 * (K V + 1),), sweep_cav_var (K E + 1,), sweep_others
-                # (A-1, M, R) over the R reduced rows sweep_rows (R,), sweep_row_of (K E,);
-                # per bucket j, sweep_bucket_pos_j (K V_j,), sweep_bucket_slots_j
-                # (W_j K V_j,); exact cavities: sweep_pre_slots, sweep_suf_slots
-                # ((D0 + 1) (K V + 1),), sweep_cav_lo, sweep_cav_hi (K E + 1,)
+                # sweep_bel_slots (D0 * (K V + 1),), sweep_cav_var (K E + 1,); per row bucket
+                # b, sweep_others_b (a_b, M_b, R_b) (state-major enum_bucket_others_b; the
+                # entries: enum_bucket_entries); sweep_row_of (K E,) each row's position in
+                # the buckets' rows (R: not reduced); per bucket j of high-degree variables,
+                # sweep_bucket_pos_j (K V_j,), sweep_bucket_slots_j (W_j K V_j,); exact
+                # cavities: sweep_pre_slots, sweep_suf_slots ((D0 + 1) (K V + 1),),
+                # sweep_cav_lo, sweep_cav_hi (K E + 1,)
                 buf("sweep_bel_slots", sw.bel_slots)
                 buf("sweep_cav_var", sw.cav_var)
-                buf("sweep_others", sw.others)
-                buf("sweep_rows", sw.rows)
+                for b, o in enumerate(sw.others):
+                    buf(f"sweep_others_{b}", o)
                 buf("sweep_row_of", sw.row_of)
                 for j, (p, sl) in enumerate(zip(sw.bucket_pos, sw.bucket_slots, strict=True)):
                     buf(f"sweep_bucket_pos_{j}", p)
@@ -2140,8 +2143,8 @@ class UnfoldedNetwork(nn.Module):
             [self._buffer(f"sweep_bucket_pos_{j}") for j in n],
             [self._buffer(f"sweep_bucket_slots_{j}") for j in n],
             self._buffer("sweep_cav_var"),
-            self._buffer("sweep_others"),
-            self._buffer("sweep_rows"),
+            [self._buffer(f"sweep_others_{b}") for b in range(len(self._enum_buckets))],
+            self._buffer("enum_bucket_entries"),
             self._buffer("sweep_row_of"),
             [self._buffer(f"sweep_{k}") for k in ("pre_slots", "suf_slots", "cav_lo", "cav_hi")]
             if self.exact_cavity

@@ -463,20 +463,25 @@ def _sweep_and_twin(net, u):
     st.booleans(),
     st.integers(1, 3),
     st.booleans(),
+    OVERHEADS,
 )
-def test_no_grad_sweep_equals_the_functional_step(fg, semiring, damping, untie, B, buckets):
+def test_no_grad_sweep_equals_the_functional_step(
+    fg, semiring, damping, untie, B, buckets, overhead
+):
     """The state-major no-grad loop against the functional step it replaces (its twin):
     random arities 1-3, cardinalities 1-4, cycles, hard zeros (exact cavities: prefix and
     suffix sums), untied copies, batches; ``buckets``: slot plans of base width 1 (every
-    further edge in buckets; with hard zeros, the functional step stays)."""
+    further edge in buckets; with hard zeros, the functional step stays); ``overhead``: from
+    every row extent its own row bucket to one bucket."""
     # (an infeasible model leaves BP in the sentinel regime, where orders of summation differ)
     assume(np.isfinite(brute_force(fg)[0]))
     saved = wiring._MAX_BASE_WIDTH
     wiring._MAX_BASE_WIDTH = 1 if buckets else None
     try:
-        net = pu.compile(
-            fg, iterations=5, damping=damping, semiring=semiring, untie=untie, fast_path=False
-        ).double()
+        with mock.patch.object(network, "BUCKET_OVERHEAD", overhead):
+            net = pu.compile(
+                fg, iterations=5, damping=damping, semiring=semiring, untie=untie, fast_path=False
+            ).double()
     finally:
         wiring._MAX_BASE_WIDTH = saved
     assume(net.enumerated and net._sweep_buckets >= 0)  # (a factor of arity >= 2)
@@ -528,20 +533,20 @@ def test_hard_zeros_exact_sweep_or_the_functional_step(buckets, monkeypatch):
 @pytest.mark.parametrize("B", [1, 2])
 def test_sweep_reduces_only_the_rows_of_existing_states(hard_zeros, B):
     """Cardinalities 2 and 3: the sweep gathers and reduces only the message rows whose state
-    exists at their edge (``sweep_rows``, one per edge and state), every other row reads a
-    hard zero; the result equals the functional step's."""
+    exists at their edge (one per edge and state, each at one position of ``sweep_row_of``),
+    every other row reads a hard zero; the result equals the functional step's."""
     fg = _triplets(hard_zeros)
     net = pu.compile(fg, iterations=6, damping=0.3, contraction="enumerate").double()
     assert net.enumerated and net._sweep_buckets >= 0 and net.exact_cavity == hard_zeros
     E, K = net.edge_var.shape[0], net.max_card
-    rows = net.sweep_rows
+    row_of = net.sweep_row_of
+    R = sum(net._buffers[f"sweep_others_{b}"].shape[2] for b in range(len(net._enum_buckets)))
     edge_card = net.cards[net.edge_var]
-    assert rows.shape[0] == int(edge_card.sum()) < K * E
-    assert bool((rows // E < edge_card[rows % E]).all())
-    dropped = torch.ones(K * E, dtype=torch.bool)
-    dropped[rows] = False
-    assert bool((net.sweep_row_of[dropped] == rows.shape[0]).all())
-    assert torch.equal(net.sweep_row_of[rows], torch.arange(rows.shape[0]))
+    assert R == int(edge_card.sum()) < K * E
+    rows = torch.arange(K * E)
+    live = rows // E < edge_card[rows % E]
+    assert bool((row_of[~live] == R).all())
+    assert torch.equal(row_of[live].sort().values, torch.arange(R))
     u = torch.randn(B, 5, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(B))
     _sweep_and_twin(net, u)
 

@@ -232,15 +232,16 @@ class SweepWiring:
             the message position of that variable's ``(D0 + d)``-th edge, or ``K * E``.
         cav_var: ``(K * E + 1,)``: entry ``s * E + e`` is the belief position ``s * V + v`` of
             ``e``'s variable; the last is ``K * V``.
-        others: ``(A - 1, M, R)``: the columns ``rows`` of :attr:`EnumeratedPlan.others`, as
-            positions in the flat state-major cavity (``e' * K + x`` becomes ``x * E + e'``;
-            padding ``K * E``).
-        rows: ``(R,)``, ascending: the message rows ``s * E + e`` that are reduced, those with
-            ``s`` below the cardinality of ``e``'s variable (``R = K * E`` when every variable
-            has ``K`` states). The others are hard zeros whatever the cavities: with mixed
-            cardinalities (Pedigree_11: 2050 of 3006 rows) they are not gathered at all.
-        row_of: ``(K * E,)``: each row's position in ``rows``, or ``R`` for a row that is not
-            reduced (it reads a hard zero there).
+        others: per row bucket ``b`` (:class:`RowBuckets`), ``(a_b, M_b, R_b)``: the
+            bucket's :attr:`RowBuckets.others`, as positions in the flat state-major cavity
+            (``e' * K + x`` becomes ``x * E + e'``; padding ``K * E``).
+        entries: ``(sum_b M_b R_b,)``: the buckets' :attr:`RowBuckets.entries` flattened and
+            concatenated (positions in the plan's ``(M, K * E)`` table entries).
+        row_of: ``(K * E,)``: :attr:`RowBuckets.row_of`, each row's position in the buckets'
+            rows concatenated, or ``R`` (their number) for a row that is not reduced: a row
+            whose state is beyond its edge's cardinality, a hard zero whatever the cavities.
+            With mixed cardinalities (Pedigree_11: 2050 of 3006 rows live) those are not
+            gathered at all.
         exact: exact cavities (hard zeros), for a plan without buckets only, else ``None``:
             ``(pre_slots, suf_slots, cav_lo, cav_hi)``, over a state vector ``[messages
             (K * E + 1) | field (K * V + 1)]``. ``pre_slots`` ``((D0 + 1) * (K * V + 1),)``
@@ -258,25 +259,25 @@ class SweepWiring:
     bucket_pos: tuple[np.ndarray, ...]
     bucket_slots: tuple[np.ndarray, ...]
     cav_var: np.ndarray
-    others: np.ndarray
-    rows: np.ndarray
+    others: tuple[np.ndarray, ...]
+    entries: np.ndarray
     row_of: np.ndarray
     exact: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None
 
 
 def plan_sweep(
     plan: EnumeratedPlan,
+    buckets: RowBuckets,
     slots: SlotPlan,
     edge_var: np.ndarray,
     num_variables: int,
     max_card: int,
     exact: bool = False,
 ) -> SweepWiring:
-    """The :class:`SweepWiring` of a graph: its enumerated ``plan``, slot plan ``slots`` and
-    edge variables ``edge_var`` ``(E,)``; ``exact``: also the exact cavities' arrays (when the
-    slot plan has no buckets)."""
+    """The :class:`SweepWiring` of a graph: its enumerated ``plan`` and the plan's row
+    ``buckets`` (:func:`plan_row_buckets`), slot plan ``slots`` and edge variables ``edge_var``
+    ``(E,)``; ``exact``: also the exact cavities' arrays (when the slot plan has no buckets)."""
     V, K, E = num_variables, max_card, len(edge_var)
-    others = plan.others
     s = np.arange(K, dtype=np.int64)
 
     def positions(edges: np.ndarray) -> np.ndarray:
@@ -289,8 +290,10 @@ def plan_sweep(
     bucket_pos = tuple((s[:, None] * V + v[None, :]).reshape(-1) for v in slots.vars)
     bucket_slots = tuple(positions(r.T).reshape(-1) for r in slots.rows)
     cav_var = np.append((s[:, None] * V + edge_var[None, :]).reshape(-1), K * V)
-    real = others < E * K
-    remapped = (others % K) * E + others // K
+
+    def state_major(o: np.ndarray) -> np.ndarray:  # e' * K + x -> x * E + e' (padding K E)
+        return np.where(o < E * K, (o % K) * E + o // K, K * E).astype(np.int64)
+
     exact_arrays = None
     if exact and slots.compact:
         d0, width = slots.base.shape[1], K * V + 1
@@ -303,18 +306,16 @@ def plan_sweep(
         cav_lo = np.append((d[None, :] * width + col).reshape(-1), K * V)
         cav_hi = np.append(((d0 - 1 - d)[None, :] * width + col).reshape(-1), K * V)
         exact_arrays = (pre_slots.astype(np.int64), suf_slots.astype(np.int64), cav_lo, cav_hi)
-    # a row's first configuration is real unless the row's state is beyond its edge's
-    # cardinality: those rows are never reduced (their messages are hard zeros)
-    rows = np.flatnonzero(plan.configs[0] != plan.num_configs).astype(np.int64)
-    row_of = np.full(K * E, len(rows), dtype=np.int64)
-    row_of[rows] = np.arange(len(rows))
+    # the live rows (whose state exists at their edge), bucket by bucket: the others are
+    # never reduced (their messages are hard zeros)
+    empty = np.zeros(0, dtype=np.int64)
     return SweepWiring(
         bel_slots.astype(np.int64),
         bucket_pos,
         bucket_slots,
         cav_var.astype(np.int64),
-        np.where(real, remapped, K * E)[:, :, rows].astype(np.int64),
-        rows,
-        row_of,
+        tuple(state_major(o) for o in buckets.others),
+        np.concatenate([x.reshape(-1) for x in buckets.entries] or [empty]),
+        buckets.row_of,
         exact_arrays,
     )

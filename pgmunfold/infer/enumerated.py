@@ -196,7 +196,7 @@ class EnumeratedSweep:
     reused by every iteration.
 
     The functional step (:func:`~pgmunfold.infer.bp.bp_cavities`, then
-    :func:`enumerated_messages`) works in the ``(B, E, K)`` layout of the general path: each
+    :func:`bucketed_messages`) works in the ``(B, E, K)`` layout of the general path: each
     iteration pads the messages for the slot gather, pads the cavities for the configuration
     gather, and transposes the state-major result back (about 50 ops per iteration on
     Pedigree_11, most of them small). Here messages stay state-major (``s * E + e``) with a
@@ -206,15 +206,16 @@ class EnumeratedSweep:
     subtraction from the belief, or, with ``exact`` (hard zeros, slot plans without buckets),
     as a prefix plus a suffix sum of the other incoming messages (two cumulative sums, no
     subtraction). Only the ``R`` rows whose state exists at their edge are gathered and
-    reduced (``rows``); the rest are hard zeros, read from a trailing ``NEG`` by one gather
-    back to all ``K * E`` rows. The functional step is its twin in the tests, and the path
-    under autograd.
+    reduced, in the functional step's row buckets
+    (:func:`~pgmunfold.compile.enumerate.plan_row_buckets`), each at its own extent; the rest
+    are hard zeros, read from a trailing ``NEG`` by one gather back to all ``K * E`` rows
+    (``row_of``). The functional step is its twin in the tests, and the path under autograd.
 
     Args:
         wiring: the index arrays (:class:`~pgmunfold.compile.enumerate.SweepWiring`, as
             tensors on the field's device): ``bel_slots``, ``bucket_pos``, ``bucket_slots``,
-            ``cav_var``, ``others``, ``rows``, ``row_of``, ``exact`` (``None``: cavities by
-            subtraction).
+            ``cav_var``, ``others`` (one per row bucket), ``entries``, ``row_of``, ``exact``
+            (``None``: cavities by subtraction).
         msg: the initial messages ``(B, E, K)``.
         field: the variables' unary log-potentials ``(B, V, K)``.
         damping: log-domain damping (0: none).
@@ -233,7 +234,7 @@ class EnumeratedSweep:
             Sequence[torch.Tensor],
             Sequence[torch.Tensor],
             torch.Tensor,
-            torch.Tensor,
+            Sequence[torch.Tensor],
             torch.Tensor,
             torch.Tensor,
             Sequence[torch.Tensor] | None,
@@ -245,15 +246,13 @@ class EnumeratedSweep:
         ws: Workspace,
     ) -> None:
         self.bel_slots, bucket_pos, bucket_slots, self.cav_var, others = wiring[:5]
-        self.rows, self.row_of, exact = wiring[5:]
+        self.entry_pos, self.row_of, exact = wiring[5:]
         self.exact = None if exact is None else tuple(exact)
         self.buckets = tuple(zip(bucket_pos, bucket_slots, strict=True))
         B, E, K = msg.shape
         V = field.shape[1]
-        A1, M, R = others.shape
         self.B, self.E, self.K = B, E, K
         self.damping, self.semiring = damping, semiring
-        self.others = others.reshape(-1)
         rows = () if B == 1 else (B,)  # one batch row: 1-d tensors
         self.batch, self.dim = rows, len(rows)
         KE, KV = K * E, K * V
@@ -295,26 +294,36 @@ class EnumeratedSweep:
             self._part = scratch("enum_part", KE + 1)
         self._cav = scratch("enum_cav", KE + 1)
         self._cav_states = states(self._cav, E)
-        self._got = scratch("enum_got", A1 * M * R)
-        # the other edges' cavities, one slice per other edge, summed by a chain of adds
-        # (faster than a reduction over a short outer axis)
-        self._got_parts = tuple(self._got[..., i * M * R : (i + 1) * M * R] for i in range(A1))
-        self._z = scratch("enum_z", M * R) if A1 > 1 else self._got
-        self._z3 = self._z.view(*rows, M, R)
-        self._compact = R < KE
+        R = sum(int(o.shape[2]) for o in others)
+        # (one bucket of every row: its rows are every row in order, no gather back)
+        self._compact = R < KE or len(others) > 1
         self._red = scratch("enum_red", R + 1 if self._compact else KE)
-        self._red_rows = self._red[..., :R]
         if self._compact:  # the rows that are not reduced read the trailing hard zero
             self._red[..., R].fill_(NEG)
             self._red_all = scratch("enum_red_all", KE)
         else:
             self._red_all = self._red
         self._red_states = self._red_all.view(*rows, K, E)
-        # the maxima: over an edge's states (cavities, messages), over a row's configurations
+        # per row bucket: its others, the gathered cavities (one slice per other edge, summed
+        # by a chain of adds: faster than a reduction over a short outer axis), the summed
+        # configurations z (M_b, R_b), their maximum per row, and the bucket's reduced rows
+        self._buckets: list[tuple[torch.Tensor, torch.Tensor | None, tuple[torch.Tensor, ...]]]
+        self._buckets, self._z3s, self._tops, self._sizes = [], [], [], []
+        off = 0
+        for b, o in enumerate(others):
+            a, M, n = (int(x) for x in o.shape)
+            got = scratch(f"enum_got_{b}", a * M * n) if a else None
+            parts = () if got is None else tuple(got.split(M * n, dim=-1))
+            z = got if got is not None and a == 1 else scratch(f"enum_z_{b}", M * n)
+            self._buckets.append((o.reshape(-1), got, parts))
+            self._z3s.append((z, z.view(*rows, M, n), self._red[..., off : off + n]))
+            top = scratch(f"enum_top_{b}", n)
+            self._tops.append((top.view(*rows, 1, n), top))
+            self._sizes.append(M * n)
+            off += n
+        # the maxima over an edge's states (cavities, messages)
         self._edge_max = scratch("enum_edge_max", E).view(*rows, 1, E)
-        self._top = scratch("enum_top", R).view(*rows, 1, R)
-        self._top_rows = self._top.view(*rows, R)
-        self._entries: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._entries: tuple[torch.Tensor, list[torch.Tensor]] | None = None
         self.t = 0
 
     def _edges(self, x: torch.Tensor) -> torch.Tensor:
@@ -332,11 +341,12 @@ class EnumeratedSweep:
         """The messages of the iteration before the last (the initial ones before any)."""
         return self._edges(self._msgs[(self.t + 1) % 2 if self.t else 0])
 
-    def _row_entries(self, entries: torch.Tensor) -> torch.Tensor:
-        """``entries`` ``(M, K * E)`` at the reduced rows, flat (made once per table)."""
+    def _row_entries(self, entries: torch.Tensor) -> list[torch.Tensor]:
+        """``entries`` ``(M, K * E)`` at each row bucket's configurations, flat (made once per
+        table)."""
         if self._entries is None or self._entries[0] is not entries:
-            kept = entries.index_select(1, self.rows) if self._compact else entries
-            self._entries = (entries, kept.reshape(-1))
+            kept = entries.reshape(-1).index_select(0, self.entry_pos)
+            self._entries = (entries, list(kept.split(self._sizes)))
         return self._entries[1]
 
     def step(self, entries: torch.Tensor) -> None:
@@ -366,21 +376,28 @@ class EnumeratedSweep:
         # each cavity shifted to a largest state of 0
         c3 = self._cav_states
         c3.sub_(torch.amax(c3, dim=d, keepdim=True, out=self._edge_max).clamp_min_(NEG / 2))
-        # every configuration of every reduced row: the other edges' cavities plus the entry
-        torch.index_select(cav, d, self.others, out=self._got)
-        parts = self._got_parts
-        if len(parts) > 1:
-            z = torch.add(parts[0], parts[1], out=self._z)
-            for p in parts[2:]:
-                z.add_(p)
-        self._z.add_(self._row_entries(entries))
-        z3 = self._z3
-        if self.semiring == "sum":
-            top = torch.amax(z3, dim=d, keepdim=True, out=self._top)
-            z3.sub_(top).clamp_min_(exp_floor(z3.dtype)).exp_()  # floored_exp, in place
-            torch.sum(z3, dim=d, out=self._red_rows).log_().add_(self._top_rows)
-        else:
-            torch.amax(z3, dim=d, out=self._red_rows)
+        # every configuration of every reduced row, bucket by bucket: the other edges'
+        # cavities plus the entry, reduced over the row's configurations
+        floor = exp_floor(cav.dtype)
+        row_entries = self._row_entries(entries)
+        for (others, got, parts), (z, z3, red), (top, top_rows), ent in zip(
+            self._buckets, self._z3s, self._tops, row_entries, strict=True
+        ):
+            if got is None:  # rows without other edges: the entries alone
+                z.copy_(ent.expand_as(z))
+            else:
+                torch.index_select(cav, d, others, out=got)
+                if len(parts) > 1:
+                    torch.add(parts[0], parts[1], out=z)
+                    for p in parts[2:]:
+                        z.add_(p)
+                z.add_(ent)
+            if self.semiring == "sum":
+                torch.amax(z3, dim=d, keepdim=True, out=top)
+                z3.sub_(top).clamp_min_(floor).exp_()  # floored_exp, in place
+                torch.sum(z3, dim=d, out=red).log_().add_(top_rows)
+            else:
+                torch.amax(z3, dim=d, out=red)
         if self._compact:
             torch.index_select(self._red, d, self.row_of, out=self._red_all)
         r3 = self._red_states
