@@ -3,16 +3,18 @@ autograd against a forward and backward with it, per batch size and contraction.
 
 Each ``NAME.uai`` (default ``../shared/data/uai2014-mar``) is declared as in
 ``benchmarks/uai_pgmax.py`` (hard zeros at ``--floor``, evidence as unary factors). The input is
-a batch of ``B`` unaries ~ 0.1 N(0, 1); the loss is ``log Z`` plus the sum of the marginals, so
-the backward runs through every iteration, the Bethe free energy and the marginals. Sum-product
-flooding BP, ``--iters`` iterations, damping ``--damping``, float32. Only instances on the
+a batch of ``B`` unaries ~ 0.1 N(0, 1); the loss is ``log Z`` (the Bethe free energy; for
+mean-field its bound) plus the sum of the marginals, so the backward runs through every
+iteration. Sum-product flooding BP (``--algorithm mf``: parallel mean-field), ``--iters``
+iterations, damping ``--damping``, float32. Only instances on the
 general path are timed (the pairwise and binary fast paths have their own: ``autograd_cost``).
 
 Columns, in ms per forward (fastest of ``--passes`` x ``--repeats``): ``no grad`` (what
 ``torch.no_grad()`` runs: the enumerated contraction's state-major sweep), ``fwd`` and ``bwd``
 (under autograd, timed separately), and ``(fwd+bwd)/no grad``.
 
-Run: ``python -m benchmarks.uai_autograd [--only Pedigree] [--batch 1 16] [--iters 50]
+Run: ``python -m benchmarks.uai_autograd [--only Pedigree] [--algorithm bp|mf] [--batch 1 16]
+[--iters 50]
 [--contractions auto logsumexp] [--repeats 3] [--passes 2] [--threads 1] [--json out.json]``.
 """
 
@@ -65,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--only", default="", help="instances whose name contains this")
+    ap.add_argument("--algorithm", choices=["bp", "mf"], default="bp")
     ap.add_argument("--batch", type=int, nargs="+", default=[1, 16])
     ap.add_argument("--iters", type=int, default=50)
     ap.add_argument("--damping", type=float, default=0.5)
@@ -81,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     torch.set_num_threads(args.threads)
     print(
-        f"cpu, torch {torch.__version__}, {args.threads} thread(s); BP, {args.iters} iterations,"
+        f"cpu, torch {torch.__version__}, {args.threads} thread(s); {args.algorithm},"
+        f" {args.iters} iterations,"
         f" float32; ms per forward, fastest of {args.passes} x {args.repeats}"
     )
     head = f"{'instance':<16}{'contraction':>13}{'B':>4}{'no grad':>10}{'fwd':>10}{'bwd':>10}"
@@ -91,9 +95,13 @@ def main(argv: list[str] | None = None) -> int:
         fg, _ = declare(path, args.floor)
         for contraction in args.contractions:
             net = pu.compile(
-                fg, iterations=args.iters, damping=args.damping, contraction=contraction
+                fg,
+                algorithm=args.algorithm,
+                iterations=args.iters,
+                damping=args.damping,
+                contraction=contraction,
             )
-            if net.binary_fast or net.pairwise_fast:
+            if net.binary_fast or net.pairwise_fast or net.mf_fast or net.mf_binary:
                 break  # a fast path: not this benchmark's
             name = "enumerate" if net.enumerated else "per merge"
             for B in args.batch:
@@ -105,7 +113,14 @@ def main(argv: list[str] | None = None) -> int:
                     flush=True,
                 )
                 rows.append(
-                    {"instance": path.stem, "contraction": name, "batch": B, **t, "ratio": ratio}
+                    {
+                        "instance": path.stem,
+                        "algorithm": args.algorithm,
+                        "contraction": name,
+                        "batch": B,
+                        **t,
+                        "ratio": ratio,
+                    }
                 )
     write_json(args.json, rows)
     return 0

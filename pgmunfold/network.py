@@ -61,8 +61,8 @@ from pgmunfold.infer.bp import (
 )
 from pgmunfold.infer.enumerated import (
     EnumeratedSweep,
+    bucketed_expectations,
     bucketed_messages,
-    enumerated_expectations,
 )
 from pgmunfold.infer.free_energy import bethe_log_partition, mean_field_bound, score_states
 from pgmunfold.infer.fused import (
@@ -674,11 +674,9 @@ class UnfoldedNetwork(nn.Module):
         buf("degree", torch.as_tensor(w.degree, dtype=fdtype))
         base = np.where(w.state_valid, 0.0, NEG)
         buf("base_unary", torch.as_tensor(base, dtype=fdtype))
-        # the general path's flooding BP and parallel mean-field by the enumerated contraction
-        # (compile/enumerate.py): enum_others (A-1, M, K*E) the other edges' cavity (BP: edge
-        # e' * K + state, E * K padding) or marginal (mean-field: variable of e' * K + state,
-        # V * K padding) of every configuration of every message row, enum_configs (M, K*E)
-        # its table entry
+        # the general path's flooding BP and mean-field by the enumerated contraction
+        # (compile/enumerate.py): enum_configs (M, K*E) the table entry of every configuration
+        # of every message row (enum_bucket_*, below: the rows gathered and reduced)
         self.enumerated = False
         general = not (self.binary_fast or self.pairwise_fast or self.mf_fast)
         if general and (schedule == "parallel" or algorithm == "mf") and self._mgroups:
@@ -698,34 +696,32 @@ class UnfoldedNetwork(nn.Module):
         enum_configs = None
         if self.enumerated:
             enum = plan_enumeration(self._mgroups, w.num_edges, w.max_card)
-            others = enum.others
-            if algorithm == "mf":  # the other edges' variables: no gather to edges per iteration
-                o = np.minimum(others, w.num_edges * w.max_card - 1)
-                via = w.edge_var[o // w.max_card] * w.max_card + o % w.max_card
-                others = np.where(
-                    others == w.num_edges * w.max_card, w.num_variables * w.max_card, via
-                )
-            buf("enum_others", others)
             buf("enum_configs", enum.configs)
             enum_configs = enum.configs
-            if algorithm == "bp":
-                # the functional step (autograd) over the live rows, in buckets of similar
-                # extent (plan_row_buckets): enum_bucket_others_b (a_b, M_b, R_b) as
-                # enum_others; enum_bucket_entries (sum_b M_b R_b,) the buckets' entries' flat
-                # positions in enum_configs; enum_row_of (K*E,) each row's position in the
-                # buckets' rows concatenated (a trailing hard zero for the rows not live),
-                # absent when they are every row in order
-                rb = plan_row_buckets(enum, BUCKET_OVERHEAD)
-                for b, o in enumerate(rb.others):
-                    buf(f"enum_bucket_others_{b}", o)
-                buf(
-                    "enum_bucket_entries",
-                    np.concatenate([x.reshape(-1) for x in rb.entries] or [np.zeros(0, np.int64)]),
-                )
-                self._enum_buckets = tuple(x.shape for x in rb.entries)
-                rows = np.concatenate(rb.rows) if rb.rows else np.zeros(0, np.int64)
-                if not np.array_equal(rows, np.arange(rb.row_of.shape[0])):
-                    buf("enum_row_of", rb.row_of)
+            # the live rows, in buckets of similar extent (plan_row_buckets):
+            # enum_bucket_others_b (a_b, M_b, R_b) the other edges' cavity (BP: edge e' * K +
+            # state, E * K padding) or marginal (mean-field: variable of e' * K + state, V * K
+            # padding) of every configuration of every row of bucket b; enum_bucket_entries
+            # (sum_b M_b R_b,) the buckets' entries' flat positions in enum_configs;
+            # enum_row_of (K*E,) each row's position in the buckets' rows concatenated (a
+            # trailing hard zero, or 0 for mean-field, for the rows not live), absent when
+            # they are every row in order
+            rb = plan_row_buckets(enum, BUCKET_OVERHEAD)
+            EK, VK = w.num_edges * w.max_card, w.num_variables * w.max_card
+            for b, o in enumerate(rb.others):
+                if algorithm == "mf":  # the other edges' variables: no gather to edges
+                    c = np.minimum(o, EK - 1)
+                    via = w.edge_var[c // w.max_card] * w.max_card + c % w.max_card
+                    o = np.where(o == EK, VK, via)
+                buf(f"enum_bucket_others_{b}", o)
+            buf(
+                "enum_bucket_entries",
+                np.concatenate([x.reshape(-1) for x in rb.entries] or [np.zeros(0, np.int64)]),
+            )
+            self._enum_buckets = tuple(x.shape for x in rb.entries)
+            rows = np.concatenate(rb.rows) if rb.rows else np.zeros(0, np.int64)
+            if not np.array_equal(rows, np.arange(rb.row_of.shape[0])):
+                buf("enum_row_of", rb.row_of)
             # enum_tail (2,): a hard zero and a 0, after the flattened parameters
             # (_FlatThetas.flat): what padding configurations and initial messages read
             buf("enum_tail", torch.tensor([NEG, 0.0], dtype=fdtype))
@@ -1352,9 +1348,9 @@ class UnfoldedNetwork(nn.Module):
                 msg, u, self._slots(), self.edge_slot, self.edge_var, self.exact_cavity
             )
             if self.enumerated:  # th: every bucket's table entries (_bucket_entries)
-                bucket_others = [self._buffer(f"enum_bucket_others_{b}") for b in range(len(th))]
-                row_of = self._buffers.get("enum_row_of")
-                new = bucketed_messages(cav, th, bucket_others, row_of, self.semiring)
+                new = bucketed_messages(
+                    cav, th, self._bucket_others(), self._row_of(), self.semiring
+                )
             else:  # th: per merge (_merge_tables)
                 new = bp_factor_messages(cav, th, self._merges, self.semiring, dense=plans)
             return new if d == 0.0 else torch.lerp(new, msg, d)
@@ -2117,6 +2113,14 @@ class UnfoldedNetwork(nn.Module):
         entries = flat.index_select(0, self._enumerated_index(t)).clamp_min_(NEG)
         return entries.view(-1, self.max_card * self.edge_var.shape[0])
 
+    def _bucket_others(self) -> list[torch.Tensor]:
+        """The row buckets' other edges (buffers ``enum_bucket_others_b``)."""
+        return [self._buffer(f"enum_bucket_others_{b}") for b in range(len(self._enum_buckets))]
+
+    def _row_of(self) -> torch.Tensor | None:
+        """Each row's position in the row buckets' rows (``None``: every row, in order)."""
+        return self._buffers.get("enum_row_of")
+
     def _bucket_entries(self, entries: torch.Tensor) -> list[torch.Tensor]:
         """``entries`` ``(M, K * E)`` (:meth:`_enumerated_entries`) split into the functional
         step's row buckets (buffer ``enum_bucket_entries``). Shape: output ``[(M_b, R_b)]``."""
@@ -2181,7 +2185,7 @@ class UnfoldedNetwork(nn.Module):
 
         def update(q: torch.Tensor) -> torch.Tensor:  # every variable's new, damped marginals
             if self.enumerated:
-                msg = enumerated_expectations(q, th[0], self._buffer("enum_others"), ws)
+                msg = bucketed_expectations(q, th, self._bucket_others(), self._row_of(), ws)
                 field = variable_beliefs(msg, u, slots)  # (u + the messages)
             else:
                 field = mf_field(q, u, th, self._merges, self.edge_var, slots)
@@ -2436,8 +2440,9 @@ class UnfoldedNetwork(nn.Module):
                 prev = q
                 key = self._copy_key(t)
                 if key not in merged:
-                    if isinstance(thetas, _FlatThetas):  # every message row's table entries
-                        merged[key] = [self._enumerated_entries(thetas.flat, t)]
+                    if isinstance(thetas, _FlatThetas):  # every row bucket's table entries
+                        entries = self._enumerated_entries(thetas.flat, t)
+                        merged[key] = self._bucket_entries(entries)
                     else:  # one table per merge, padded with 0
                         merged[key] = self._merge_tables(self._at(thetas, t), 0.0)
                 q = self._layer(self._mf_step, q, u, merged[key], ws=ws)

@@ -29,12 +29,14 @@ from pgmunfold.compile.enumerate import enumeration_size, plan_enumeration, plan
 from pgmunfold.compile.wiring import GroupWiring
 from pgmunfold.infer.bp import bp_factor_messages
 from pgmunfold.infer.enumerated import (
+    bucketed_expectations,
     bucketed_messages,
     enumerated_expectations,
     enumerated_messages,
     enumerated_tables,
 )
 from pgmunfold.infer.ops import NEG, contract_expectation, log_normalize
+from pgmunfold.infer.workspace import Workspace
 
 
 @st.composite
@@ -251,6 +253,49 @@ def test_bucketed_messages_equal_the_plan_of_every_row(spec, semiring, B, hard, 
     torch.testing.assert_close(zb[real], za[real], atol=1e-12, rtol=0)
 
 
+@given(group_lists(), st.integers(1, 3), st.booleans(), OVERHEADS, st.integers(0, 2**31 - 1))
+def test_bucketed_expectations_equal_the_plan_of_every_row(spec, B, hard, overhead, seed):
+    """Mean-field's kernel over the live rows in buckets against
+    :func:`enumerated_expectations` over the plan's every row (its twin), with and without
+    autograd (the in-place buffers): values, and gradients with respect to the marginals and
+    the table entries."""
+    groups, E, K = spec
+    gen = torch.Generator().manual_seed(seed)
+    valid = _valid_states(groups, E, K)
+    logits = torch.randn(B, E, K, dtype=torch.float64, generator=gen)
+    q = torch.softmax(torch.where(valid, logits, -torch.inf), dim=2)
+    plan = plan_enumeration(groups, E, K)
+    counts = [g.num_factors for g in groups]
+    tables = _random_tables(groups, gen, hard)
+    entries = enumerated_tables(tables, counts, torch.from_numpy(plan.configs), pad=0.0)
+    rb = plan_row_buckets(plan, overhead)
+    others = [torch.from_numpy(o) for o in rb.others]
+    row_of = torch.from_numpy(rb.row_of)
+    weight = torch.randn(B, E, K, dtype=torch.float64, generator=gen)
+    results = []
+    for bucketed in (False, True):
+        p = q.clone().requires_grad_()
+        z = entries.clone().requires_grad_()
+        if bucketed:
+            parts = [
+                z.reshape(-1)[torch.from_numpy(x.reshape(-1))].view(x.shape) for x in rb.entries
+            ]
+            out = bucketed_expectations(p, parts, others, row_of)
+            with torch.no_grad():
+                ws = Workspace.for_forward()
+                in_place = bucketed_expectations(q, [x.detach() for x in parts], others, row_of, ws)
+            torch.testing.assert_close(in_place, out.detach(), atol=1e-12, rtol=0)
+        else:
+            out = enumerated_expectations(p, z, torch.from_numpy(plan.others))
+        (out * weight).sum().backward()
+        results.append((out, p.grad, z.grad))
+    (a, ga, za), (b, gb, zb) = results
+    torch.testing.assert_close(b, a, atol=1e-9 if hard else 1e-12, rtol=1e-12)
+    torch.testing.assert_close(gb, ga, atol=1e-9 if hard else 1e-12, rtol=1e-12)
+    real = torch.from_numpy(plan.configs != plan.num_configs)  # (padding reads a constant)
+    torch.testing.assert_close(zb[real], za[real], atol=1e-12, rtol=0)
+
+
 @given(group_lists(), st.integers(1, 3), st.booleans(), st.integers(0, 2**31 - 1))
 def test_expectations_equal_the_per_group_contraction(spec, B, hard, seed):
     """Mean-field's enumerated expectations against the per-group einsum
@@ -315,22 +360,29 @@ def test_network_equals_the_per_merge_contraction(fg, semiring, exact, untie, B)
     torch.testing.assert_close(a.residual, b.residual, atol=1e-9, rtol=0)
 
 
-@given(random_graphs(max_vars=6, max_factors=10), st.sampled_from(["sum", "max"]), st.booleans())
-def test_row_buckets_leave_the_network_unchanged(fg, semiring, exact):
+@given(
+    random_graphs(max_vars=6, max_factors=10),
+    st.sampled_from([("bp", "sum"), ("bp", "max"), ("mf", "sum")]),
+    st.booleans(),
+)
+def test_row_buckets_leave_the_network_unchanged(fg, algorithm_semiring, exact):
     """The functional step (autograd) with every row extent its own bucket against one bucket
-    of all live rows: the same marginals, ``log Z`` and gradients (untied, distinct copies)."""
+    of all live rows: the same marginals, ``log Z`` (mean-field: its bound) and gradients
+    (untied, distinct copies)."""
     assume(np.isfinite(brute_force(fg)[0]))
+    algorithm, semiring = algorithm_semiring
     nets = []
     for overhead in (0, 10**9):
         with mock.patch.object(network, "BUCKET_OVERHEAD", overhead):
             nets.append(
                 pu.compile(
                     fg,
+                    algorithm=algorithm,
                     contraction="enumerate",
                     iterations=3,
                     damping=0.3,
                     semiring=semiring,
-                    exact_cavity=True if exact else None,
+                    exact_cavity=(True if exact else None) if algorithm == "bp" else None,
                     untie=True,
                     dtype=torch.float64,
                     fast_path=False,
@@ -350,27 +402,29 @@ def test_row_buckets_leave_the_network_unchanged(fg, semiring, exact):
     st.booleans(),
     st.integers(1, 3),
     st.sampled_from(["parallel", "sequential"]),
+    OVERHEADS,
 )
-def test_mean_field_network_equals_the_per_merge_contraction(fg, untie, B, schedule):
+def test_mean_field_network_equals_the_per_merge_contraction(fg, untie, B, schedule, overhead):
     """Mean-field on the general path (parallel, or one colour class at a time): the enumerated
     expectations against the per-merge einsums (``contraction="logsumexp"``), three damped
     iterations in float64: marginals, the mean-field bound and the residual (untied copies made
-    distinct, batches, mixed cardinalities and arities); and its no-grad loop (in place, reused
-    buffers) against its autograd one."""
-    nets = [
-        pu.compile(
-            fg,
-            algorithm="mf",
-            schedule=schedule,
-            contraction=c,
-            iterations=3,
-            damping=0.4,
-            untie=untie,
-            dtype=torch.float64,
-            fast_path=False,
-        )
-        for c in ("enumerate", "logsumexp")
-    ]
+    distinct, batches, mixed cardinalities and arities, every split into row buckets); and its
+    no-grad loop (in place, reused buffers) against its autograd one."""
+    with mock.patch.object(network, "BUCKET_OVERHEAD", overhead):
+        nets = [
+            pu.compile(
+                fg,
+                algorithm="mf",
+                schedule=schedule,
+                contraction=c,
+                iterations=3,
+                damping=0.4,
+                untie=untie,
+                dtype=torch.float64,
+                fast_path=False,
+            )
+            for c in ("enumerate", "logsumexp")
+        ]
     assume(nets[0].enumerated)
     assert not nets[1].enumerated
     if untie:

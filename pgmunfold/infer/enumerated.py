@@ -26,6 +26,7 @@ from pgmunfold.infer.workspace import Workspace
 
 __all__ = [
     "EnumeratedSweep",
+    "bucketed_expectations",
     "bucketed_messages",
     "enumerated_expectations",
     "enumerated_messages",
@@ -168,26 +169,72 @@ def enumerated_expectations(
         int64 into ``q`` flattened plus one entry of 1 (``V * K``); output: ``(B, E, K)``.
     """
     B, V, K = q.shape
-    M, R = entries.shape
-    A1 = others.shape[0]
-    if A1:
-        flat = F.pad(q.reshape(B, V * K), (0, 1), value=1.0)  # one marginal of 1, for padding
-        out = z_out = None
-        if ws is not None:
-            out, z_out = ws("enum_mf_got", (B, A1 * M * R), q), ws("enum_mf_z", (B, R), q)
-        got = torch.index_select(flat, 1, others.reshape(-1), out=out).view(B, A1, M, R)
-        w = got[:, 0]
-        if out is None:  # (autograd: every product its own tensor)
-            for i in range(1, A1):
-                w = w * got[:, i]
-            z = (w * entries).sum(dim=1)
-        else:
-            for i in range(1, A1):
-                w.mul_(got[:, i])
-            z = torch.sum(w.mul_(entries), dim=1, out=z_out)
+    flat = F.pad(q.reshape(B, V * K), (0, 1), value=1.0)  # one marginal of 1, for padding
+    z = _row_expectations(flat, entries, others, ws, "enum_mf")
+    return z.view(B, K, -1).transpose(1, 2).contiguous()
+
+
+def bucketed_expectations(
+    q: torch.Tensor,
+    entries: Sequence[torch.Tensor],
+    others: Sequence[torch.Tensor],
+    row_of: torch.Tensor | None,
+    ws: Workspace | None = None,
+) -> torch.Tensor:
+    """:func:`enumerated_expectations` over the live rows only, bucket by bucket
+    (:func:`~pgmunfold.compile.enumerate.plan_row_buckets`, as :func:`bucketed_messages`): the
+    rows whose state does not exist at their edge read 0 without being computed.
+    :func:`enumerated_expectations` over every row of the plan is its twin in the tests.
+
+    Shape:
+        ``q``: ``(B, V, K)``; ``entries[b]``: ``(M_b, R_b)``; ``others[b]``: ``(a_b, M_b, R_b)``
+        int64 into ``q`` flattened plus one entry of 1; ``row_of``: ``(K * E,)`` int64 into
+        the buckets' rows concatenated plus one 0, or ``None`` when the buckets' rows,
+        concatenated, are every row in order; output: ``(B, E, K)``.
+    """
+    B, V, K = q.shape
+    flat = F.pad(q.reshape(B, V * K), (0, 1), value=1.0)  # one marginal of 1, for padding
+    zs = [
+        _row_expectations(flat, z, o, ws, f"enum_mf_{b}")
+        for b, (z, o) in enumerate(zip(entries, others, strict=True))
+    ]
+    if row_of is None:
+        red = zs[0] if len(zs) == 1 else torch.cat(zs, dim=1)
     else:
-        z = entries.sum(dim=0).expand(B, R)
-    return z.view(B, K, R // K).transpose(1, 2).contiguous()
+        red = torch.cat([*zs, q.new_zeros(B, 1)], dim=1).index_select(1, row_of)
+    return red.view(B, K, -1).transpose(1, 2).contiguous()
+
+
+def _row_expectations(
+    flat: torch.Tensor,
+    entries: torch.Tensor,
+    others: torch.Tensor,
+    ws: Workspace | None,
+    name: str,
+) -> torch.Tensor:
+    """``sum_m entries[m, r] * prod_i flat[b, others[i, m, r]]``; with an enabled workspace
+    ``ws``, in place into its buffers ``name + "_got"`` and ``name + "_z"``.
+
+    Shape:
+        ``flat``: ``(B, N + 1)`` (the marginals flattened, then 1); ``entries``: ``(M, R)``;
+        ``others``: ``(a, M, R)`` int64 into ``flat``; output: ``(B, R)``.
+    """
+    B = flat.shape[0]
+    a, M, R = others.shape
+    if not a:
+        return entries.sum(dim=0).expand(B, R)
+    out = z_out = None
+    if ws is not None:
+        out, z_out = ws(f"{name}_got", (B, a * M * R), flat), ws(f"{name}_z", (B, R), flat)
+    got = torch.index_select(flat, 1, others.reshape(-1), out=out).view(B, a, M, R)
+    w = got[:, 0]
+    if out is None:  # (autograd: every product its own tensor)
+        for i in range(1, a):
+            w = w * got[:, i]
+        return (w * entries).sum(dim=1)
+    for i in range(1, a):
+        w.mul_(got[:, i])
+    return torch.sum(w.mul_(entries), dim=1, out=z_out)
 
 
 class EnumeratedSweep:
