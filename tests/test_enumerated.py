@@ -169,6 +169,18 @@ def test_messages_equal_the_per_group_kernel(spec, semiring, B, hard, seed):
     torch.testing.assert_close(got[both], ref[both], atol=1e-10, rtol=0)
 
 
+def _mean_field_inputs(groups, E, K, B, hard, gen):
+    """Random marginals ``(B, E, K)`` (zero beyond each cardinality; every edge its own
+    variable, so the plan's cavity indices address them), tables, the plan and its entries
+    (padding 0)."""
+    logits = torch.randn(B, E, K, dtype=torch.float64, generator=gen)
+    q = torch.softmax(torch.where(_valid_states(groups, E, K), logits, -torch.inf), dim=2)
+    tables = _random_tables(groups, gen, hard)
+    plan = plan_enumeration(groups, E, K)
+    counts = [g.num_factors for g in groups]
+    return q, tables, plan, enumerated_tables(tables, counts, torch.from_numpy(plan.configs), 0.0)
+
+
 OVERHEADS = st.sampled_from([0, 4, 4096, 10**9])  # every extent its own bucket .. one bucket
 
 
@@ -261,13 +273,7 @@ def test_bucketed_expectations_equal_the_plan_of_every_row(spec, B, hard, overhe
     the table entries."""
     groups, E, K = spec
     gen = torch.Generator().manual_seed(seed)
-    valid = _valid_states(groups, E, K)
-    logits = torch.randn(B, E, K, dtype=torch.float64, generator=gen)
-    q = torch.softmax(torch.where(valid, logits, -torch.inf), dim=2)
-    plan = plan_enumeration(groups, E, K)
-    counts = [g.num_factors for g in groups]
-    tables = _random_tables(groups, gen, hard)
-    entries = enumerated_tables(tables, counts, torch.from_numpy(plan.configs), pad=0.0)
+    q, _, plan, entries = _mean_field_inputs(groups, E, K, B, hard, gen)
     rb = plan_row_buckets(plan, overhead)
     others = [torch.from_numpy(o) for o in rb.others]
     row_of = torch.from_numpy(rb.row_of)
@@ -303,13 +309,7 @@ def test_expectations_equal_the_per_group_contraction(spec, B, hard, seed):
     with and without hard zeros (the sentinel), shared tables, arity 1-4."""
     groups, E, K = spec
     gen = torch.Generator().manual_seed(seed)
-    valid = _valid_states(groups, E, K)
-    logits = torch.randn(B, E, K, dtype=torch.float64, generator=gen)
-    q = torch.softmax(torch.where(valid, logits, -torch.inf), dim=2)
-    tables = _random_tables(groups, gen, hard)
-    plan = plan_enumeration(groups, E, K)
-    counts = [g.num_factors for g in groups]
-    entries = enumerated_tables(tables, counts, torch.from_numpy(plan.configs), pad=0.0)
+    q, tables, plan, entries = _mean_field_inputs(groups, E, K, B, hard, gen)
     # (every edge its own variable: the plan's cavity indices address these marginals)
     got = enumerated_expectations(q, entries, torch.from_numpy(plan.others))
     parts = []
@@ -320,6 +320,7 @@ def test_expectations_equal_the_per_group_contraction(spec, B, hard, seed):
         parts.append(torch.stack(ms, dim=2).reshape(B, g.num_factors * g.arity, K))
     ref = torch.cat(parts, dim=1)
     assert got.shape == (B, E, K) and got.is_contiguous()
+    valid = _valid_states(groups, E, K)
     assert torch.equal(got[:, ~valid], torch.zeros_like(got[:, ~valid]))
     torch.testing.assert_close(got, ref, atol=1e-10, rtol=1e-12)
 
