@@ -119,18 +119,22 @@ def _row_reduce(
     """
     B = flat.shape[0]
     a, M, R = others.shape
-    z = entries.unsqueeze(0)
-    if a:
-        idx = others.reshape(-1)
-        got = flat[0].index_select(0, idx).unsqueeze(0) if B == 1 else flat.index_select(1, idx)
-        got = got.view(B, a, M, R)
-        z = z + (got[:, 0] if a == 1 else got.sum(dim=1))
-    else:
-        z = z.expand(B, M, R)
+    if not a:  # rows without other edges: the entries alone
+        return _reduce_configs(entries, 0, semiring).expand(B, R)
+    idx = others.reshape(-1)
+    got = flat[0].index_select(0, idx).unsqueeze(0) if B == 1 else flat.index_select(1, idx)
+    got = got.view(B, a, M, R)
+    z = entries.unsqueeze(0) + (got[:, 0] if a == 1 else got.sum(dim=1))
+    return _reduce_configs(z, 1, semiring)
+
+
+def _reduce_configs(z: torch.Tensor, dim: int, semiring: Semiring) -> torch.Tensor:
+    """Log-sum-exp (``"sum"``, of terms floored below the maximum: :func:`floored_exp`) or
+    max of ``z`` over ``dim``, the configurations. Shape: ``dim`` removed."""
     if semiring == "sum":
-        top = z.detach().amax(dim=1, keepdim=True)
-        return floored_exp(z - top).sum(dim=1).log() + top.squeeze(1)
-    return z.amax(dim=1)
+        top = z.detach().amax(dim=dim, keepdim=True)
+        return floored_exp(z - top).sum(dim=dim).log() + top.squeeze(dim)
+    return z.amax(dim=dim)
 
 
 def _shifted(red: torch.Tensor, K: int, E: int) -> torch.Tensor:
@@ -390,10 +394,14 @@ class EnumeratedSweep:
 
     def _row_entries(self, entries: torch.Tensor) -> list[torch.Tensor]:
         """``entries`` ``(M, K * E)`` at each row bucket's configurations, flat (made once per
-        table)."""
+        table). A bucket of rows without other edges (unary factors) is reduced here, once per
+        table: its rows do not depend on the cavities."""
         if self._entries is None or self._entries[0] is not entries:
-            kept = entries.reshape(-1).index_select(0, self.entry_pos)
-            self._entries = (entries, list(kept.split(self._sizes)))
+            kept = list(entries.reshape(-1).index_select(0, self.entry_pos).split(self._sizes))
+            self._entries = (entries, kept)
+            for (_, got, _), (_, z3, red), ent in zip(self._buckets, self._z3s, kept, strict=True):
+                if got is None:
+                    red.copy_(_reduce_configs(ent.view(z3.shape[-2:]), 0, self.semiring))
         return self._entries[1]
 
     def step(self, entries: torch.Tensor) -> None:
@@ -430,15 +438,14 @@ class EnumeratedSweep:
         for (others, got, parts), (z, z3, red), (top, top_rows), ent in zip(
             self._buckets, self._z3s, self._tops, row_entries, strict=True
         ):
-            if got is None:  # rows without other edges: the entries alone
-                z.copy_(ent.expand_as(z))
-            else:
-                torch.index_select(cav, d, others, out=got)
-                if len(parts) > 1:
-                    torch.add(parts[0], parts[1], out=z)
-                    for p in parts[2:]:
-                        z.add_(p)
-                z.add_(ent)
+            if got is None:  # rows without other edges: reduced once per table
+                continue
+            torch.index_select(cav, d, others, out=got)
+            if len(parts) > 1:
+                torch.add(parts[0], parts[1], out=z)
+                for p in parts[2:]:
+                    z.add_(p)
+            z.add_(ent)
             if self.semiring == "sum":
                 torch.amax(z3, dim=d, keepdim=True, out=top)
                 z3.sub_(top).clamp_min_(floor).exp_()  # floored_exp, in place
