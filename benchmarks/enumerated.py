@@ -10,7 +10,8 @@ horizontal and vertical pairs) and of triplets (``3``: unary plus one ``(i, j), 
 (i+1, j)`` factor per cell), unary ~ N(0, 1), tables ~ 0.5 N(0, 1), damping 0.5, without
 autograd (``--algorithms bp mf``: flooding BP, parallel mean-field), and prints what
 ``"auto"`` takes, so that its thresholds (``pgmunfold.network._ENUMERATE_SMALL``,
-``_ENUMERATE_LARGE``) can be checked on a machine.
+``_ENUMERATE_LARGE``, ``_ENUMERATE_LARGE_BP``, over the ``gathered`` cavities per batch row)
+can be checked on a machine.
 
 ``per-merge`` is ``"auto"`` with the enumerated contraction turned off (matmul where the range
 allows); ``ratio`` = per-merge time / enumerated time (> 1: enumerated faster).
@@ -30,7 +31,7 @@ import torch
 
 import pgmunfold as pu
 from benchmarks.common import median_time, write_json
-from pgmunfold.compile.enumerate import enumeration_size
+from pgmunfold.compile.enumerate import bucketed_size, enumeration_size
 
 
 def triplet_or_pair_grid(n: int, k: int, arity: int, seed: int = 0) -> pu.FactorGraph:
@@ -72,6 +73,7 @@ def run_row(
             (enum(unary=u).log_marginals.exp() - merge(unary=u).log_marginals.exp()).abs().max()
         )
     padded, real = enumeration_size(merge._mgroups, merge.edge_var.shape[0], merge.max_card)
+    gathered = bucketed_size(merge._mgroups)
     return dict(
         algorithm=algorithm,
         N=n,
@@ -79,6 +81,7 @@ def run_row(
         arity=arity,
         B=B,
         padded=padded,
+        gathered=gathered,
         unpadded=real,
         auto=auto,
         enumerate_s=times["enumerate"],
@@ -101,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    print("alg arity  K     N   B    padded  auto      ", end="")
+    print("alg arity  K     N   B    padded  gathered  auto      ", end="")
     print("  enumerate s/iter  per-merge s/iter  ratio  max|dP|")
     rows = []
     grid = [
@@ -116,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         r = run_row(n, k, arity, B, args.iters, args.repeats, alg)
         rows.append(r)
         print(
-            f"{alg:>3} {arity:5d} {k:2d} {n:5d} {B:3d} {r['padded']:9d}  {r['auto']:10s}"
+            f"{alg:>3} {arity:5d} {k:2d} {n:5d} {B:3d} {r['padded']:9d} {r['gathered']:9d}"
+            f"  {r['auto']:10s}"
             f"  {r['enumerate_s']:16.2e}  {r['per_merge_s']:16.2e}"
             f"  {r['ratio']:5.2f}  {r['max_abs_diff']:.1e}",
             flush=True,

@@ -25,6 +25,7 @@ from torch import nn
 from pgmunfold.beliefs import Beliefs, Deferred
 from pgmunfold.compile.enumerate import (
     BUCKET_OVERHEAD,
+    bucketed_size,
     enumeration_size,
     plan_enumeration,
     plan_row_buckets,
@@ -383,27 +384,38 @@ def _auto_range_ok(spread: torch.Tensor, limit: float) -> bool:
 
 
 _ENUMERATE_SMALL = 1 << 18
-"""``contraction="auto"``: up to this many padded entries (per batch row, see
-:func:`~pgmunfold.compile.enumerate.enumeration_size`) the enumerated contraction is taken
+"""``contraction="auto"``: up to this many gathered cavities (per iteration and batch row, see
+:func:`~pgmunfold.compile.enumerate.bucketed_size`) the enumerated contraction is taken
 whatever the factors: such graphs are bound by the per-op cost, where its fixed two dozen ops
 per iteration beat the per-merge path's dozen per merge and scope position (``python -m
-benchmarks.enumerated``, this 2-core CPU, one thread: 1.6-3.5x faster on 8 x 8 and 32 x 32
-grids of pairs and triplets, K = 2 and 3, batches of 1 and 16, but one row at 0.86x)."""
+benchmarks.enumerated --algorithms bp mf``, this 2-core CPU, one thread, 2026-12-06: BP
+1.9-6.7x, mean-field 1.3-4.3x faster on 8 x 8 and 32 x 32 grids of pairs and triplets,
+K = 2 and 3, batches of 1 and 16; ``benchmarks/results/cpu_enumerated_20261206.txt``)."""
 
 _ENUMERATE_LARGE = 1 << 20
-"""``contraction="auto"``: up to this many padded entries, the enumerated contraction is taken
-for graphs with factors of arity 3 or more whose padding is at most 4x (1.9-2.2x faster on a
-128 x 128 grid of triplets, K = 2, 1.04M entries). Beyond it the gather's memory traffic
-decides (3.5M entries, K = 3: 1.6x faster for one batch row, 0.61x for 16), and pairwise graphs
-keep the per-merge path with its exp-domain matmul (0.9-1.5x at 128 x 128)."""
+"""``contraction="auto"``: up to this many gathered cavities, mean-field takes the enumerated
+contraction for graphs with factors of arity 3 or more whose padding is at most 4x (1.5-1.6x
+faster on a 128 x 128 grid of triplets, K = 2, 774k gathered). Beyond it the gather's memory
+traffic decides (K = 3, 2.6M gathered: 0.79-0.87x), and pairwise graphs keep the per-merge
+path with its exp-domain matmul (1.0-1.3x at 128 x 128)."""
+
+_ENUMERATE_LARGE_BP = 1 << 24
+"""``contraction="auto"``: up to this many gathered cavities, flooding BP takes the enumerated
+contraction whatever the arity, while the padding is at most 4x: with its no-grad sweep and
+row buckets it was 2.5-5.6x faster than the per-merge path on 128 x 128 and 256 x 256 grids of
+triplets (K = 2 and 3, up to 10.5M gathered, batches of 1 and 16) and 1.5-3.0x on grids of
+pairs (2026-12-06). Beyond, untested: the per-merge path."""
 
 
-def _enumeration_pays(padded: int, real: int, max_arity: int) -> bool:
-    """``contraction="auto"``'s choice for the general path's flooding BP (see
-    :data:`_ENUMERATE_SMALL`, :data:`_ENUMERATE_LARGE`)."""
-    if padded <= _ENUMERATE_SMALL:
+def _enumeration_pays(gathered: int, real: int, max_arity: int, algorithm: str) -> bool:
+    """``contraction="auto"``'s choice for the general path (see :data:`_ENUMERATE_SMALL`,
+    :data:`_ENUMERATE_LARGE`, :data:`_ENUMERATE_LARGE_BP`): ``gathered`` cavities per iteration
+    and batch row, ``real`` of them without padding."""
+    if gathered <= _ENUMERATE_SMALL:
         return True
-    return max_arity >= 3 and padded <= min(_ENUMERATE_LARGE, 4 * real)
+    if algorithm == "bp":
+        return gathered <= min(_ENUMERATE_LARGE_BP, 4 * real)
+    return max_arity >= 3 and gathered <= min(_ENUMERATE_LARGE, 4 * real)
 
 
 _COMPILED_STEPS = ("_bp_step", "_mf_step", "_pairwise_step", "_mf_pairwise_step")
@@ -460,12 +472,14 @@ class UnfoldedNetwork(nn.Module):
             configuration of every factor as one flat entry, so the messages of all groups,
             whatever their arity and cardinalities, take a fixed two dozen ops per iteration
             (:mod:`pgmunfold.infer.enumerated`; mean-field's expected log-potentials take a
-            product of the other edges' marginals where BP sums cavities); it gathers
-            ``(A-1) M K E`` entries per batch row (``A`` the largest arity, ``M`` the most
-            configurations behind one message entry). ``"auto"`` (default) takes ``"enumerate"`` on
-            the general path when that gather is small (at most ``2**18`` entries; up to ``2**20``
-            with factors of arity 3 or more and at most 4x padding) and ``compile_steps`` is off
-            (compiled, the per-merge contraction is faster), else ``"matmul"`` per merge and forward
+            product of the other edges' marginals where BP sums cavities); per batch row it
+            gathers, for every message entry of a state that exists, the other edges' cavities of
+            every configuration behind it, padded within a few row buckets
+            (:func:`~pgmunfold.compile.enumerate.bucketed_size`). ``"auto"`` (default) takes
+            ``"enumerate"`` on the general path when ``compile_steps`` is off (compiled, the
+            per-merge contraction is faster) and that gather is at most ``2**18`` entries, or,
+            with at most 4x padding, up to ``2**24`` for BP and ``2**20`` for mean-field with
+            factors of arity 3 or more (measured on CPU), else ``"matmul"`` per merge and forward
             when the range check passes (one scalar read per merge per forward: use ``"matmul"`` or
             ``"logsumexp"`` explicitly under CUDA-graph capture). The fast paths run their own
             contractions (``fast_path=False`` forces the general path).
@@ -680,13 +694,16 @@ class UnfoldedNetwork(nn.Module):
         self.enumerated = False
         general = not (self.binary_fast or self.pairwise_fast or self.mf_fast)
         if general and (schedule == "parallel" or algorithm == "mf") and self._mgroups:
-            padded, unpadded = enumeration_size(self._mgroups, w.num_edges, w.max_card)
+            gathered = bucketed_size(self._mgroups, BUCKET_OVERHEAD)
+            _, unpadded = enumeration_size(self._mgroups, w.num_edges, w.max_card)
             # (compiled, the per-merge contraction fuses better: Pedigree_11 0.59 against
             # 0.95 ms per iteration, Promedus_11 0.26 against 0.46, on CPU)
             self.enumerated = contraction == "enumerate" or (
                 contraction == "auto"
                 and not compile_steps
-                and _enumeration_pays(padded, unpadded, max(g.arity for g in self._mgroups))
+                and _enumeration_pays(
+                    gathered, unpadded, max(g.arity for g in self._mgroups), algorithm
+                )
             )
         # per copy combination and device, the flat indices into _FlatThetas.flat
         # (_enumerated_index; made by tensor ops from the enum_* buffers, kept outside tracing)

@@ -25,7 +25,12 @@ from hypothesis import strategies as st
 import pgmunfold as pu
 from pgmunfold import network
 from pgmunfold.compile import wiring
-from pgmunfold.compile.enumerate import enumeration_size, plan_enumeration, plan_row_buckets
+from pgmunfold.compile.enumerate import (
+    bucketed_size,
+    enumeration_size,
+    plan_enumeration,
+    plan_row_buckets,
+)
 from pgmunfold.compile.wiring import GroupWiring
 from pgmunfold.infer.bp import bp_factor_messages
 from pgmunfold.infer.enumerated import (
@@ -213,6 +218,7 @@ def test_row_buckets_keep_every_live_row_and_drop_only_padding(spec, overhead):
             assert a == 0 or (o[a - 1, 0] != pad).all()  # nor padding other edge
     if overhead >= 10**9:
         assert len(rb.rows) == 1
+    assert bucketed_size(groups, overhead) == rb.gathered  # (the estimate "auto" reads)
 
 
 @given(
@@ -760,12 +766,17 @@ def test_auto_takes_it_for_small_general_graphs_only(monkeypatch):
     assert not pu.compile(small).enumerated  # the pairwise fast path
     assert pu.compile(small, fast_path=False).enumerated
     monkeypatch.setattr(network, "_ENUMERATE_SMALL", 0)
-    # beyond the small size: pairwise graphs keep the per-merge (matmul) contraction, graphs
-    # with larger factors take it while the padding stays below 4x
-    assert not pu.compile(small, fast_path=False).enumerated
-    assert pu.compile(fg).enumerated
+    # beyond the small size: BP takes it whatever the arity up to the large size for BP;
+    # mean-field keeps the per-merge contraction for pairwise graphs, and takes it for graphs
+    # with larger factors up to its own large size (the padding below 4x)
+    assert pu.compile(small, fast_path=False).enumerated
+    assert not pu.compile(small, fast_path=False, algorithm="mf").enumerated
+    assert pu.compile(fg).enumerated and pu.compile(fg, algorithm="mf").enumerated
     monkeypatch.setattr(network, "_ENUMERATE_LARGE", 0)
+    assert pu.compile(fg).enumerated and not pu.compile(fg, algorithm="mf").enumerated
+    monkeypatch.setattr(network, "_ENUMERATE_LARGE_BP", 0)
     assert not pu.compile(fg).enumerated
+    assert not pu.compile(small, fast_path=False).enumerated
 
 
 def test_bad_settings_raise_at_compile_time():

@@ -304,6 +304,7 @@ def test_auto_contraction_refuses_cuda_graph_capture_with_a_clear_error(
     fg, _ = grid(3, k=k, seed=30)
     if per_merge:  # the general path's per-merge contraction (auto takes the enumerated one)
         monkeypatch.setattr(network, "_ENUMERATE_SMALL", 0)
+        monkeypatch.setattr(network, "_ENUMERATE_LARGE_BP", 0)
     auto = pu.compile(fg, iterations=2, **kw)
     assert auto.enumerated == (kw.get("fast_path") is False and not per_merge)
     matmul = pu.compile(fg, iterations=2, contraction="matmul", **kw)

@@ -26,6 +26,7 @@ __all__ = [
     "EnumeratedPlan",
     "RowBuckets",
     "SweepWiring",
+    "bucketed_size",
     "enumeration_size",
     "plan_enumeration",
     "plan_row_buckets",
@@ -182,22 +183,10 @@ def plan_row_buckets(plan: EnumeratedPlan, overhead: int = BUCKET_OVERHEAD) -> R
     n_cfg = (configs != plan.num_configs).sum(axis=0)  # real configurations: a prefix of m
     n_oth = (others[:, 0, :] != pad).sum(axis=0) if A1 else np.zeros(KE, dtype=np.int64)
     live = n_cfg > 0
-    keys = sorted(
-        {(int(a), int(m)) for a, m in zip(n_oth[live], n_cfg[live], strict=True)},
-        key=lambda k: (max(k[0], 1) * k[1], k[0], k[1]),
-        reverse=True,
+    extents, counts = np.unique(np.stack([n_oth[live], n_cfg[live]]), axis=1, return_counts=True)
+    buckets = _merge_extents(
+        {(int(a), int(m)): int(c) for (a, m), c in zip(extents.T, counts, strict=True)}, overhead
     )
-    buckets: list[tuple[int, int, list[tuple[int, int]]]] = []  # (a_b, M_b, extents)
-    for a, m in keys:
-        count = int((live & (n_oth == a) & (n_cfg == m)).sum())
-        if buckets:
-            a_b, m_b, members = buckets[-1]
-            extra = count * (max(a_b, 1) * m_b - max(a, 1) * m)
-            if extra < overhead:
-                members.append((a, m))
-                buckets[-1] = (max(a_b, a), max(m_b, m), members)
-                continue
-        buckets.append((a, m, [(a, m)]))
     rows_b, others_b, entries_b = [], [], []
     for a_b, m_b, members in buckets:
         mask = np.zeros(KE, dtype=bool)
@@ -212,6 +201,42 @@ def plan_row_buckets(plan: EnumeratedPlan, overhead: int = BUCKET_OVERHEAD) -> R
     if rows_b:
         row_of[np.concatenate(rows_b)] = np.arange(total)
     return RowBuckets(tuple(rows_b), tuple(others_b), tuple(entries_b), row_of)
+
+
+def _merge_extents(
+    counts: dict[tuple[int, int], int], overhead: int
+) -> list[tuple[int, int, list[tuple[int, int]]]]:
+    """:func:`plan_row_buckets`'s grouping of row extents ``(a, m)`` (``counts``: rows per
+    extent) into buckets ``(a_b, M_b, member extents)``."""
+    keys = sorted(counts, key=lambda k: (max(k[0], 1) * k[1], k[0], k[1]), reverse=True)
+    buckets: list[tuple[int, int, list[tuple[int, int]]]] = []
+    for a, m in keys:
+        if buckets:
+            a_b, m_b, members = buckets[-1]
+            extra = counts[(a, m)] * (max(a_b, 1) * m_b - max(a, 1) * m)
+            if extra < overhead:
+                members.append((a, m))
+                buckets[-1] = (max(a_b, a), max(m_b, m), members)
+                continue
+        buckets.append((a, m, [(a, m)]))
+    return buckets
+
+
+def bucketed_size(groups: Sequence[GroupWiring], overhead: int = BUCKET_OVERHEAD) -> int:
+    """:attr:`RowBuckets.gathered` of the plan of ``groups`` (:func:`plan_row_buckets`), without
+    building it: the cavities the enumerated contraction gathers per iteration and batch row.
+    Scope position ``j`` of a group gives ``F_g * k_j`` live rows of ``a_g - 1`` other edges and
+    ``prod(cards_g) / k_j`` configurations."""
+    counts: dict[tuple[int, int], int] = {}
+    for g in groups:
+        P = int(np.prod(g.cards))
+        for k in g.cards:
+            key = (g.arity - 1, P // k)
+            counts[key] = counts.get(key, 0) + g.num_factors * k
+    return sum(
+        a_b * m_b * sum(counts[e] for e in members)
+        for a_b, m_b, members in _merge_extents(counts, overhead)
+    )
 
 
 @dataclass(frozen=True)
