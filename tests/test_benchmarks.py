@@ -15,6 +15,7 @@ import pgmunfold as pu
 from benchmarks import (
     autograd_cost,
     compare_pgmax,
+    contraction_memory,
     enumerated,
     forward_overhead,
     fused_tiles,
@@ -23,6 +24,7 @@ from benchmarks import (
     launch_overhead,
     op_traffic,
     roofline,
+    uai_autograd,
     uai_pgmax,
 )
 from pgmunfold.infer import fused
@@ -224,3 +226,22 @@ def test_enumerated_benchmark_times_both_contractions(tmp_path):
     rows = json.loads(out.read_text())
     assert [(r["arity"], r["auto"]) for r in rows] == [(2, "enumerate"), (3, "enumerate")]
     assert all(r["max_abs_diff"] < 1e-5 and r["ratio"] > 0 for r in rows)
+
+
+@pytest.mark.parametrize("algorithm", ["bp", "mf"])
+def test_uai_autograd_times_training_on_a_general_instance(tmp_path, algorithm):
+    out = tmp_path / "ua.json"
+    args = ["--only", "Promedus_14", "--algorithm", algorithm, "--batch", "2", "--iters", "2"]
+    assert uai_autograd.main([*args, "--repeats", "1", "--passes", "1", "--json", str(out)]) == 0
+    (row,) = json.loads(out.read_text())
+    assert row["contraction"] == "enumerate" and row["batch"] == 2
+    assert all(row[k] > 0 for k in ("nograd", "fwd", "bwd"))
+    assert uai_autograd.main(["--only", "no such instance"]) == 1
+
+
+def test_contraction_memory_reports_both_contractions(capsys):
+    args = ["--size", "4", "--k", "2", "--batch", "1", "--iters", "1"]
+    assert contraction_memory.main([*args, "--contractions", "enumerate", "logsumexp"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2].split()[:2] == ["enumerate", "True"]
+    assert lines[3].split()[:2] == ["logsumexp", "False"]
