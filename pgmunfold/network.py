@@ -419,6 +419,10 @@ def _enumeration_pays(gathered: int, real: int, max_arity: int, algorithm: str) 
     return max_arity >= 3 and gathered <= min(_ENUMERATE_LARGE, 4 * real)
 
 
+_ENUM_INDEX_KEPT = 1 << 24
+"""The most int64 entries (128 MB) of the enumerated contraction's per-iteration table indices
+kept between forwards (:meth:`UnfoldedNetwork._enumerated_index`)."""
+
 _COMPILED_STEPS = ("_bp_step", "_mf_step", "_pairwise_step", "_mf_pairwise_step")
 """The iterations ``compile_steps=True`` compiles: the general path's and the pairwise fast
 path's (BP and mean-field)."""
@@ -2106,7 +2110,9 @@ class UnfoldedNetwork(nn.Module):
         entries (``initial``: the initial messages), from the compile-time wiring
         (:meth:`_enumerated_wiring`) by one gather and one add, then kept per combination of
         copies and device (outside ``torch.compile``'s tracing, which computes them in the
-        graph).
+        graph) while all kept indices hold at most :data:`_ENUM_INDEX_KEPT` entries; beyond,
+        they are made again at each forward (an untied network of ``T`` iterations has ``T``
+        combinations, each ``M K E`` entries).
 
         Shape:
             output: ``(M * K * E,)``, or ``(E * K,)`` (edge-major) for ``initial``.
@@ -2120,7 +2126,8 @@ class UnfoldedNetwork(nn.Module):
         if cached is not None:
             return cached
         idx = b + self._buffer("enum_copy_offset")[t][self._buffer(owner)]
-        if not torch.compiler.is_compiling():
+        kept = sum(x.numel() for x in self._enum_index.values())
+        if not torch.compiler.is_compiling() and kept + idx.numel() <= _ENUM_INDEX_KEPT:
             self._enum_index[key] = idx
         return idx
 

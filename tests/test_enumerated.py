@@ -828,3 +828,20 @@ def test_parameters_of_other_sizes_are_refused():
     net.potentials[net._key("p")] = torch.nn.Parameter(torch.zeros(2, 1, 3, 3))
     with pytest.raises(RuntimeError, match=r"other parameter sizes; changed: 'p' \(2, 1, 3, 3\)"):
         net()
+
+
+def test_kept_table_indices_are_bounded(monkeypatch):
+    """An untied network keeps one table index per combination of copies while they fit the
+    budget (``_ENUM_INDEX_KEPT`` entries); beyond, it makes them again at every forward, with
+    the same outputs."""
+    net = pu.compile(_triplets(), contraction="enumerate", iterations=4, untie=True).double()
+    distinct_copies(net)
+    kept = net()
+    assert len(net._enum_index) == 5  # four iterations' copies and the initial messages
+    net._enum_index.clear()
+    monkeypatch.setattr(network, "_ENUM_INDEX_KEPT", 0)
+    for grad in (True, False):  # the functional step; the no-grad sweep
+        with torch.set_grad_enabled(grad):
+            again = net()
+        assert not net._enum_index
+        torch.testing.assert_close(again.log_marginals, kept.log_marginals, atol=0, rtol=0)
