@@ -29,7 +29,7 @@ import torch
 
 import pgmunfold as pu
 from benchmarks.common import write_json
-from benchmarks.uai_pgmax import DATA, declare
+from benchmarks.uai_pgmax import DATA, declare, instance_paths
 
 
 def measure(
@@ -78,9 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
-    paths = [p for p in sorted(args.data.glob("*.uai")) if args.only in p.stem]
+    paths = instance_paths(args.data, args.only)
     if not paths:
-        print(f"no instance matching {args.only!r} in {args.data}")
         return 1
     torch.set_num_threads(args.threads)
     print(

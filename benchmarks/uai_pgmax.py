@@ -74,6 +74,14 @@ def declare(path: Path, floor: float) -> tuple[pu.FactorGraph, dict[str, np.ndar
     return fg, arrays
 
 
+def instance_paths(data: Path, only: str) -> list[Path]:
+    """The ``*.uai`` files of ``data`` whose name contains ``only``, sorted; none: says so."""
+    paths = [p for p in sorted(data.glob("*.uai")) if only in p.stem]
+    if not paths:
+        print(f"no instance matching {only!r} in {data}")
+    return paths
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--data", type=Path, default=DATA)
@@ -99,9 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     if why is not None:
         print(f"PGMax not available ({why}): nothing to compare")
         return 0
-    paths = [p for p in sorted(args.data.glob("*.uai")) if args.only in p.stem]
+    paths = instance_paths(args.data, args.only)
     if not paths:
-        print(f"no instance matching {args.only!r} in {args.data}")
         return 1
     torch.set_num_threads(args.threads)
     print(

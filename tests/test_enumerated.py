@@ -186,6 +186,12 @@ def _mean_field_inputs(groups, E, K, B, hard, gen):
     return q, tables, plan, enumerated_tables(tables, counts, torch.from_numpy(plan.configs), 0.0)
 
 
+def _bucket_parts(entries, rb):
+    """The plan's entries ``(M, K * E)`` at each row bucket's configurations ``(M_b, R_b)``."""
+    flat = entries.reshape(-1)
+    return [flat[torch.from_numpy(x.reshape(-1))].view(x.shape) for x in rb.entries]
+
+
 OVERHEADS = st.sampled_from([0, 4, 4096, 10**9])  # every extent its own bucket .. one bucket
 
 
@@ -252,8 +258,7 @@ def test_bucketed_messages_equal_the_plan_of_every_row(spec, semiring, B, hard, 
         c = cav.clone().requires_grad_()
         z = entries.clone().requires_grad_()
         if bucketed:
-            flat = z.reshape(-1)
-            parts = [flat[torch.from_numpy(x.reshape(-1))].view(x.shape) for x in rb.entries]
+            parts = _bucket_parts(z, rb)
             others = [torch.from_numpy(o) for o in rb.others]
             out = bucketed_messages(c, parts, others, torch.from_numpy(rb.row_of), semiring)
         else:
@@ -289,9 +294,7 @@ def test_bucketed_expectations_equal_the_plan_of_every_row(spec, B, hard, overhe
         p = q.clone().requires_grad_()
         z = entries.clone().requires_grad_()
         if bucketed:
-            parts = [
-                z.reshape(-1)[torch.from_numpy(x.reshape(-1))].view(x.shape) for x in rb.entries
-            ]
+            parts = _bucket_parts(z, rb)
             out = bucketed_expectations(p, parts, others, row_of)
             with torch.no_grad():
                 ws = Workspace.for_forward()

@@ -17,6 +17,7 @@ the other variables' marginals and a sum over the configurations; the per-group 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -241,6 +242,20 @@ def _row_expectations(
     return torch.sum(w.mul_(entries), dim=1, out=z_out)
 
 
+class _GatherBucket(NamedTuple):
+    """:class:`EnumeratedSweep`'s buffers of one row bucket with other edges."""
+
+    bucket: int  # its position among the row buckets
+    others: torch.Tensor  # (a_b M_b R_b,) positions in the flat cavity
+    got: torch.Tensor  # (*rows, a_b M_b R_b) the gathered cavities
+    parts: tuple[torch.Tensor, ...]  # got, one slice per other edge
+    z: torch.Tensor  # (*rows, M_b R_b) configurations: summed cavities plus the entry
+    z3: torch.Tensor  # z as (*rows, M_b, R_b)
+    red: torch.Tensor  # (*rows, R_b) the reduced rows (a view of the sweep's buffer)
+    top3: torch.Tensor  # (*rows, 1, R_b) each row's largest configuration
+    top: torch.Tensor  # top3 as (*rows, R_b)
+
+
 class EnumeratedSweep:
     """The flooding iterations of the enumerated contraction without autograd: the loop of a
     forward under ``torch.no_grad()``, state-major and flat, on buffers allocated once and
@@ -355,21 +370,28 @@ class EnumeratedSweep:
         else:
             self._red_all = self._red
         self._red_states = self._red_all.view(*rows, K, E)
-        # per row bucket: its others, the gathered cavities (one slice per other edge, summed
-        # by a chain of adds: faster than a reduction over a short outer axis), the summed
-        # configurations z (M_b, R_b), their maximum per row, and the bucket's reduced rows
-        self._buckets: list[tuple[torch.Tensor, torch.Tensor | None, tuple[torch.Tensor, ...]]]
-        self._buckets, self._z3s, self._tops, self._sizes = [], [], [], []
+        # per row bucket with other edges: its others, the gathered cavities (one slice per
+        # other edge, summed by a chain of adds: faster than a reduction over a short outer
+        # axis), the summed configurations z (M_b, R_b), their maximum per row, and the
+        # bucket's reduced rows; per bucket without (unary factors): its extent and rows
+        self._sizes: list[int] = []
+        self._gathered: list[_GatherBucket] = []
+        self._constant: list[tuple[int, tuple[int, int], torch.Tensor]] = []
         off = 0
         for b, o in enumerate(others):
             a, M, n = (int(x) for x in o.shape)
-            got = scratch(f"enum_got_{b}", a * M * n) if a else None
-            parts = () if got is None else tuple(got.split(M * n, dim=-1))
-            z = got if got is not None and a == 1 else scratch(f"enum_z_{b}", M * n)
-            self._buckets.append((o.reshape(-1), got, parts))
-            self._z3s.append((z, z.view(*rows, M, n), self._red[..., off : off + n]))
-            top = scratch(f"enum_top_{b}", n)
-            self._tops.append((top.view(*rows, 1, n), top))
+            red = self._red[..., off : off + n]
+            if a:
+                got = scratch(f"enum_got_{b}", a * M * n)
+                z = got if a == 1 else scratch(f"enum_z_{b}", M * n)
+                top = scratch(f"enum_top_{b}", n)
+                parts = tuple(got.split(M * n, dim=-1))
+                z3, top3 = z.view(*rows, M, n), top.view(*rows, 1, n)
+                self._gathered.append(
+                    _GatherBucket(b, o.reshape(-1), got, parts, z, z3, red, top3, top)
+                )
+            else:
+                self._constant.append((b, (M, n), red))
             self._sizes.append(M * n)
             off += n
         # the maxima over an edge's states (cavities, messages)
@@ -399,9 +421,8 @@ class EnumeratedSweep:
         if self._entries is None or self._entries[0] is not entries:
             kept = list(entries.reshape(-1).index_select(0, self.entry_pos).split(self._sizes))
             self._entries = (entries, kept)
-            for (_, got, _), (_, z3, red), ent in zip(self._buckets, self._z3s, kept, strict=True):
-                if got is None:
-                    red.copy_(_reduce_configs(ent.view(z3.shape[-2:]), 0, self.semiring))
+            for b, extent, red in self._constant:
+                red.copy_(_reduce_configs(kept[b].view(extent), 0, self.semiring))
         return self._entries[1]
 
     def step(self, entries: torch.Tensor) -> None:
@@ -435,23 +456,20 @@ class EnumeratedSweep:
         # cavities plus the entry, reduced over the row's configurations
         floor = exp_floor(cav.dtype)
         row_entries = self._row_entries(entries)
-        for (others, got, parts), (z, z3, red), (top, top_rows), ent in zip(
-            self._buckets, self._z3s, self._tops, row_entries, strict=True
-        ):
-            if got is None:  # rows without other edges: reduced once per table
-                continue
-            torch.index_select(cav, d, others, out=got)
+        for g in self._gathered:  # (rows without other edges: reduced once per table)
+            torch.index_select(cav, d, g.others, out=g.got)
+            z, z3, parts = g.z, g.z3, g.parts
             if len(parts) > 1:
                 torch.add(parts[0], parts[1], out=z)
                 for p in parts[2:]:
                     z.add_(p)
-            z.add_(ent)
+            z.add_(row_entries[g.bucket])
             if self.semiring == "sum":
-                torch.amax(z3, dim=d, keepdim=True, out=top)
-                z3.sub_(top).clamp_min_(floor).exp_()  # floored_exp, in place
-                torch.sum(z3, dim=d, out=red).log_().add_(top_rows)
+                torch.amax(z3, dim=d, keepdim=True, out=g.top3)
+                z3.sub_(g.top3).clamp_min_(floor).exp_()  # floored_exp, in place
+                torch.sum(z3, dim=d, out=g.red).log_().add_(g.top)
             else:
-                torch.amax(z3, dim=d, out=red)
+                torch.amax(z3, dim=d, out=g.red)
         if self._compact:
             torch.index_select(self._red, d, self.row_of, out=self._red_all)
         r3 = self._red_states
