@@ -694,8 +694,7 @@ class UnfoldedNetwork(nn.Module):
         base = np.where(w.state_valid, 0.0, NEG)
         buf("base_unary", torch.as_tensor(base, dtype=fdtype))
         # the general path's flooding BP and mean-field by the enumerated contraction
-        # (compile/enumerate.py): enum_configs (M, K*E) the table entry of every configuration
-        # of every message row (enum_bucket_*, below: the rows gathered and reduced)
+        # (compile/enumerate.py), over the rows of its row buckets (enum_bucket_*, below)
         self.enumerated = False
         general = not (self.binary_fast or self.pairwise_fast or self.mf_fast)
         if general and (schedule == "parallel" or algorithm == "mf") and self._mgroups:
@@ -718,17 +717,19 @@ class UnfoldedNetwork(nn.Module):
         enum_configs = None
         if self.enumerated:
             enum = plan_enumeration(self._mgroups, w.num_edges, w.max_card)
-            buf("enum_configs", enum.configs)
-            enum_configs = enum.configs
             # the live rows, in buckets of similar extent (plan_row_buckets):
             # enum_bucket_others_b (a_b, M_b, R_b) the other edges' cavity (BP: edge e' * K +
             # state, E * K padding) or marginal (mean-field: variable of e' * K + state, V * K
-            # padding) of every configuration of every row of bucket b; enum_bucket_entries
-            # (sum_b M_b R_b,) the buckets' entries' flat positions in enum_configs;
+            # padding) of every configuration of every row of bucket b; enum_configs
+            # (sum_b M_b R_b,) the table entry of each of them, bucket after bucket (the
+            # plan's configs at the buckets' entries: what _enumerated_wiring addresses);
             # enum_row_of (K*E,) each row's position in the buckets' rows concatenated (a
             # trailing hard zero, or 0 for mean-field, for the rows not live), absent when
             # they are every row in order
             rb = plan_row_buckets(enum, BUCKET_OVERHEAD)
+            positions = [x.reshape(-1) for x in rb.entries] or [np.zeros(0, np.int64)]
+            enum_configs = enum.configs.reshape(-1)[np.concatenate(positions)]
+            buf("enum_configs", enum_configs)
             EK, VK = w.num_edges * w.max_card, w.num_variables * w.max_card
             for b, o in enumerate(rb.others):
                 if algorithm == "mf":  # the other edges' variables: no gather to edges
@@ -736,10 +737,6 @@ class UnfoldedNetwork(nn.Module):
                     via = w.edge_var[c // w.max_card] * w.max_card + c % w.max_card
                     o = np.where(o == EK, VK, via)
                 buf(f"enum_bucket_others_{b}", o)
-            buf(
-                "enum_bucket_entries",
-                np.concatenate([x.reshape(-1) for x in rb.entries] or [np.zeros(0, np.int64)]),
-            )
             self._enum_buckets = tuple(x.shape for x in rb.entries)
             rows = np.concatenate(rb.rows) if rb.rows else np.zeros(0, np.int64)
             if not np.array_equal(rows, np.arange(rb.row_of.shape[0])):
@@ -761,8 +758,8 @@ class UnfoldedNetwork(nn.Module):
             if sw is not None and (sw.exact is not None or not self.exact_cavity):
                 # the no-grad loop (EnumeratedSweep), flat and state-major (SweepWiring):
                 # sweep_bel_slots (D0 * (K V + 1),), sweep_cav_var (K E + 1,); per row bucket
-                # b, sweep_others_b (a_b, M_b, R_b) (state-major enum_bucket_others_b; the
-                # entries: enum_bucket_entries); sweep_row_of (K E,) each row's position in
+                # b, sweep_others_b (a_b, M_b, R_b) (state-major enum_bucket_others_b, the
+                # same entries); sweep_row_of (K E,) each row's position in
                 # the buckets' rows (R: not reduced); per bucket j of high-degree variables,
                 # sweep_bucket_pos_j (K V_j,), sweep_bucket_slots_j (W_j K V_j,); exact
                 # cavities: sweep_pre_slots, sweep_suf_slots ((D0 + 1) (K V + 1),),
@@ -1369,7 +1366,7 @@ class UnfoldedNetwork(nn.Module):
             cav = bp_cavities(
                 msg, u, self._slots(), self.edge_slot, self.edge_var, self.exact_cavity
             )
-            if self.enumerated:  # th: every bucket's table entries (_bucket_entries)
+            if self.enumerated:  # th: every bucket's table entries (_enumerated_entries)
                 new = bucketed_messages(
                     cav, th, self._bucket_others(), self._row_of(), self.semiring
                 )
@@ -1987,18 +1984,15 @@ class UnfoldedNetwork(nn.Module):
                     th = self._at(thetas, t)
                 else:  # the tables of this combination of copies, made once per forward
                     if key not in merged:
-                        if self.enumerated:  # every message row's table entries
-                            entries = self._enumerated_entries(flat, t)
-                            merged[key] = (
-                                [entries] if sweep is not None else self._bucket_entries(entries)
-                            )
+                        if self.enumerated:  # every row bucket's table entries
+                            merged[key] = self._enumerated_entries(flat, t)
                         else:  # one padded table per merge
                             th = self._at(thetas, t)
                             merged[key] = self._merge_tables(th, NEG)
                             plans[key] = self._dense_plans(th, merged[key])
                     th = merged[key]
                 if sweep is not None:  # no autograd: the state-major loop, same contraction
-                    sweep.step(th[0])
+                    sweep.step(th)
                 else:
                     msg = self._layer(self._bp_step, msg, u, th, plans.get(key))
             if sweep is not None:
@@ -2055,16 +2049,17 @@ class UnfoldedNetwork(nn.Module):
         """Compile-time wiring of the enumerated contraction's gathers from the flat copy of
         the parameters (:class:`_FlatThetas`), for every iteration's copies at once.
 
-        The plan's ``configs`` address the message groups' tables ``(F_g, *cards_g)``
+        ``configs`` (buffer ``enum_configs``: the plan's, at the row buckets' configurations,
+        bucket after bucket) address the message groups' tables ``(F_g, *cards_g)``
         concatenated, then ``C`` (padding). In the flat copy, a group's entries move by one
         copy's size (``F_g`` or 1 tables, a shared table read by every factor) per copy, so
         the position of every entry at iteration ``t`` is its position in copy 0 plus its
         group's offset at ``t``.
 
         Returns:
-            ``enum_base`` ``(M * K * E,)``: each entry's flat position in copy 0; padding
+            ``enum_base`` ``(sum_b M_b R_b,)``: each entry's flat position in copy 0; padding
             reads the tail's hard zero (BP) or its 0 (mean-field, where padding must add
-            nothing). ``enum_group`` ``(M * K * E,)``: the entry's message group, ``G`` for
+            nothing). ``enum_group`` ``(sum_b M_b R_b,)``: the entry's message group, ``G`` for
             padding. ``enum_copy_offset`` ``(T, G + 1)``: per iteration, each group's copy
             times its copy size, then 0. BP also gets ``enum_init_base`` and
             ``enum_init_group`` ``(E * K,)`` (edge-major), the same for the initial
@@ -2112,10 +2107,10 @@ class UnfoldedNetwork(nn.Module):
         copies and device (outside ``torch.compile``'s tracing, which computes them in the
         graph) while all kept indices hold at most :data:`_ENUM_INDEX_KEPT` entries; beyond,
         they are made again at each forward (an untied network of ``T`` iterations has ``T``
-        combinations, each ``M K E`` entries).
+        combinations, each ``sum_b M_b R_b`` entries).
 
         Shape:
-            output: ``(M * K * E,)``, or ``(E * K,)`` (edge-major) for ``initial``.
+            output: ``(sum_b M_b R_b,)``, or ``(E * K,)`` (edge-major) for ``initial``.
         """
         base, owner = (
             ("enum_init_base", "enum_init_group") if initial else ("enum_base", "enum_group")
@@ -2131,12 +2126,15 @@ class UnfoldedNetwork(nn.Module):
             self._enum_index[key] = idx
         return idx
 
-    def _enumerated_entries(self, flat: torch.Tensor, t: int) -> torch.Tensor:
-        """Every message row's table entries at iteration ``t``, from :attr:`_FlatThetas.flat`
-        (:meth:`_enumerated_index`), ``-inf`` raised to the sentinel. Shape: output
-        ``(M, K * E)``."""
-        entries = flat.index_select(0, self._enumerated_index(t)).clamp_min_(NEG)
-        return entries.view(-1, self.max_card * self.edge_var.shape[0])
+    def _enumerated_entries(self, flat: torch.Tensor, t: int) -> list[torch.Tensor]:
+        """Every row bucket's table entries at iteration ``t``, from :attr:`_FlatThetas.flat`
+        (:meth:`_enumerated_index`) by one gather, ``-inf`` raised to the sentinel. Shape:
+        output ``[(M_b, R_b)]``."""
+        got = flat.index_select(0, self._enumerated_index(t)).clamp_min_(NEG)
+        sizes = [m * r for m, r in self._enum_buckets]
+        return [
+            x.view(shape) for x, shape in zip(got.split(sizes), self._enum_buckets, strict=True)
+        ]
 
     def _bucket_others(self) -> list[torch.Tensor]:
         """The row buckets' other edges (buffers ``enum_bucket_others_b``)."""
@@ -2145,15 +2143,6 @@ class UnfoldedNetwork(nn.Module):
     def _row_of(self) -> torch.Tensor | None:
         """Each row's position in the row buckets' rows (``None``: every row, in order)."""
         return self._buffers.get("enum_row_of")
-
-    def _bucket_entries(self, entries: torch.Tensor) -> list[torch.Tensor]:
-        """``entries`` ``(M, K * E)`` (:meth:`_enumerated_entries`) split into the functional
-        step's row buckets (buffer ``enum_bucket_entries``). Shape: output ``[(M_b, R_b)]``."""
-        got = entries.reshape(-1).index_select(0, self._buffer("enum_bucket_entries"))
-        sizes = [m * r for m, r in self._enum_buckets]
-        return [
-            x.view(shape) for x, shape in zip(got.split(sizes), self._enum_buckets, strict=True)
-        ]
 
     def _enumerated_initial(self, flat: torch.Tensor, init: torch.Tensor, B: int) -> torch.Tensor:
         """:meth:`_initial_messages` from :attr:`_FlatThetas.flat` by the index ``init``
@@ -2173,7 +2162,6 @@ class UnfoldedNetwork(nn.Module):
             [self._buffer(f"sweep_bucket_slots_{j}") for j in n],
             self._buffer("sweep_cav_var"),
             [self._buffer(f"sweep_others_{b}") for b in range(len(self._enum_buckets))],
-            self._buffer("enum_bucket_entries"),
             self._buffer("sweep_row_of"),
             [self._buffer(f"sweep_{k}") for k in ("pre_slots", "suf_slots", "cav_lo", "cav_hi")]
             if self.exact_cavity
@@ -2466,8 +2454,7 @@ class UnfoldedNetwork(nn.Module):
                 key = self._copy_key(t)
                 if key not in merged:
                     if isinstance(thetas, _FlatThetas):  # every row bucket's table entries
-                        entries = self._enumerated_entries(thetas.flat, t)
-                        merged[key] = self._bucket_entries(entries)
+                        merged[key] = self._enumerated_entries(thetas.flat, t)
                     else:  # one table per merge, padded with 0
                         merged[key] = self._merge_tables(self._at(thetas, t), 0.0)
                 q = self._layer(self._mf_step, q, u, merged[key], ws=ws)

@@ -484,10 +484,8 @@ def test_tables_and_initial_messages_by_one_gather(fg, untie, shared_unary, algo
     for p, th in zip(net._potentials(), thetas, strict=True):
         assert torch.equal(th, p.clamp_min(NEG))
     counts = [g.num_factors for g in net._mgroups]
-    E = net.edge_var.shape[0]
     for t in range(net.iterations):
-        configs = net._enumerated_index(t)
-        got = flat.index_select(0, configs).clamp_min(NEG).view(-1, net.max_card * E)
+        got = torch.cat([x.reshape(-1) for x in net._enumerated_entries(flat, t)])
         pad = 0.0 if algorithm == "mf" else NEG
         ref = enumerated_tables(net._at(thetas, t), counts, net.enum_configs, pad)
         assert torch.equal(got, ref)

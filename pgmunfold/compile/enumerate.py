@@ -260,8 +260,6 @@ class SweepWiring:
         others: per row bucket ``b`` (:class:`RowBuckets`), ``(a_b, M_b, R_b)``: the
             bucket's :attr:`RowBuckets.others`, as positions in the flat state-major cavity
             (``e' * K + x`` becomes ``x * E + e'``; padding ``K * E``).
-        entries: ``(sum_b M_b R_b,)``: the buckets' :attr:`RowBuckets.entries` flattened and
-            concatenated (positions in the plan's ``(M, K * E)`` table entries).
         row_of: ``(K * E,)``: :attr:`RowBuckets.row_of`, each row's position in the buckets'
             rows concatenated, or ``R`` (their number) for a row that is not reduced: a row
             whose state is beyond its edge's cardinality, a hard zero whatever the cavities.
@@ -285,7 +283,6 @@ class SweepWiring:
     bucket_slots: tuple[np.ndarray, ...]
     cav_var: np.ndarray
     others: tuple[np.ndarray, ...]
-    entries: np.ndarray
     row_of: np.ndarray
     exact: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None
 
@@ -333,14 +330,12 @@ def plan_sweep(
         exact_arrays = (pre_slots.astype(np.int64), suf_slots.astype(np.int64), cav_lo, cav_hi)
     # the live rows (whose state exists at their edge), bucket by bucket: the others are
     # never reduced (their messages are hard zeros)
-    empty = np.zeros(0, dtype=np.int64)
     return SweepWiring(
         bel_slots.astype(np.int64),
         bucket_pos,
         bucket_slots,
         cav_var.astype(np.int64),
         tuple(state_major(o) for o in buckets.others),
-        np.concatenate([x.reshape(-1) for x in buckets.entries] or [empty]),
         buckets.row_of,
         exact_arrays,
     )

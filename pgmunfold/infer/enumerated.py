@@ -280,8 +280,8 @@ class EnumeratedSweep:
     Args:
         wiring: the index arrays (:class:`~pgmunfold.compile.enumerate.SweepWiring`, as
             tensors on the field's device): ``bel_slots``, ``bucket_pos``, ``bucket_slots``,
-            ``cav_var``, ``others`` (one per row bucket), ``entries``, ``row_of``, ``exact``
-            (``None``: cavities by subtraction).
+            ``cav_var``, ``others`` (one per row bucket), ``row_of``, ``exact`` (``None``:
+            cavities by subtraction).
         msg: the initial messages ``(B, E, K)``.
         field: the variables' unary log-potentials ``(B, V, K)``.
         damping: log-domain damping (0: none).
@@ -290,7 +290,7 @@ class EnumeratedSweep:
 
     Shape:
         :attr:`messages`, :attr:`previous`: ``(B, E, K)``; :meth:`step`'s ``entries``:
-        ``(M, K * E)``.
+        ``[(M_b, R_b)]``, one per row bucket.
     """
 
     def __init__(
@@ -302,7 +302,6 @@ class EnumeratedSweep:
             torch.Tensor,
             Sequence[torch.Tensor],
             torch.Tensor,
-            torch.Tensor,
             Sequence[torch.Tensor] | None,
         ],
         msg: torch.Tensor,
@@ -312,7 +311,7 @@ class EnumeratedSweep:
         ws: Workspace,
     ) -> None:
         self.bel_slots, bucket_pos, bucket_slots, self.cav_var, others = wiring[:5]
-        self.entry_pos, self.row_of, exact = wiring[5:]
+        self.row_of, exact = wiring[5:]
         self.exact = None if exact is None else tuple(exact)
         self.buckets = tuple(zip(bucket_pos, bucket_slots, strict=True))
         B, E, K = msg.shape
@@ -374,7 +373,6 @@ class EnumeratedSweep:
         # other edge, summed by a chain of adds: faster than a reduction over a short outer
         # axis), the summed configurations z (M_b, R_b), their maximum per row, and the
         # bucket's reduced rows; per bucket without (unary factors): its extent and rows
-        self._sizes: list[int] = []
         self._gathered: list[_GatherBucket] = []
         self._constant: list[tuple[int, tuple[int, int], torch.Tensor]] = []
         off = 0
@@ -392,11 +390,10 @@ class EnumeratedSweep:
                 )
             else:
                 self._constant.append((b, (M, n), red))
-            self._sizes.append(M * n)
             off += n
         # the maxima over an edge's states (cavities, messages)
         self._edge_max = scratch("enum_edge_max", E).view(*rows, 1, E)
-        self._entries: tuple[torch.Tensor, list[torch.Tensor]] | None = None
+        self._entries: Sequence[torch.Tensor] | None = None
         self.t = 0
 
     def _edges(self, x: torch.Tensor) -> torch.Tensor:
@@ -414,20 +411,17 @@ class EnumeratedSweep:
         """The messages of the iteration before the last (the initial ones before any)."""
         return self._edges(self._msgs[(self.t + 1) % 2 if self.t else 0])
 
-    def _row_entries(self, entries: torch.Tensor) -> list[torch.Tensor]:
-        """``entries`` ``(M, K * E)`` at each row bucket's configurations, flat (made once per
-        table). A bucket of rows without other edges (unary factors) is reduced here, once per
-        table: its rows do not depend on the cavities."""
-        if self._entries is None or self._entries[0] is not entries:
-            kept = list(entries.reshape(-1).index_select(0, self.entry_pos).split(self._sizes))
-            self._entries = (entries, kept)
+    def _new_entries(self, entries: Sequence[torch.Tensor]) -> None:
+        """Reduce the row buckets without other edges (unary factors) once per table: their
+        rows do not depend on the cavities."""
+        if self._entries is not entries:
+            self._entries = entries
             for b, extent, red in self._constant:
-                red.copy_(_reduce_configs(kept[b].view(extent), 0, self.semiring))
-        return self._entries[1]
+                red.copy_(_reduce_configs(entries[b].view(extent), 0, self.semiring))
 
-    def step(self, entries: torch.Tensor) -> None:
-        """One iteration with the table entries of every message row (:func:`enumerated_tables`,
-        ``(M, K * E)``)."""
+    def step(self, entries: Sequence[torch.Tensor]) -> None:
+        """One iteration with the table entries of every row bucket (``(M_b, R_b)`` each, the
+        same sequence object for the same tables)."""
         d = self.dim
         i = self.t % 2
         msg = self._msgs[i]
@@ -455,7 +449,7 @@ class EnumeratedSweep:
         # every configuration of every reduced row, bucket by bucket: the other edges'
         # cavities plus the entry, reduced over the row's configurations
         floor = exp_floor(cav.dtype)
-        row_entries = self._row_entries(entries)
+        self._new_entries(entries)
         for g in self._gathered:  # (rows without other edges: reduced once per table)
             torch.index_select(cav, d, g.others, out=g.got)
             z, z3, parts = g.z, g.z3, g.parts
@@ -463,7 +457,7 @@ class EnumeratedSweep:
                 torch.add(parts[0], parts[1], out=z)
                 for p in parts[2:]:
                     z.add_(p)
-            z.add_(row_entries[g.bucket])
+            z.add_(entries[g.bucket].view(-1))
             if self.semiring == "sum":
                 torch.amax(z3, dim=d, keepdim=True, out=g.top3)
                 z3.sub_(g.top3).clamp_min_(floor).exp_()  # floored_exp, in place
