@@ -27,8 +27,7 @@ from pgmunfold.compile.enumerate import (
     BUCKET_OVERHEAD,
     bucketed_size,
     enumeration_size,
-    plan_enumeration,
-    plan_row_buckets,
+    plan_buckets,
     plan_sweep,
 )
 from pgmunfold.compile.schedule import factor_colouring, variable_colouring
@@ -716,19 +715,17 @@ class UnfoldedNetwork(nn.Module):
         self._enum_buckets: tuple[tuple[int, ...], ...] = ()  # the functional step's (M_b, R_b)
         enum_configs = None
         if self.enumerated:
-            enum = plan_enumeration(self._mgroups, w.num_edges, w.max_card)
-            # the live rows, in buckets of similar extent (plan_row_buckets):
+            # the live rows, in buckets of similar extent (plan_buckets):
             # enum_bucket_others_b (a_b, M_b, R_b) the other edges' cavity (BP: edge e' * K +
             # state, E * K padding) or marginal (mean-field: variable of e' * K + state, V * K
             # padding) of every configuration of every row of bucket b; enum_configs
-            # (sum_b M_b R_b,) the table entry of each of them, bucket after bucket (the
-            # plan's configs at the buckets' entries: what _enumerated_wiring addresses);
-            # enum_row_of (K*E,) each row's position in the buckets' rows concatenated (a
-            # trailing hard zero, or 0 for mean-field, for the rows not live), absent when
-            # they are every row in order
-            rb = plan_row_buckets(enum, BUCKET_OVERHEAD)
-            positions = [x.reshape(-1) for x in rb.entries] or [np.zeros(0, np.int64)]
-            enum_configs = enum.configs.reshape(-1)[np.concatenate(positions)]
+            # (sum_b M_b R_b,) the table entry of each of them, bucket after bucket (what
+            # _enumerated_wiring addresses); enum_row_of (K*E,) each row's position in the
+            # buckets' rows concatenated (a trailing hard zero, or 0 for mean-field, for the
+            # rows not live), absent when they are every row in order
+            rb = plan_buckets(self._mgroups, w.num_edges, w.max_card, BUCKET_OVERHEAD)
+            enum_configs = np.concatenate([x.reshape(-1) for x in rb.configs] or [np.zeros(0)])
+            enum_configs = enum_configs.astype(np.int64)
             buf("enum_configs", enum_configs)
             EK, VK = w.num_edges * w.max_card, w.num_variables * w.max_card
             for b, o in enumerate(rb.others):
@@ -737,7 +734,7 @@ class UnfoldedNetwork(nn.Module):
                     via = w.edge_var[c // w.max_card] * w.max_card + c % w.max_card
                     o = np.where(o == EK, VK, via)
                 buf(f"enum_bucket_others_{b}", o)
-            self._enum_buckets = tuple(x.shape for x in rb.entries)
+            self._enum_buckets = tuple(x.shape for x in rb.configs)
             rows = np.concatenate(rb.rows) if rb.rows else np.zeros(0, np.int64)
             if not np.array_equal(rows, np.arange(rb.row_of.shape[0])):
                 buf("enum_row_of", rb.row_of)
@@ -745,9 +742,8 @@ class UnfoldedNetwork(nn.Module):
             # (_FlatThetas.flat): what padding configurations and initial messages read
             buf("enum_tail", torch.tensor([NEG, 0.0], dtype=fdtype))
             sw = None
-            if enum.others.shape[0] and algorithm == "bp":
+            if max(g.arity for g in self._mgroups) >= 2 and algorithm == "bp":
                 sw = plan_sweep(
-                    enum,
                     rb,
                     w.slots,
                     w.edge_var,

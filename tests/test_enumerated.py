@@ -28,6 +28,7 @@ from pgmunfold.compile import wiring
 from pgmunfold.compile.enumerate import (
     bucketed_size,
     enumeration_size,
+    plan_buckets,
     plan_enumeration,
     plan_row_buckets,
 )
@@ -101,6 +102,8 @@ def test_plan_rejects_groups_that_do_not_cover_the_edges():
     g = GroupWiring("a", (2, 2), 2, False, 0, 4)
     with pytest.raises(ValueError, match="covering every edge once"):
         plan_enumeration([g], 5, 2)
+    with pytest.raises(ValueError, match="covering every edge once"):
+        plan_buckets([g], 5, 2)
 
 
 def _valid_states(groups, E, K):
@@ -210,10 +213,11 @@ def test_row_buckets_keep_every_live_row_and_drop_only_padding(spec, overhead):
     assert np.array_equal(np.sort(rows), live)  # each live row once
     assert np.array_equal(rb.row_of[rows], np.arange(len(rows)))
     assert (np.delete(rb.row_of, rows) == len(rows)).all()
-    for r, o, ent in zip(rb.rows, rb.others, rb.entries, strict=True):
+    for r, o, cfg, ent in zip(rb.rows, rb.others, rb.configs, rb.entries, strict=True):
         a, m, n = o.shape
         assert n == len(r) and ent.shape == (m, n)
         assert np.array_equal(o, plan.others[:a, :m][:, :, r])
+        assert np.array_equal(cfg, plan.configs[:m, r])
         assert np.array_equal(ent, np.arange(m)[:, None] * K * E + r)
         assert (plan.others[a:][:, :, r] == pad).all() and (
             plan.others[:, m:][:, :, r] == pad
@@ -225,6 +229,14 @@ def test_row_buckets_keep_every_live_row_and_drop_only_padding(spec, overhead):
     if overhead >= 10**9:
         assert len(rb.rows) == 1
     assert bucketed_size(groups, overhead) == rb.gathered  # (the estimate "auto" reads)
+    # what the network builds, from the groups without the padded plan: the same buckets
+    direct = plan_buckets(groups, E, K, overhead)
+    assert np.array_equal(direct.row_of, rb.row_of)
+    for name in ("rows", "others", "configs"):
+        got, want = getattr(direct, name), getattr(rb, name)
+        assert len(got) == len(want)
+        for x, y in zip(got, want, strict=True):
+            assert x.dtype == np.int64 and x.shape == y.shape and np.array_equal(x, y), name
 
 
 @given(

@@ -28,6 +28,7 @@ __all__ = [
     "SweepWiring",
     "bucketed_size",
     "enumeration_size",
+    "plan_buckets",
     "plan_enumeration",
     "plan_row_buckets",
     "plan_sweep",
@@ -134,34 +135,47 @@ autograd on this 2-core CPU), an entry about 1-2 ns per op."""
 
 @dataclass(frozen=True)
 class RowBuckets:
-    """The live rows of an :class:`EnumeratedPlan`, grouped into buckets of similar extent.
+    """The live message rows of the enumerated contraction, grouped into buckets of similar
+    extent.
 
-    A plan pads every row to ``M`` configurations of ``A - 1`` other edges. Where arities and
-    cardinalities are mixed (Pedigree_11: arities 1 to 4, 2 and 3 states) most of that is
-    padding (43592 of 72144 gathered cavities there), and a row whose state does not exist at
-    its edge has no configuration at all (1265 of 3006 rows). Here each live row keeps only the
-    extent of its bucket: ``(a_b, M_b)``, the most other edges and configurations of its rows.
+    An :class:`EnumeratedPlan` pads every row to ``M`` configurations of ``A - 1`` other edges.
+    Where arities and cardinalities are mixed (Pedigree_11: arities 1 to 4, 2 and 3 states)
+    most of that is padding (43592 of 72144 gathered cavities there), and a row whose state does
+    not exist at its edge has no configuration at all (1265 of 3006 rows). Here each live row
+    keeps only the extent of its bucket: ``(a_b, M_b)``, the most other edges and
+    configurations of its rows. :func:`plan_buckets` builds them from the groups;
+    :func:`plan_row_buckets`, its twin in the tests, from the padded plan.
 
     Attributes:
         rows: per bucket ``b``, ``(R_b,)`` int64: its message rows ``s * E + e``, ascending.
-        others: per bucket, ``(a_b, M_b, R_b)`` int64: :attr:`EnumeratedPlan.others` at those
-            rows, truncated to the bucket's extent (the same flat cavity indices, ``E * K`` for
-            padding).
-        entries: per bucket, ``(M_b, R_b)`` int64: the positions ``m * K * E + r`` of the
-            bucket's entries in the plan's ``(M, K * E)`` table entries, flattened.
+        others: per bucket, ``(a_b, M_b, R_b)`` int64: the flat cavity index ``e' * K + x``
+            of each other edge of each configuration of each row (:attr:`EnumeratedPlan.others`
+            at those rows, truncated to the bucket's extent), ``E * K`` for padding.
+        configs: per bucket, ``(M_b, R_b)`` int64: the flat table entry of each configuration
+            of each row (:attr:`EnumeratedPlan.configs` at those rows), ``C`` for padding.
         row_of: ``(K * E,)`` int64: each row's position in the buckets' rows concatenated, or
             ``R = sum_b R_b`` for a row that is not live (it reads a hard zero there).
     """
 
     rows: tuple[np.ndarray, ...]
     others: tuple[np.ndarray, ...]
-    entries: tuple[np.ndarray, ...]
+    configs: tuple[np.ndarray, ...]
     row_of: np.ndarray
 
     @property
     def gathered(self) -> int:
         """Cavities gathered per iteration and batch row: ``sum_b a_b * M_b * R_b``."""
         return sum(o.size for o in self.others)
+
+    @property
+    def entries(self) -> tuple[np.ndarray, ...]:
+        """Per bucket, ``(M_b, R_b)`` int64: the positions ``m * K * E + r`` of the bucket's
+        configurations in an :class:`EnumeratedPlan`'s ``(M, K * E)`` arrays, flattened."""
+        ke = self.row_of.shape[0]
+        return tuple(
+            np.arange(c.shape[0], dtype=np.int64)[:, None] * ke + r[None, :]
+            for r, c in zip(self.rows, self.configs, strict=True)
+        )
 
 
 def plan_row_buckets(plan: EnumeratedPlan, overhead: int = BUCKET_OVERHEAD) -> RowBuckets:
@@ -187,7 +201,7 @@ def plan_row_buckets(plan: EnumeratedPlan, overhead: int = BUCKET_OVERHEAD) -> R
     buckets = _merge_extents(
         {(int(a), int(m)): int(c) for (a, m), c in zip(extents.T, counts, strict=True)}, overhead
     )
-    rows_b, others_b, entries_b = [], [], []
+    rows_b, others_b, configs_b = [], [], []
     for a_b, m_b, members in buckets:
         mask = np.zeros(KE, dtype=bool)
         for a, m in members:
@@ -195,12 +209,80 @@ def plan_row_buckets(plan: EnumeratedPlan, overhead: int = BUCKET_OVERHEAD) -> R
         r = np.flatnonzero(mask).astype(np.int64)
         rows_b.append(r)
         others_b.append(np.ascontiguousarray(others[:a_b, :m_b][:, :, r]))
-        entries_b.append(np.arange(m_b, dtype=np.int64)[:, None] * KE + r[None, :])
-    total = sum(len(r) for r in rows_b)
-    row_of = np.full(KE, total, dtype=np.int64)
-    if rows_b:
-        row_of[np.concatenate(rows_b)] = np.arange(total)
-    return RowBuckets(tuple(rows_b), tuple(others_b), tuple(entries_b), row_of)
+        configs_b.append(np.ascontiguousarray(configs[:m_b, r]))
+    return RowBuckets(tuple(rows_b), tuple(others_b), tuple(configs_b), _row_of(rows_b, KE))
+
+
+def _row_of(rows: Sequence[np.ndarray], num_rows: int) -> np.ndarray:
+    """:attr:`RowBuckets.row_of` of the buckets' ``rows`` among ``num_rows`` (``K * E``)."""
+    total = sum(len(r) for r in rows)
+    row_of = np.full(num_rows, total, dtype=np.int64)
+    if total:
+        row_of[np.concatenate(rows)] = np.arange(total)
+    return row_of
+
+
+def plan_buckets(
+    groups: Sequence[GroupWiring],
+    num_edges: int,
+    max_card: int,
+    overhead: int = BUCKET_OVERHEAD,
+) -> RowBuckets:
+    """The row buckets of the enumerated contraction of ``groups``, built from the groups
+    directly: the same as ``plan_row_buckets(plan_enumeration(groups, num_edges, max_card),
+    overhead)``, in memory proportional to the buckets' entries rather than to the padded
+    plan's ``max(A - 1, 1) * M * K * E`` (a chain of 100000 binary variables with one 64-state
+    variable: 800k gathered cavities, against 1.6G padded entries).
+
+    Args:
+        groups: the message-sending groups (arity >= 1, edges ``[edge_start, edge_stop)``
+            each, together covering ``[0, num_edges)``).
+        num_edges: ``E``.
+        max_card: ``K``, the padded state dimension.
+        overhead: the cost of one more bucket (:func:`plan_row_buckets`).
+
+    Returns:
+        :class:`RowBuckets`.
+    """
+    E, K = num_edges, max_card
+    if sum(g.edge_stop - g.edge_start for g in groups) != E or any(g.arity < 1 for g in groups):
+        raise ValueError("plan_buckets needs groups of arity >= 1 covering every edge once")
+    merged = _merge_extents(_extent_counts(groups), overhead)
+    bucket_of = {ext: b for b, (_, _, members) in enumerate(merged) for ext in members}
+    C = sum(g.num_factors * int(np.prod(g.cards)) for g in groups)
+    parts: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in merged]
+    offset = 0
+    for g in groups:
+        a, n, P = g.arity, g.num_factors, int(np.prod(g.cards))
+        states = np.indices(g.cards).reshape(a, P).T  # (P, a): the state of every position
+        edges = g.edge_start + np.arange(n)[:, None] * a + np.arange(a)  # (F, a)
+        entry = offset + np.arange(n)[:, None] * P + np.arange(P)  # (F, P)
+        for j, k in enumerate(g.cards):
+            m = P // k
+            b = bucket_of[(a - 1, m)]
+            a_b, m_b, _ = merged[b]
+            # configurations by their state at position j: (k, m), in ascending order
+            order = np.argsort(states[:, j], kind="stable").reshape(k, m)
+            rows = np.arange(k)[None, :] * E + edges[:, j, None]  # (F, k): s * E + e
+            cfg = np.full((m_b, n, k), C, dtype=np.int64)
+            cfg[:m] = entry[:, order].transpose(2, 0, 1)
+            oth = np.full((a_b, m_b, n, k), E * K, dtype=np.int64)
+            for i, o in enumerate(x for x in range(a) if x != j):
+                cav = edges[:, o, None, None] * K + states[order, o][None]  # (F, k, m)
+                oth[i, :m] = cav.transpose(2, 0, 1)
+            parts[b].append(
+                (rows.reshape(-1), oth.reshape(a_b, m_b, n * k), cfg.reshape(m_b, n * k))
+            )
+        offset += n * P
+    rows_b, others_b, configs_b = [], [], []
+    for part in parts:
+        r = np.concatenate([p[0] for p in part])
+        order = np.argsort(r, kind="stable")
+        rows_b.append(r[order])
+        others_b.append(np.concatenate([p[1] for p in part], axis=2)[:, :, order])
+        configs_b.append(np.concatenate([p[2] for p in part], axis=1)[:, order])
+        part.clear()
+    return RowBuckets(tuple(rows_b), tuple(others_b), tuple(configs_b), _row_of(rows_b, K * E))
 
 
 def _merge_extents(
@@ -224,19 +306,25 @@ def _merge_extents(
 
 def bucketed_size(groups: Sequence[GroupWiring], overhead: int = BUCKET_OVERHEAD) -> int:
     """:attr:`RowBuckets.gathered` of the plan of ``groups`` (:func:`plan_row_buckets`), without
-    building it: the cavities the enumerated contraction gathers per iteration and batch row.
-    Scope position ``j`` of a group gives ``F_g * k_j`` live rows of ``a_g - 1`` other edges and
-    ``prod(cards_g) / k_j`` configurations."""
+    building it: the cavities the enumerated contraction gathers per iteration and batch row."""
+    counts = _extent_counts(groups)
+    return sum(
+        a_b * m_b * sum(counts[e] for e in members)
+        for a_b, m_b, members in _merge_extents(counts, overhead)
+    )
+
+
+def _extent_counts(groups: Sequence[GroupWiring]) -> dict[tuple[int, int], int]:
+    """The live rows of the groups' plan per extent ``(a, m)``: scope position ``j`` of a group
+    gives ``F_g * k_j`` rows of ``a_g - 1`` other edges and ``prod(cards_g) / k_j``
+    configurations."""
     counts: dict[tuple[int, int], int] = {}
     for g in groups:
         P = int(np.prod(g.cards))
         for k in g.cards:
             key = (g.arity - 1, P // k)
             counts[key] = counts.get(key, 0) + g.num_factors * k
-    return sum(
-        a_b * m_b * sum(counts[e] for e in members)
-        for a_b, m_b, members in _merge_extents(counts, overhead)
-    )
+    return counts
 
 
 @dataclass(frozen=True)
@@ -288,7 +376,6 @@ class SweepWiring:
 
 
 def plan_sweep(
-    plan: EnumeratedPlan,
     buckets: RowBuckets,
     slots: SlotPlan,
     edge_var: np.ndarray,
@@ -296,8 +383,8 @@ def plan_sweep(
     max_card: int,
     exact: bool = False,
 ) -> SweepWiring:
-    """The :class:`SweepWiring` of a graph: its enumerated ``plan`` and the plan's row
-    ``buckets`` (:func:`plan_row_buckets`), slot plan ``slots`` and edge variables ``edge_var``
+    """The :class:`SweepWiring` of a graph: its enumerated contraction's row ``buckets``
+    (:func:`plan_buckets`), slot plan ``slots`` and edge variables ``edge_var``
     ``(E,)``; ``exact``: also the exact cavities' arrays (when the slot plan has no buckets)."""
     V, K, E = num_variables, max_card, len(edge_var)
     s = np.arange(K, dtype=np.int64)
