@@ -61,6 +61,8 @@ from pgmunfold.infer.bp import (
 )
 from pgmunfold.infer.enumerated import (
     EnumeratedSweep,
+    SweepLayout,
+    SweepWiringTensors,
     bucketed_expectations,
     bucketed_messages,
 )
@@ -418,6 +420,15 @@ def _enumeration_pays(gathered: int, real: int, max_arity: int, algorithm: str) 
     return max_arity >= 3 and gathered <= min(_ENUMERATE_LARGE, 4 * real)
 
 
+_PAIRWISE_PADDING_ROUTE = 64
+"""``contraction="auto"`` takes the general path's enumerated contraction instead of the pairwise
+fast path (flooding BP) where the pairwise path's ``K x K`` tables hold at least this many
+times the entries of the real ones (mixed cardinalities) and the enumeration pays
+(:func:`_enumeration_pays`). Measured on CPU, one thread, a chain of 100000 binary variables
+with one ``k``-state variable: ``k = 16`` (64x): no-grad 6.9x faster, forward and backward
+0.79x; ``k = 32``: 17.8x and 1.02x; ``k = 64``: 71x and 1.7x; ``k = 8`` (16x): 1.9x and
+0.42x, so not taken."""
+
 _ENUM_INDEX_KEPT = 1 << 24
 """The most int64 entries (128 MB) of the enumerated contraction's per-iteration table indices
 kept between forwards (:meth:`UnfoldedNetwork._enumerated_index`)."""
@@ -648,12 +659,34 @@ class UnfoldedNetwork(nn.Module):
         self._pairwise_compact = not pairwise_graph or base_width(pw_degree) >= max(
             self._pairwise_degree, 1
         )
+        # the general path's enumerated contraction: whether "auto" takes it there
+        enumeration_pays = bool(self._mgroups) and _enumeration_pays(
+            bucketed_size(self._mgroups, BUCKET_OVERHEAD),
+            enumeration_size(self._mgroups, w.num_edges, w.max_card)[1],
+            max(g.arity for g in self._mgroups),
+            algorithm,
+        )
+        # mixed cardinalities: the pairwise path pads every table to K x K, the enumerated
+        # contraction's no-grad loop keeps only the states that exist
+        pw_factors = [g for g in w.groups if g.arity == 2]
+        pw_real = sum(g.num_factors * int(np.prod(g.cards)) for g in pw_factors)
+        pw_padded = sum(g.num_factors for g in pw_factors) * w.max_card**2
+        self._padding_routes = (
+            pairwise_graph
+            and contraction == "auto"
+            and backend == "torch"
+            and not compile_steps
+            and enumeration_pays
+            and pw_padded >= _PAIRWISE_PADDING_ROUTE * pw_real
+            and (not self.exact_cavity or w.slots.compact)  # (the no-grad loop exists)
+        )
         self.pairwise_fast = (
             fast_path
             and not self.binary_fast
             and algorithm == "bp"
             and schedule == "parallel"
             and pairwise_graph
+            and not self._padding_routes
         )
         self.mf_fast = fast_path and algorithm == "mf" and schedule == "parallel" and pairwise_graph
         if backend == "triton":
@@ -697,21 +730,17 @@ class UnfoldedNetwork(nn.Module):
         self.enumerated = False
         general = not (self.binary_fast or self.pairwise_fast or self.mf_fast)
         if general and (schedule == "parallel" or algorithm == "mf") and self._mgroups:
-            gathered = bucketed_size(self._mgroups, BUCKET_OVERHEAD)
-            _, unpadded = enumeration_size(self._mgroups, w.num_edges, w.max_card)
             # (compiled, the per-merge contraction fuses better: Pedigree_11 0.59 against
             # 0.95 ms per iteration, Promedus_11 0.26 against 0.46, on CPU)
             self.enumerated = contraction == "enumerate" or (
-                contraction == "auto"
-                and not compile_steps
-                and _enumeration_pays(
-                    gathered, unpadded, max(g.arity for g in self._mgroups), algorithm
-                )
+                contraction == "auto" and not compile_steps and enumeration_pays
             )
         # per copy combination and device, the flat indices into _FlatThetas.flat
         # (_enumerated_index; made by tensor ops from the enum_* buffers, kept outside tracing)
-        self._enum_index: dict[tuple[tuple[int, ...], torch.device], torch.Tensor] = {}
+        self._enum_index: dict[tuple[tuple[int | str, ...], torch.device], torch.Tensor] = {}
         self._sweep_buckets = -1  # the no-grad enumerated loop's buckets (-1: no loop)
+        # its cardinality classes (offset, k, n): of the messages, of the beliefs
+        self._sweep_classes: tuple[tuple[tuple[int, int, int], ...], ...] = ((), ())
         self._enum_buckets: tuple[tuple[int, ...], ...] = ()  # the functional step's (M_b, R_b)
         enum_configs = None
         if self.enumerated:
@@ -743,23 +772,25 @@ class UnfoldedNetwork(nn.Module):
             buf("enum_tail", torch.tensor([NEG, 0.0], dtype=fdtype))
             sw = None
             if max(g.arity for g in self._mgroups) >= 2 and algorithm == "bp":
-                sw = plan_sweep(
-                    rb,
-                    w.slots,
-                    w.edge_var,
-                    w.num_variables,
-                    w.max_card,
-                    self.exact_cavity,
-                )
+                sw = plan_sweep(rb, w.slots, w.edge_var, w.cards, w.max_card, self.exact_cavity)
             if sw is not None and (sw.exact is not None or not self.exact_cavity):
-                # the no-grad loop (EnumeratedSweep), flat and state-major (SweepWiring):
-                # sweep_bel_slots (D0 * (K V + 1),), sweep_cav_var (K E + 1,); per row bucket
-                # b, sweep_others_b (a_b, M_b, R_b) (state-major enum_bucket_others_b, the
-                # same entries); sweep_row_of (K E,) each row's position in
-                # the buckets' rows (R: not reduced); per bucket j of high-degree variables,
-                # sweep_bucket_pos_j (K V_j,), sweep_bucket_slots_j (W_j K V_j,); exact
-                # cavities: sweep_pre_slots, sweep_suf_slots ((D0 + 1) (K V + 1),),
-                # sweep_cav_lo, sweep_cav_hi (K E + 1,)
+                # the no-grad loop (EnumeratedSweep), flat (SweepWiring): only the states that
+                # exist, in classes of one cardinality, each state-major (StateLayout); per
+                # layout (sweep_msg_*: edges, L positions; sweep_var_*: variables, LV):
+                # sweep_*_pos (n K,) the position of (item, state), L (LV) if absent;
+                # sweep_*_source (L,) each position's item * K + state; sweep_*_valid (n, K)
+                # the states that exist. sweep_bel_slots (D0 * (LV + 1),), sweep_cav_var
+                # (L + 1,); per row bucket b, sweep_others_b (a_b, M_b, R_b)
+                # (enum_bucket_others_b as message positions); sweep_row_of (L,) each
+                # position's row in the buckets' rows; per bucket j of high-degree variables,
+                # sweep_bucket_pos_j (N_j,), sweep_bucket_slots_j (W_j N_j,); exact cavities:
+                # sweep_pre_slots, sweep_suf_slots ((D0 + 1) (LV + 1),), sweep_cav_lo,
+                # sweep_cav_hi (L + 1,)
+                for name, lay in (("msg", sw.messages), ("var", sw.beliefs)):
+                    buf(f"sweep_{name}_pos", lay.pos.reshape(-1))
+                    buf(f"sweep_{name}_source", lay.source)
+                    buf(f"sweep_{name}_valid", lay.pos < lay.size)
+                self._sweep_classes = (sw.messages.classes, sw.beliefs.classes)
                 buf("sweep_bel_slots", sw.bel_slots)
                 buf("sweep_cav_var", sw.cav_var)
                 for b, o in enumerate(sw.others):
@@ -1961,18 +1992,23 @@ class UnfoldedNetwork(nn.Module):
             run = self._run_binary if self.binary_fast else self._run_pairwise
             log_marg, messages, residual = run(u, thetas)
         else:
+            ws = Workspace.for_forward()
+            sweep = None
             if isinstance(thetas, _FlatThetas):  # tables and initial messages: one gather each
                 flat = thetas.flat
-                msg = self._enumerated_initial(flat, self._enumerated_index(0, initial=True), B)
+                if ws.enabled and self._sweep_buckets >= 0 and self.iterations:
+                    # no autograd: the flat loop, from its own layout of the initial messages
+                    init = flat.index_select(0, self._enumerated_index(0, "sweep_init"))
+                    sweep = self._enumerated_sweep(init.clamp_min_(NEG), u, ws)
+                    msg = u.new_zeros(B, self.edge_var.shape[0], 0)  # (in the sweep)
+                else:
+                    init = self._enumerated_index(0, "enum_init")
+                    msg = self._enumerated_initial(flat, init, B)
             else:
                 msg = self._initial_messages(u, self._at(thetas, 0))
             prev = msg
             plans: dict[tuple[int, ...], list[DensePairwise | None] | None] = {}
             merged: dict[tuple[int, ...], list[torch.Tensor]] = {}
-            ws = Workspace.for_forward()
-            sweep = None
-            if ws.enabled and self.enumerated and self._sweep_buckets >= 0 and self.iterations:
-                sweep = self._enumerated_sweep(msg, u, ws)
             for t in range(self.iterations):
                 prev = msg
                 key = self._copy_key(t)
@@ -1991,13 +2027,19 @@ class UnfoldedNetwork(nn.Module):
                     sweep.step(th)
                 else:
                     msg = self._layer(self._bp_step, msg, u, th, plans.get(key))
+            if not msg.shape[1]:
+                residual = u.new_zeros(B)
+            elif sweep is not None:  # (the padded messages: made when read)
+                residual = sweep.residual()
+            else:
+                residual = _max_change(msg, prev, torch.exp, dim=2)
             if sweep is not None:
-                msg, prev = sweep.messages, sweep.previous
-            residual = _max_change(msg, prev, torch.exp, dim=2) if msg.shape[1] else u.new_zeros(B)
-            log_marg = log_normalize(variable_beliefs(msg, u, self._slots()))
+                log_marg = sweep.log_marginals()
+            else:
+                log_marg = log_normalize(variable_beliefs(msg, u, self._slots()))
 
             def messages() -> torch.Tensor:
-                return msg
+                return msg if sweep is None else sweep.messages
 
         states = _map_states(log_marg)
         # log Z and the factor beliefs: computed when first read (one shared computation)
@@ -2060,7 +2102,9 @@ class UnfoldedNetwork(nn.Module):
             times its copy size, then 0. BP also gets ``enum_init_base`` and
             ``enum_init_group`` ``(E * K,)`` (edge-major), the same for the initial
             messages: a unary factor's table entry, the tail's 0 for the other edges'
-            states, its hard zero beyond a variable's cardinality.
+            states, its hard zero beyond a variable's cardinality; and, with the no-grad
+            loop, ``sweep_init_base`` and ``sweep_init_group`` ``(L,)``, the same at its
+            message positions (``sweep_msg_source``).
         """
         sizes = self._enum_sizes
         starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
@@ -2094,11 +2138,18 @@ class UnfoldedNetwork(nn.Module):
                     init_group[g.edge_start : g.edge_stop, : g.cards[0]] = j
             out["enum_init_base"] = init.reshape(-1)
             out["enum_init_group"] = init_group.reshape(-1)
+            if self._sweep_buckets >= 0:  # the same at the no-grad loop's message positions
+                source = self._buffer("sweep_msg_source").numpy()
+                out["sweep_init_base"] = out["enum_init_base"][source]
+                out["sweep_init_group"] = out["enum_init_group"][source]
         return out
 
-    def _enumerated_index(self, t: int, initial: bool = False) -> torch.Tensor:
+    def _enumerated_index(
+        self, t: int, which: Literal["enum", "enum_init", "sweep_init"] = "enum"
+    ) -> torch.Tensor:
         """Indices into :attr:`_FlatThetas.flat` at iteration ``t``: every message row's table
-        entries (``initial``: the initial messages), from the compile-time wiring
+        entries (``which="enum"``), or the initial messages (``"enum_init"``: edge-major,
+        ``"sweep_init"``: at the no-grad loop's message positions), from the compile-time wiring
         (:meth:`_enumerated_wiring`) by one gather and one add, then kept per combination of
         copies and device (outside ``torch.compile``'s tracing, which computes them in the
         graph) while all kept indices hold at most :data:`_ENUM_INDEX_KEPT` entries; beyond,
@@ -2106,17 +2157,15 @@ class UnfoldedNetwork(nn.Module):
         combinations, each ``sum_b M_b R_b`` entries).
 
         Shape:
-            output: ``(sum_b M_b R_b,)``, or ``(E * K,)`` (edge-major) for ``initial``.
+            output: ``(sum_b M_b R_b,)``; ``(E * K,)`` for ``"enum_init"``, ``(L,)`` for
+            ``"sweep_init"``.
         """
-        base, owner = (
-            ("enum_init_base", "enum_init_group") if initial else ("enum_base", "enum_group")
-        )
-        b = self._buffer(base)
-        key = ((*self._copy_key(t), initial), b.device)
+        b = self._buffer(f"{which}_base")
+        key = ((*self._copy_key(t), which), b.device)
         cached = None if torch.compiler.is_compiling() else self._enum_index.get(key)
         if cached is not None:
             return cached
-        idx = b + self._buffer("enum_copy_offset")[t][self._buffer(owner)]
+        idx = b + self._buffer("enum_copy_offset")[t][self._buffer(f"{which}_group")]
         kept = sum(x.numel() for x in self._enum_index.values())
         if not torch.compiler.is_compiling() and kept + idx.numel() <= _ENUM_INDEX_KEPT:
             self._enum_index[key] = idx
@@ -2147,12 +2196,24 @@ class UnfoldedNetwork(nn.Module):
         return log_normalize(x.expand(B, -1, -1))
 
     def _enumerated_sweep(
-        self, msg: torch.Tensor, u: torch.Tensor, ws: Workspace
+        self, init: torch.Tensor, u: torch.Tensor, ws: Workspace
     ) -> EnumeratedSweep:
-        """The no-grad loop of the enumerated contraction from the messages ``msg``
-        ``(B, E, K)``, with the unaries ``u`` ``(B, V, K)`` (buffers ``sweep_*``)."""
+        """The no-grad loop of the enumerated contraction from the unnormalised initial
+        messages ``init`` ``(L,)`` at its message positions, with the unaries ``u``
+        ``(B, V, K)`` (buffers ``sweep_*``)."""
         n = range(self._sweep_buckets)
-        wiring = (
+        msg_layout, var_layout = (
+            SweepLayout(
+                self._buffer(f"sweep_{name}_pos"),
+                self._buffer(f"sweep_{name}_source"),
+                self._buffer(f"sweep_{name}_valid"),
+                classes,
+            )
+            for name, classes in zip(("msg", "var"), self._sweep_classes, strict=True)
+        )
+        wiring = SweepWiringTensors(
+            msg_layout,
+            var_layout,
             self._buffer("sweep_bel_slots"),
             [self._buffer(f"sweep_bucket_pos_{j}") for j in n],
             [self._buffer(f"sweep_bucket_slots_{j}") for j in n],
@@ -2163,7 +2224,7 @@ class UnfoldedNetwork(nn.Module):
             if self.exact_cavity
             else None,
         )
-        return EnumeratedSweep(wiring, msg, u, self.damping, self.semiring, ws)
+        return EnumeratedSweep(wiring, init, u, self.damping, self.semiring, ws)
 
     def _slots(self) -> Slots:
         """The general path's slots (buffers ``var_slots``, ``slot_vars_j``, ``slot_rows_j``)."""

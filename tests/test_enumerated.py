@@ -503,7 +503,7 @@ def test_tables_and_initial_messages_by_one_gather(fg, untie, shared_unary, algo
         assert torch.equal(got, ref)
     if algorithm == "mf":
         return
-    init = net._enumerated_index(0, initial=True)
+    init = net._enumerated_index(0, "enum_init")
     u = torch.zeros(2, net.num_variables, net.max_card, dtype=torch.float64)
     ref = net._initial_messages(u, net._at(thetas, 0))
     assert torch.equal(net._enumerated_initial(flat, init, 2), ref)
@@ -606,21 +606,34 @@ def test_hard_zeros_exact_sweep_or_the_functional_step(buckets, monkeypatch):
 @pytest.mark.parametrize("hard_zeros", [False, True])
 @pytest.mark.parametrize("B", [1, 2])
 def test_sweep_reduces_only_the_rows_of_existing_states(hard_zeros, B):
-    """Cardinalities 2 and 3: the sweep gathers and reduces only the message rows whose state
-    exists at their edge (one per edge and state, each at one position of ``sweep_row_of``),
-    every other row reads a hard zero; the result equals the functional step's."""
+    """Cardinalities 2 and 3: the sweep keeps, gathers and reduces only the message states that
+    exist at their edge (one position each, in classes of one cardinality, state-major), and
+    the variables' states likewise; the result equals the functional step's."""
     fg = _triplets(hard_zeros)
     net = pu.compile(fg, iterations=6, damping=0.3, contraction="enumerate").double()
     assert net.enumerated and net._sweep_buckets >= 0 and net.exact_cavity == hard_zeros
-    E, K = net.edge_var.shape[0], net.max_card
-    row_of = net.sweep_row_of
+    K = net.max_card
     R = sum(net._buffers[f"sweep_others_{b}"].shape[2] for b in range(len(net._enum_buckets)))
     edge_card = net.cards[net.edge_var]
-    assert R == int(edge_card.sum()) < K * E
-    rows = torch.arange(K * E)
-    live = rows // E < edge_card[rows % E]
-    assert bool((row_of[~live] == R).all())
-    assert torch.equal(row_of[live].sort().values, torch.arange(R))
+    for name, card in (("msg", edge_card), ("var", net.cards)):
+        pos, source = net._buffers[f"sweep_{name}_pos"], net._buffers[f"sweep_{name}_source"]
+        L = source.shape[0]
+        valid = torch.arange(K)[None, :] < card[:, None]  # (n, K)
+        assert L == int(card.sum()) < K * card.shape[0]
+        assert torch.equal(net._buffers[f"sweep_{name}_valid"], valid)
+        assert torch.equal(pos[source], torch.arange(L))  # positions and sources invert
+        assert bool((pos[~valid.reshape(-1)] == L).all())
+        # a class per cardinality, ascending, each state-major over its items in order
+        at = 0
+        for offset, k, n in net._sweep_classes[name == "var"]:
+            items = torch.nonzero(card == k).squeeze(1)
+            assert offset == at and n == len(items)
+            block = source[offset : offset + k * n].view(k, n)
+            assert torch.equal(block, items[None, :] * K + torch.arange(k)[:, None])
+            at += k * n
+        assert at == L
+    assert R == int(edge_card.sum())
+    assert torch.equal(net.sweep_row_of.sort().values, torch.arange(R))
     u = torch.randn(B, 5, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(B))
     _sweep_and_twin(net, u)
 
@@ -849,12 +862,42 @@ def test_kept_table_indices_are_bounded(monkeypatch):
     the same outputs."""
     net = pu.compile(_triplets(), contraction="enumerate", iterations=4, untie=True).double()
     distinct_copies(net)
-    kept = net()
-    assert len(net._enum_index) == 5  # four iterations' copies and the initial messages
+    kept = {}
+    for grad in (True, False):  # the functional step; the no-grad sweep
+        with torch.set_grad_enabled(grad):
+            kept[grad] = net().log_marginals
+    assert len(net._enum_index) == 6  # four iterations' copies, the initial messages twice
     net._enum_index.clear()
     monkeypatch.setattr(network, "_ENUM_INDEX_KEPT", 0)
-    for grad in (True, False):  # the functional step; the no-grad sweep
+    for grad in (True, False):
         with torch.set_grad_enabled(grad):
             again = net()
         assert not net._enum_index
-        torch.testing.assert_close(again.log_marginals, kept.log_marginals, atol=0, rtol=0)
+        torch.testing.assert_close(again.log_marginals, kept[grad], atol=0, rtol=0)
+
+
+@pytest.mark.parametrize(("big", "routed"), [(64, True), (8, False)])
+def test_auto_takes_the_enumerated_sweep_where_pairwise_tables_are_mostly_padding(big, routed):
+    """A binary chain with one ``big``-state variable: the pairwise path pads every table to
+    ``big x big``. With 64 states (about 500x the real entries) ``"auto"`` takes the general
+    path's enumerated contraction instead, whose no-grad loop keeps only the states that exist;
+    with 8 (about 15x) it keeps the pairwise path. An explicit contraction keeps it too. Both
+    give BP's exact marginals on this tree, with and without autograd."""
+    rng = np.random.default_rng(0)
+    fg = pu.FactorGraph()
+    x = fg.add_variables("x", 30, 2)
+    fg.add_factors(np.stack([x.ids[:-1], x.ids[1:]], -1), rng.normal(size=(29, 2, 2)))
+    fg.add_factors(x.ids[:, None], rng.normal(size=(30, 2)))
+    fg.add_variable("big", big)
+    fg.add_factor(("big", ("x", 0)), rng.normal(size=(big, 2)))
+    net = pu.compile(fg, iterations=40, dtype=torch.float64)
+    assert net.enumerated == routed and net.pairwise_fast != routed
+    assert (net._sweep_buckets >= 0) == routed
+    kept = pu.compile(fg, iterations=40, dtype=torch.float64, contraction="logsumexp")
+    assert kept.pairwise_fast and not kept.enumerated
+    want = kept().probs.detach()
+    for grad in (False, True):
+        with torch.set_grad_enabled(grad):
+            out = net()
+        torch.testing.assert_close(out.probs.detach(), want, atol=1e-10, rtol=0)
+        assert float(out.log_partition) == pytest.approx(float(kept().log_partition), abs=1e-9)

@@ -25,11 +25,13 @@ from pgmunfold.compile.wiring import GroupWiring, SlotPlan
 __all__ = [
     "EnumeratedPlan",
     "RowBuckets",
+    "StateLayout",
     "SweepWiring",
     "bucketed_size",
     "enumeration_size",
     "plan_buckets",
     "plan_enumeration",
+    "plan_layout",
     "plan_row_buckets",
     "plan_sweep",
 ]
@@ -328,44 +330,97 @@ def _extent_counts(groups: Sequence[GroupWiring]) -> dict[tuple[int, int], int]:
 
 
 @dataclass(frozen=True)
-class SweepWiring:
-    """Flat state-major index arrays of the no-grad enumerated loop
-    (:class:`~pgmunfold.infer.enumerated.EnumeratedSweep`), over ``V`` variables, ``E`` edges
-    and ``K`` padded states. Its arrays hold a message ``(e, s)`` at ``s * E + e`` of a
-    ``(K * E + 1,)`` vector whose last entry is always 0, and a variable's belief (or field)
-    ``(v, s)`` at ``s * V + v`` of a ``(K * V + 1,)`` vector whose last entry is always 0.
+class StateLayout:
+    """Where the no-grad enumerated loop keeps each (item, state) pair of ``n`` items (edges or
+    variables) with cardinalities ``card`` in a flat vector of ``L = sum(card)`` entries: only
+    the states that exist, items grouped into classes of equal cardinality (ascending), each
+    class state-major. The pair ``(i, s)`` of an item of class ``c`` (cardinality ``k_c``,
+    ``n_c`` items, ``i`` its ``j``-th) is at ``offset_c + s * n_c + j``, so a reduction over
+    every item's states is one ``(k_c, n_c)`` view per class. With one cardinality ``K``
+    everywhere this is ``s * n + i``, the state-major layout of ``(K, n)``.
 
     Attributes:
-        bel_slots: ``(D0 * (K * V + 1),)``: entry ``d * (K * V + 1) + s * V + v`` is the message
-            position ``s * E + e`` of ``v``'s ``d``-th edge ``e`` (the base slot table), or
-            ``K * E`` (padding, and the last entry of each ``d``).
-        bucket_pos: per bucket of high-degree variables, ``(K * V_j,)``: entry ``s * V_j + i``
-            is the belief position ``s * V + v`` of its ``i``-th variable ``v``.
-        bucket_slots: per bucket, ``(W_j * K * V_j,)``: entry ``d * K * V_j + s * V_j + i`` is
-            the message position of that variable's ``(D0 + d)``-th edge, or ``K * E``.
-        cav_var: ``(K * E + 1,)``: entry ``s * E + e`` is the belief position ``s * V + v`` of
-            ``e``'s variable; the last is ``K * V``.
+        pos: ``(n, K)`` int64: the position of ``(i, s)``, or ``L`` for a state beyond the
+            item's cardinality.
+        source: ``(L,)`` int64: the flat index ``i * K + s`` in ``(n, K)`` of each position.
+        classes: per class, ``(offset_c, k_c, n_c)``.
+    """
+
+    pos: np.ndarray
+    source: np.ndarray
+    classes: tuple[tuple[int, int, int], ...]
+
+    @property
+    def size(self) -> int:
+        """``L``: the number of positions."""
+        return int(self.source.shape[0])
+
+
+def plan_layout(card: np.ndarray, max_card: int) -> StateLayout:
+    """The :class:`StateLayout` of items of cardinalities ``card`` ``(n,)`` (each at most
+    ``max_card``)."""
+    card = np.asarray(card, dtype=np.int64)
+    n, K = card.shape[0], max_card
+    total = int(card.sum())
+    pos = np.full((n, K), total, dtype=np.int64)
+    classes = []
+    offset = 0
+    for k in np.unique(card):
+        items = np.flatnonzero(card == k)
+        k, m = int(k), len(items)
+        pos[items[None, :], np.arange(k)[:, None]] = offset + np.arange(k * m).reshape(k, m)
+        classes.append((offset, k, m))
+        offset += k * m
+    source = np.empty(total, dtype=np.int64)
+    valid = pos < total
+    source[pos[valid]] = np.flatnonzero(valid.reshape(-1))
+    return StateLayout(pos, source, tuple(classes))
+
+
+@dataclass(frozen=True)
+class SweepWiring:
+    """Flat index arrays of the no-grad enumerated loop
+    (:class:`~pgmunfold.infer.enumerated.EnumeratedSweep`), over ``V`` variables, ``E`` edges
+    and ``K`` padded states. Messages and beliefs (or the field) are flat vectors of only the
+    states that exist, laid out by :class:`StateLayout` (``messages``, ``L`` positions;
+    ``beliefs``, ``LV`` positions), each with a trailing entry that is always 0: a message
+    ``(e, s)`` is at ``messages.pos[e, s]`` of an ``(L + 1,)`` vector, a belief ``(v, s)`` at
+    ``beliefs.pos[v, s]`` of an ``(LV + 1,)`` vector. With one cardinality ``K`` everywhere,
+    ``s * E + e`` and ``s * V + v``.
+
+    Attributes:
+        messages: the edges' :class:`StateLayout` (an edge has its variable's cardinality).
+        beliefs: the variables' :class:`StateLayout`.
+        bel_slots: ``(D0 * (LV + 1),)``: entry ``d * (LV + 1) + p`` is the message position of
+            the ``d``-th edge ``e`` (the base slot table) of the variable at belief position
+            ``p``, in the same state, or ``L`` (padding, and the last entry of each ``d``).
+        bucket_pos: per bucket of high-degree variables, ``(N_j,)``: the belief positions of
+            the states of its variables (``N_j`` of them).
+        bucket_slots: per bucket, ``(W_j * N_j,)``: entry ``d * N_j + i`` is the message
+            position of the ``(D0 + d)``-th edge of the variable at ``bucket_pos[i]``, in the
+            same state, or ``L``.
+        cav_var: ``(L + 1,)``: the belief position of each message position's variable and
+            state; the last is ``LV``.
         others: per row bucket ``b`` (:class:`RowBuckets`), ``(a_b, M_b, R_b)``: the
-            bucket's :attr:`RowBuckets.others`, as positions in the flat state-major cavity
-            (``e' * K + x`` becomes ``x * E + e'``; padding ``K * E``).
-        row_of: ``(K * E,)``: :attr:`RowBuckets.row_of`, each row's position in the buckets'
-            rows concatenated, or ``R`` (their number) for a row that is not reduced: a row
-            whose state is beyond its edge's cardinality, a hard zero whatever the cavities.
-            With mixed cardinalities (Pedigree_11: 2050 of 3006 rows live) those are not
-            gathered at all.
-        exact: exact cavities (hard zeros), for a plan without buckets only, else ``None``:
-            ``(pre_slots, suf_slots, cav_lo, cav_hi)``, over a state vector ``[messages
-            (K * E + 1) | field (K * V + 1)]``. ``pre_slots`` ``((D0 + 1) * (K * V + 1),)``
+            bucket's :attr:`RowBuckets.others`, as message positions (``e' * K + x`` becomes
+            ``messages.pos[e', x]``; padding ``L``).
+        row_of: ``(L,)``: each message position's row in the buckets' rows concatenated
+            (every position is a live row: its state exists at its edge).
+        exact: exact cavities (hard zeros), for a slot plan without buckets only, else
+            ``None``: ``(pre_slots, suf_slots, cav_lo, cav_hi)``, over a state vector
+            ``[messages (L + 1) | field (LV + 1)]``. ``pre_slots`` ``((D0 + 1) * (LV + 1),)``
             gathers the field, then the ``D0`` slot rows of ``bel_slots``; its cumulative sum
             over rows, the *prefix* table, holds in row ``j`` the field plus the first ``j``
             incoming messages. ``suf_slots`` (the same size) gathers a row of zeros, then the
             slot rows in reverse order; row ``j`` of its cumulative sum, the *suffix* table,
             holds the last ``j`` incoming messages. Edge ``e`` in slot ``d`` of its variable
-            ``v`` has the cavity ``prefix[d] + suffix[D0 - 1 - d]`` at column ``s * V + v``:
-            ``cav_lo``, ``cav_hi`` ``(K * E + 1,)`` are those flat positions (the last: column
-            ``K * V`` of row 0, a 0 in both tables). No message is ever subtracted.
+            ``v`` has the cavity ``prefix[d] + suffix[D0 - 1 - d]`` at ``v``'s belief
+            position: ``cav_lo``, ``cav_hi`` ``(L + 1,)`` are those flat positions (the last:
+            column ``LV`` of row 0, a 0 in both tables). No message is ever subtracted.
     """
 
+    messages: StateLayout
+    beliefs: StateLayout
     bel_slots: np.ndarray
     bucket_pos: tuple[np.ndarray, ...]
     bucket_slots: tuple[np.ndarray, ...]
@@ -379,50 +434,57 @@ def plan_sweep(
     buckets: RowBuckets,
     slots: SlotPlan,
     edge_var: np.ndarray,
-    num_variables: int,
+    cards: np.ndarray,
     max_card: int,
     exact: bool = False,
 ) -> SweepWiring:
     """The :class:`SweepWiring` of a graph: its enumerated contraction's row ``buckets``
-    (:func:`plan_buckets`), slot plan ``slots`` and edge variables ``edge_var``
-    ``(E,)``; ``exact``: also the exact cavities' arrays (when the slot plan has no buckets)."""
-    V, K, E = num_variables, max_card, len(edge_var)
-    s = np.arange(K, dtype=np.int64)
-
-    def positions(edges: np.ndarray) -> np.ndarray:
-        """``(..., n)`` edge ids (``E``: padding) to ``(..., K, n)`` message positions."""
-        pos = s[:, None] * E + edges[..., None, :]
-        return np.where(edges[..., None, :] < E, pos, K * E)
-
-    base = positions(slots.base.T).reshape(slots.base.shape[1], K * V)  # (D0, K * V)
-    bel_slots = np.concatenate([base, np.full((base.shape[0], 1), K * E)], axis=1).reshape(-1)
-    bucket_pos = tuple((s[:, None] * V + v[None, :]).reshape(-1) for v in slots.vars)
-    bucket_slots = tuple(positions(r.T).reshape(-1) for r in slots.rows)
-    cav_var = np.append((s[:, None] * V + edge_var[None, :]).reshape(-1), K * V)
-
-    def state_major(o: np.ndarray) -> np.ndarray:  # e' * K + x -> x * E + e' (padding K E)
-        return np.where(o < E * K, (o % K) * E + o // K, K * E).astype(np.int64)
+    (:func:`plan_buckets`), slot plan ``slots``, edge variables ``edge_var`` ``(E,)`` and
+    variable cardinalities ``cards`` ``(V,)``; ``exact``: also the exact cavities' arrays (when
+    the slot plan has no buckets)."""
+    K, E = max_card, len(edge_var)
+    cards = np.asarray(cards, dtype=np.int64)
+    ml, vl = plan_layout(cards[edge_var], K), plan_layout(cards, K)
+    L, LV = ml.size, vl.size
+    mpos = np.concatenate([ml.pos, np.full((1, K), L, dtype=np.int64)])  # edge E: padding
+    # the belief positions' variables and states, and each variable's slot row at them
+    bv, bs = vl.source // K, vl.source % K
+    base = mpos[slots.base[bv].T, bs[None, :]]  # (D0, LV)
+    bel_slots = np.concatenate([base, np.full((base.shape[0], 1), L)], axis=1).reshape(-1)
+    bucket_pos, bucket_slots = [], []
+    for v, r in zip(slots.vars, slots.rows, strict=True):
+        at = vl.pos[v]  # (V_j, K)
+        i, st = np.nonzero(at < LV)
+        order = np.lexsort((i, st))  # state-major, as the layout
+        i, st = i[order], st[order]
+        bucket_pos.append(at[i, st])
+        bucket_slots.append(mpos[r[i].T, st[None, :]].reshape(-1))
+    me, ms = ml.source // K, ml.source % K  # each message position's edge and state
+    cav_var = np.append(vl.pos[edge_var[me], ms], LV)
+    padded = mpos.reshape(-1)  # e' * K + x -> its position (E * K, padding: L)
 
     exact_arrays = None
     if exact and slots.compact:
-        d0, width = slots.base.shape[1], K * V + 1
+        d0, width = slots.base.shape[1], LV + 1
         slot_rows = bel_slots.reshape(d0, width)
-        field = K * E + 1 + np.arange(width)  # the field's positions in the state
+        field = L + 1 + np.arange(width)  # the field's positions in the state
         pre_slots = np.concatenate([field[None], slot_rows]).reshape(-1)
-        suf_slots = np.concatenate([np.full((1, width), K * E), slot_rows[::-1]]).reshape(-1)
-        d = slots.edge_slot % d0  # each edge's slot in its variable's row
-        col = cav_var[:-1].reshape(K, E)  # s * V + v
-        cav_lo = np.append((d[None, :] * width + col).reshape(-1), K * V)
-        cav_hi = np.append(((d0 - 1 - d)[None, :] * width + col).reshape(-1), K * V)
+        suf_slots = np.concatenate([np.full((1, width), L), slot_rows[::-1]]).reshape(-1)
+        d = (slots.edge_slot % d0)[me]  # each message's edge's slot in its variable's row
+        col = cav_var[:-1]
+        cav_lo = np.append(d * width + col, LV)
+        cav_hi = np.append((d0 - 1 - d) * width + col, LV)
         exact_arrays = (pre_slots.astype(np.int64), suf_slots.astype(np.int64), cav_lo, cav_hi)
-    # the live rows (whose state exists at their edge), bucket by bucket: the others are
-    # never reduced (their messages are hard zeros)
+    # every message position is a live row (its state exists at its edge)
+    row_of = buckets.row_of[ms * E + me]
     return SweepWiring(
+        ml,
+        vl,
         bel_slots.astype(np.int64),
-        bucket_pos,
-        bucket_slots,
+        tuple(bucket_pos),
+        tuple(bucket_slots),
         cav_var.astype(np.int64),
-        tuple(state_major(o) for o in buckets.others),
-        buckets.row_of,
+        tuple(padded[o] for o in buckets.others),
+        row_of,
         exact_arrays,
     )

@@ -22,11 +22,13 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from pgmunfold.infer.ops import NEG, Semiring, exp_floor, floored_exp
+from pgmunfold.infer.ops import NEG, Semiring, exp_floor, floored_exp, log_normalize
 from pgmunfold.infer.workspace import Workspace
 
 __all__ = [
     "EnumeratedSweep",
+    "SweepLayout",
+    "SweepWiringTensors",
     "bucketed_expectations",
     "bucketed_messages",
     "enumerated_expectations",
@@ -256,33 +258,58 @@ class _GatherBucket(NamedTuple):
     top: torch.Tensor  # top3 as (*rows, R_b)
 
 
+class SweepLayout(NamedTuple):
+    """Where :class:`EnumeratedSweep` keeps the states of ``n`` items (edges or variables) of
+    ``K`` padded states in a flat vector of ``L`` positions
+    (:class:`~pgmunfold.compile.enumerate.StateLayout`, as tensors)."""
+
+    pos: torch.Tensor  # (n * K,) int64: the position of (i, s) at i * K + s, L if absent
+    source: torch.Tensor  # (L,) int64: each position's i * K + s
+    valid: torch.Tensor  # (n, K) bool: the states that exist
+    classes: tuple[tuple[int, int, int], ...]  # (offset_c, k_c, n_c) per cardinality class
+
+
+class SweepWiringTensors(NamedTuple):
+    """:class:`~pgmunfold.compile.enumerate.SweepWiring` as tensors on the field's device."""
+
+    messages: SweepLayout
+    beliefs: SweepLayout
+    bel_slots: torch.Tensor
+    bucket_pos: Sequence[torch.Tensor]
+    bucket_slots: Sequence[torch.Tensor]
+    cav_var: torch.Tensor
+    others: Sequence[torch.Tensor]
+    row_of: torch.Tensor
+    exact: Sequence[torch.Tensor] | None
+
+
 class EnumeratedSweep:
     """The flooding iterations of the enumerated contraction without autograd: the loop of a
-    forward under ``torch.no_grad()``, state-major and flat, on buffers allocated once and
-    reused by every iteration.
+    forward under ``torch.no_grad()``, flat, on buffers allocated once and reused by every
+    iteration.
 
     The functional step (:func:`~pgmunfold.infer.bp.bp_cavities`, then
     :func:`bucketed_messages`) works in the ``(B, E, K)`` layout of the general path: each
     iteration pads the messages for the slot gather, pads the cavities for the configuration
     gather, and transposes the state-major result back (about 50 ops per iteration on
-    Pedigree_11, most of them small). Here messages stay state-major (``s * E + e``) with a
-    trailing zero, beliefs and the field likewise (``s * V + v``), so every gather reads its
-    padding from that zero and the new messages are written straight into the other of two
-    message buffers: about 25 ops per iteration, on views made once. Cavities are formed by
-    subtraction from the belief, or, with ``exact`` (hard zeros, slot plans without buckets),
-    as a prefix plus a suffix sum of the other incoming messages (two cumulative sums, no
-    subtraction). Only the ``R`` rows whose state exists at their edge are gathered and
-    reduced, in the functional step's row buckets
-    (:func:`~pgmunfold.compile.enumerate.plan_row_buckets`), each at its own extent; the rest
-    are hard zeros, read from a trailing ``NEG`` by one gather back to all ``K * E`` rows
-    (``row_of``). The functional step is its twin in the tests, and the path under autograd.
+    Pedigree_11, most of them small). Here messages, beliefs and the field are flat vectors of
+    only the states that exist (:class:`~pgmunfold.compile.enumerate.StateLayout`: items of one
+    cardinality state-major, class after class) with a trailing zero, so every gather reads its
+    padding from that zero, no state beyond a variable's cardinality costs anything (one
+    64-state variable among binary ones pads the ``(B, E, K)`` layout 32-fold), and the new
+    messages are written straight into the other of two message buffers: about 25 ops per
+    iteration, on views made once (a reduction over the states of every edge is one op per
+    cardinality class). Cavities are formed by subtraction from the belief, or, with ``exact``
+    (hard zeros, slot plans without buckets), as a prefix plus a suffix sum of the other
+    incoming messages (two cumulative sums, no subtraction). The message rows are reduced in
+    the functional step's row buckets (:func:`~pgmunfold.compile.enumerate.plan_buckets`), each
+    at its own extent, and gathered back to the layout (``row_of``) where their order differs.
+    The functional step is its twin in the tests, and the path under autograd.
 
     Args:
-        wiring: the index arrays (:class:`~pgmunfold.compile.enumerate.SweepWiring`, as
-            tensors on the field's device): ``bel_slots``, ``bucket_pos``, ``bucket_slots``,
-            ``cav_var``, ``others`` (one per row bucket), ``row_of``, ``exact`` (``None``:
-            cavities by subtraction).
-        msg: the initial messages ``(B, E, K)``.
+        wiring: the index arrays (:class:`SweepWiringTensors`).
+        init: the initial log-messages of every batch row at the message positions ``(L,)``
+            (normalised here, per edge).
         field: the variables' unary log-potentials ``(B, V, K)``.
         damping: log-domain damping (0: none).
         semiring: ``"sum"`` or ``"max"``.
@@ -290,85 +317,82 @@ class EnumeratedSweep:
 
     Shape:
         :attr:`messages`, :attr:`previous`: ``(B, E, K)``; :meth:`step`'s ``entries``:
-        ``[(M_b, R_b)]``, one per row bucket.
+        ``[(M_b, R_b)]``, one per row bucket; :meth:`residual`: ``(B,)``;
+        :meth:`log_marginals`: ``(B, V, K)``.
     """
 
     def __init__(
         self,
-        wiring: tuple[
-            torch.Tensor,
-            Sequence[torch.Tensor],
-            Sequence[torch.Tensor],
-            torch.Tensor,
-            Sequence[torch.Tensor],
-            torch.Tensor,
-            Sequence[torch.Tensor] | None,
-        ],
-        msg: torch.Tensor,
+        wiring: SweepWiringTensors,
+        init: torch.Tensor,
         field: torch.Tensor,
         damping: float,
         semiring: Semiring,
         ws: Workspace,
     ) -> None:
-        self.bel_slots, bucket_pos, bucket_slots, self.cav_var, others = wiring[:5]
-        self.row_of, exact = wiring[5:]
-        self.exact = None if exact is None else tuple(exact)
-        self.buckets = tuple(zip(bucket_pos, bucket_slots, strict=True))
-        B, E, K = msg.shape
-        V = field.shape[1]
-        self.B, self.E, self.K = B, E, K
+        self.wiring = w = wiring
+        self.exact = None if w.exact is None else tuple(w.exact)
+        self.buckets = tuple(zip(w.bucket_pos, w.bucket_slots, strict=True))
+        B, V, K = field.shape
+        E = w.messages.valid.shape[0]
+        self.B, self.E, self.K, self.V = B, E, K, V
         self.damping, self.semiring = damping, semiring
         rows = () if B == 1 else (B,)  # one batch row: 1-d tensors
         self.batch, self.dim = rows, len(rows)
-        KE, KV = K * E, K * V
+        L, LV = w.messages.source.shape[0], w.beliefs.source.shape[0]
+        self.L, self.LV = L, LV
 
-        def flat(x: torch.Tensor, n: int) -> torch.Tensor:  # (B, n, K) -> (*rows, K n + 1)
-            out = x.new_zeros(B, K * n + 1)
-            out[:, : K * n].view(B, K, n).copy_(x.transpose(1, 2))
+        def flat(x: torch.Tensor, layout: SweepLayout) -> torch.Tensor:
+            """``(B, n, K)`` -> ``(*rows, L + 1)``: the layout's states, then a 0."""
+            out = x.new_zeros(B, layout.source.shape[0] + 1)
+            out[:, :-1] = x.reshape(B, -1).index_select(1, layout.source)
             return out[0] if B == 1 else out
-
-        def states(x: torch.Tensor, n: int) -> torch.Tensor:  # (*rows, K n [+ 1]) -> (*rows, K, n)
-            return x[..., : K * n].view(*rows, K, n)
-
-        self.field = flat(field, V)
-        # each state: the messages (K E + 1), then, for exact cavities, the field (K V + 1)
-        full = [flat(msg, E) for _ in range(2)]
-        if self.exact is not None:
-            full = [torch.cat([x, self.field], dim=-1) for x in full]
-        self._full = full
-        self._msgs = [x[..., : KE + 1] for x in full]
-        self._msg_states = [states(x, E) for x in self._msgs]
 
         def scratch(name: str, n: int) -> torch.Tensor:
             buf = ws(name, (B, n), field)
             assert buf is not None, "EnumeratedSweep needs an enabled workspace"
             return buf[0] if B == 1 else buf
 
+        def views(x: torch.Tensor, layout: SweepLayout) -> list[torch.Tensor]:
+            """A flat vector's ``(*rows, k_c, n_c)`` view per cardinality class."""
+            return [x[..., o : o + k * n].view(*rows, k, n) for o, k, n in layout.classes]
+
+        self._views = views
+        self.field = flat(field, w.beliefs)
+        # each state: the messages (L + 1), then, for exact cavities, the field (LV + 1)
+        full = [field.new_zeros(*rows, L + 1) for _ in range(2)]
+        for at, k, n in w.messages.classes:  # every edge's initial message normalised
+            c = init[at : at + k * n].view(k, n)
+            full[0][..., at : at + k * n].view(*rows, k, n).copy_(log_normalize(c, dim=0))
+        full[1].copy_(full[0])
+        if self.exact is not None:
+            full = [torch.cat([x, self.field], dim=-1) for x in full]
+        self._full = full
+        self._msgs = [x[..., : L + 1] for x in full]
+        self._msg_flat = [x[..., :L] for x in full]  # (without the trailing zero)
+        self._msg_states = [views(x, w.messages) for x in self._msgs]
         if self.exact is None:
-            self._inc = scratch("enum_inc", self.bel_slots.shape[0])
-            self._bel = scratch("enum_bel", KV + 1)
-            self._inc_rows = self._inc.view(*rows, -1, KV + 1)
+            self._inc = scratch("enum_inc", w.bel_slots.shape[0])
+            self._bel = scratch("enum_bel", LV + 1)
+            self._inc_rows = self._inc.view(*rows, -1, LV + 1)
         else:
             self._pre = scratch("enum_pre", self.exact[0].shape[0])
             self._suf = scratch("enum_suf", self.exact[1].shape[0])
             # (buffer, its rows, slots): the prefix table, then the suffix table
             self._scans = tuple(
-                (x, x.view(*rows, -1, KV + 1), sl)
+                (x, x.view(*rows, -1, LV + 1), sl)
                 for x, sl in ((self._pre, self.exact[0]), (self._suf, self.exact[1]))
             )
-            self._part = scratch("enum_part", KE + 1)
-        self._cav = scratch("enum_cav", KE + 1)
-        self._cav_states = states(self._cav, E)
-        R = sum(int(o.shape[2]) for o in others)
-        # (one bucket of every row: its rows are every row in order, no gather back)
-        self._compact = R < KE or len(others) > 1
-        self._red = scratch("enum_red", R + 1 if self._compact else KE)
-        if self._compact:  # the rows that are not reduced read the trailing hard zero
-            self._red[..., R].fill_(NEG)
-            self._red_all = scratch("enum_red_all", KE)
-        else:
-            self._red_all = self._red
-        self._red_states = self._red_all.view(*rows, K, E)
+            self._part = scratch("enum_part", L + 1)
+        self._cav = scratch("enum_cav", L + 1)
+        self._cav_states = views(self._cav, w.messages)
+        R = sum(int(o.shape[2]) for o in w.others)
+        assert R == L, "every message position is a live row"
+        # rows in another order than the layout's: reduced in place, then gathered back
+        self._reorder = bool(len(w.others) > 1 or len(w.messages.classes) > 1)
+        self._red = scratch("enum_red", L)
+        self._red_all = scratch("enum_red_all", L) if self._reorder else self._red
+        self._red_states = views(self._red_all, w.messages)
         # per row bucket with other edges: its others, the gathered cavities (one slice per
         # other edge, summed by a chain of adds: faster than a reduction over a short outer
         # axis), the summed configurations z (M_b, R_b), their maximum per row, and the
@@ -376,7 +400,7 @@ class EnumeratedSweep:
         self._gathered: list[_GatherBucket] = []
         self._constant: list[tuple[int, tuple[int, int], torch.Tensor]] = []
         off = 0
-        for b, o in enumerate(others):
+        for b, o in enumerate(w.others):
             a, M, n = (int(x) for x in o.shape)
             red = self._red[..., off : off + n]
             if a:
@@ -391,25 +415,78 @@ class EnumeratedSweep:
             else:
                 self._constant.append((b, (M, n), red))
             off += n
-        # the maxima over an edge's states (cavities, messages)
-        self._edge_max = scratch("enum_edge_max", E).view(*rows, 1, E)
+        # the maxima over an edge's states (cavities, messages), per cardinality class
+        self._edge_max = [
+            scratch(f"enum_edge_max_{c}", n).view(*rows, 1, n)
+            for c, (_, _, n) in enumerate(w.messages.classes)
+        ]
         self._entries: Sequence[torch.Tensor] | None = None
         self.t = 0
 
-    def _edges(self, x: torch.Tensor) -> torch.Tensor:
-        """A flat message vector as ``(B, E, K)`` (a copy)."""
-        s = x[..., : self.K * self.E].reshape(self.B, self.K, self.E)
-        return s.transpose(1, 2).contiguous()
+    def _padded(self, x: torch.Tensor, layout: SweepLayout, n: int) -> torch.Tensor:
+        """A flat vector as ``(B, n, K)`` (a copy), ``NEG`` at the states that do not exist."""
+        out = x.reshape(self.B, -1).index_select(1, layout.pos).view(self.B, n, self.K)
+        return out.masked_fill_(~layout.valid, NEG)
 
     @property
     def messages(self) -> torch.Tensor:
         """The messages of the last iteration."""
-        return self._edges(self._msgs[self.t % 2])
+        return self._padded(self._msgs[self.t % 2], self.wiring.messages, self.E)
 
     @property
     def previous(self) -> torch.Tensor:
         """The messages of the iteration before the last (the initial ones before any)."""
-        return self._edges(self._msgs[(self.t + 1) % 2 if self.t else 0])
+        old = self._msgs[(self.t + 1) % 2 if self.t else 0]
+        return self._padded(old, self.wiring.messages, self.E)
+
+    def _shift(self, x: list[torch.Tensor], out: list[torch.Tensor]) -> None:
+        """Every edge's states ``x`` (class views) minus their maximum, into ``out``."""
+        d = self.dim
+        for xc, oc, top in zip(x, out, self._edge_max, strict=True):
+            torch.amax(xc, dim=d, keepdim=True, out=top)
+            torch.sub(xc, top.clamp_min_(NEG / 2), out=oc)
+
+    def residual(self) -> torch.Tensor:
+        """The largest change of a normalised message probability in the last iteration (as
+        the general path's ``_max_change`` of the padded messages: the states that do not
+        exist are 0 in both). Shape: ``(B,)``."""
+        d, probs = self.dim, []
+        # (in the cavities' and the reduced rows' buffers, free once the iterations are done)
+        old = (self.t + 1) % 2 if self.t else 0
+        for p, i in ((self._cav, self.t % 2), (self._red, old)):
+            states = self._views(p, self.wiring.messages)
+            self._shift(self._msg_states[i], states)
+            for c in states:
+                c.exp_().div_(c.sum(dim=d, keepdim=True))
+            probs.append(p[..., : self.L])
+        change = probs[0].sub_(probs[1]).abs_()
+        return change.amax(dim=-1).reshape(self.B)
+
+    def log_marginals(self) -> torch.Tensor:
+        """The normalised log beliefs of the variables from the last messages, ``NEG`` at the
+        states that do not exist. Shape: ``(B, V, K)``."""
+        d = self.dim
+        bel = self._beliefs(self._msgs[self.t % 2], self._full[self.t % 2])
+        for c in self._views(bel, self.wiring.beliefs):
+            c.copy_(log_normalize(c, dim=d))
+        return self._padded(bel, self.wiring.beliefs, self.V)
+
+    def _beliefs(self, msg: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        """The variables' beliefs (field plus incoming messages) of the messages ``msg``
+        (``state``: the same with the field after, for exact cavities), in a reused buffer."""
+        d = self.dim
+        if self.exact is None:
+            torch.index_select(msg, d, self.wiring.bel_slots, out=self._inc)
+            bel = torch.sum(self._inc_rows, dim=d, out=self._bel)
+            bel.add_(self.field)
+            for pos, sl in self.buckets:
+                part = torch.index_select(msg, d, sl).view(*self.batch, -1, pos.shape[0])
+                bel.index_add_(d, pos, part.sum(dim=d))
+            return bel
+        # exact cavities (no buckets): the last row of the prefix table
+        pre, pre_rows, sl = self._scans[0]
+        torch.index_select(state, d, sl, out=pre)
+        return torch.sum(pre_rows, dim=d)
 
     def _new_entries(self, entries: Sequence[torch.Tensor]) -> None:
         """Reduce the row buckets without other edges (unary factors) once per table: their
@@ -428,13 +505,8 @@ class EnumeratedSweep:
         if self.exact is None:
             # beliefs (trailing zero: field's plus padding slots'), then the cavities by
             # subtraction (trailing zero: 0 - 0)
-            torch.index_select(msg, d, self.bel_slots, out=self._inc)
-            bel = torch.sum(self._inc_rows, dim=d, out=self._bel)
-            bel.add_(self.field)
-            for pos, sl in self.buckets:
-                part = torch.index_select(msg, d, sl).view(*self.batch, -1, pos.shape[0])
-                bel.index_add_(d, pos, part.sum(dim=d))
-            cav = torch.index_select(bel, d, self.cav_var, out=self._cav).sub_(msg)
+            bel = self._beliefs(msg, msg)
+            cav = torch.index_select(bel, d, self.wiring.cav_var, out=self._cav).sub_(msg)
         else:  # exact: the prefix plus the suffix sum around each edge's own slot
             state = self._full[i]
             for buf, table, sl in self._scans:
@@ -444,10 +516,9 @@ class EnumeratedSweep:
             cav = torch.index_select(self._pre, d, lo, out=self._cav)
             cav.add_(torch.index_select(self._suf, d, hi, out=self._part))
         # each cavity shifted to a largest state of 0
-        c3 = self._cav_states
-        c3.sub_(torch.amax(c3, dim=d, keepdim=True, out=self._edge_max).clamp_min_(NEG / 2))
-        # every configuration of every reduced row, bucket by bucket: the other edges'
-        # cavities plus the entry, reduced over the row's configurations
+        self._shift(self._cav_states, self._cav_states)
+        # every configuration of every row: the other edges' cavities plus the entry,
+        # reduced over the row's configurations
         floor = exp_floor(cav.dtype)
         self._new_entries(entries)
         for g in self._gathered:  # (rows without other edges: reduced once per table)
@@ -464,12 +535,13 @@ class EnumeratedSweep:
                 torch.sum(z3, dim=d, out=g.red).log_().add_(g.top)
             else:
                 torch.amax(z3, dim=d, out=g.red)
-        if self._compact:
-            torch.index_select(self._red, d, self.row_of, out=self._red_all)
-        r3 = self._red_states
+        if self._reorder:
+            torch.index_select(self._red, d, self.wiring.row_of, out=self._red_all)
         new = self._msg_states[1 - i]
-        torch.sub(r3, torch.amax(r3, dim=d, keepdim=True, out=self._edge_max), out=new)
-        new.clamp_min_(NEG)
+        for rc, nc, top in zip(self._red_states, new, self._edge_max, strict=True):
+            torch.sub(rc, torch.amax(rc, dim=d, keepdim=True, out=top), out=nc)
+        new_flat = self._msg_flat[1 - i]
+        new_flat.clamp_min_(NEG)
         if self.damping != 0.0:
-            torch.lerp(new, self._msg_states[i], self.damping, out=new)
+            torch.lerp(new_flat, self._msg_flat[i], self.damping, out=new_flat)
         self.t += 1
