@@ -25,9 +25,11 @@ from torch import nn
 from pgmunfold.beliefs import Beliefs, Deferred
 from pgmunfold.compile.enumerate import (
     BUCKET_OVERHEAD,
+    StateLayout,
     bucketed_size,
     enumeration_size,
     plan_buckets,
+    plan_layout,
     plan_sweep,
 )
 from pgmunfold.compile.schedule import factor_colouring, variable_colouring
@@ -749,9 +751,9 @@ class UnfoldedNetwork(nn.Module):
             # state, E * K padding) or marginal (mean-field: variable of e' * K + state, V * K
             # padding) of every configuration of every row of bucket b; enum_configs
             # (sum_b M_b R_b,) the table entry of each of them, bucket after bucket (what
-            # _enumerated_wiring addresses); enum_row_of (K*E,) each row's position in the
-            # buckets' rows concatenated (a trailing hard zero, or 0 for mean-field, for the
-            # rows not live), absent when they are every row in order
+            # _enumerated_wiring addresses); enum_rows (R,) the buckets' rows concatenated
+            # (absent when they are every row in order; _row_of makes the inverse, the
+            # position of each row in them, when the functional step needs it)
             rb = plan_buckets(self._mgroups, w.num_edges, w.max_card, BUCKET_OVERHEAD)
             enum_configs = np.concatenate([x.reshape(-1) for x in rb.configs] or [np.zeros(0)])
             enum_configs = enum_configs.astype(np.int64)
@@ -765,8 +767,11 @@ class UnfoldedNetwork(nn.Module):
                 buf(f"enum_bucket_others_{b}", o)
             self._enum_buckets = tuple(x.shape for x in rb.configs)
             rows = np.concatenate(rb.rows) if rb.rows else np.zeros(0, np.int64)
-            if not np.array_equal(rows, np.arange(rb.row_of.shape[0])):
-                buf("enum_row_of", rb.row_of)
+            if not np.array_equal(rows, np.arange(rb.num_rows)):
+                buf("enum_rows", rows)
+            if algorithm == "bp":  # enum_msg_source (L,): the edge * K + state of each
+                # existing state, as the initial messages and the no-grad loop lay them out
+                buf("enum_msg_source", self._message_layout().source)
             # enum_tail (2,): a hard zero and a 0, after the flattened parameters
             # (_FlatThetas.flat): what padding configurations and initial messages read
             buf("enum_tail", torch.tensor([NEG, 0.0], dtype=fdtype))
@@ -776,20 +781,15 @@ class UnfoldedNetwork(nn.Module):
             if sw is not None and (sw.exact is not None or not self.exact_cavity):
                 # the no-grad loop (EnumeratedSweep), flat (SweepWiring): only the states that
                 # exist, in classes of one cardinality, each state-major (StateLayout); per
-                # layout (sweep_msg_*: edges, L positions; sweep_var_*: variables, LV):
-                # sweep_*_pos (n K,) the position of (item, state), L (LV) if absent;
-                # sweep_*_source (L,) each position's item * K + state; sweep_*_valid (n, K)
-                # the states that exist. sweep_bel_slots (D0 * (LV + 1),), sweep_cav_var
-                # (L + 1,); per row bucket b, sweep_others_b (a_b, M_b, R_b)
-                # (enum_bucket_others_b as message positions); sweep_row_of (L,) each
-                # position's row in the buckets' rows; per bucket j of high-degree variables,
-                # sweep_bucket_pos_j (N_j,), sweep_bucket_slots_j (W_j N_j,); exact cavities:
-                # sweep_pre_slots, sweep_suf_slots ((D0 + 1) (LV + 1),), sweep_cav_lo,
-                # sweep_cav_hi (L + 1,)
-                for name, lay in (("msg", sw.messages), ("var", sw.beliefs)):
-                    buf(f"sweep_{name}_pos", lay.pos.reshape(-1))
-                    buf(f"sweep_{name}_source", lay.source)
-                    buf(f"sweep_{name}_valid", lay.pos < lay.size)
+                # layout, each position's item * K + state (enum_msg_source (L,): the edges';
+                # sweep_var_source (LV,): the variables'). sweep_bel_slots
+                # (D0 * (LV + 1),), sweep_cav_var (L + 1,); per row bucket b,
+                # sweep_others_b (a_b, M_b, R_b) (enum_bucket_others_b as message positions);
+                # sweep_row_of (L,) each position's row in the buckets' rows; per bucket j of
+                # high-degree variables, sweep_bucket_pos_j (N_j,), sweep_bucket_slots_j
+                # (W_j N_j,); exact cavities: sweep_pre_slots, sweep_suf_slots
+                # ((D0 + 1) (LV + 1),), sweep_cav_lo, sweep_cav_hi (L + 1,)
+                buf("sweep_var_source", sw.beliefs.source)  # (the messages': enum_msg_source)
                 self._sweep_classes = (sw.messages.classes, sw.beliefs.classes)
                 buf("sweep_bel_slots", sw.bel_slots)
                 buf("sweep_cav_var", sw.cav_var)
@@ -1998,7 +1998,7 @@ class UnfoldedNetwork(nn.Module):
                 flat = thetas.flat
                 if ws.enabled and self._sweep_buckets >= 0 and self.iterations:
                     # no autograd: the flat loop, from its own layout of the initial messages
-                    init = flat.index_select(0, self._enumerated_index(0, "sweep_init"))
+                    init = flat.index_select(0, self._enumerated_index(0, "enum_init"))
                     sweep = self._enumerated_sweep(init.clamp_min_(NEG), u, ws)
                     msg = u.new_zeros(B, self.edge_var.shape[0], 0)  # (in the sweep)
                 else:
@@ -2100,11 +2100,10 @@ class UnfoldedNetwork(nn.Module):
             nothing). ``enum_group`` ``(sum_b M_b R_b,)``: the entry's message group, ``G`` for
             padding. ``enum_copy_offset`` ``(T, G + 1)``: per iteration, each group's copy
             times its copy size, then 0. BP also gets ``enum_init_base`` and
-            ``enum_init_group`` ``(E * K,)`` (edge-major), the same for the initial
-            messages: a unary factor's table entry, the tail's 0 for the other edges'
-            states, its hard zero beyond a variable's cardinality; and, with the no-grad
-            loop, ``sweep_init_base`` and ``sweep_init_group`` ``(L,)``, the same at its
-            message positions (``sweep_msg_source``).
+            ``enum_init_group`` ``(L,)``, the same for the initial messages of the states
+            that exist, at their positions in :meth:`_message_layout` (buffer
+            ``enum_msg_source``): a unary factor's table entry, the tail's 0 for the other
+            edges' states.
         """
         sizes = self._enum_sizes
         starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
@@ -2129,27 +2128,31 @@ class UnfoldedNetwork(nn.Module):
             "enum_copy_offset": copies.reshape(T, G + 1) * stride,
         }
         if self.algorithm == "bp":
-            ev = self.edge_var.numpy()
-            init = np.where(self._wiring.state_valid[ev], zero, hard_zero).astype(np.int64)
-            init_group = np.full(init.shape, G, dtype=np.int64)
+            layout = self._message_layout()
+            init = np.full(layout.size, zero, dtype=np.int64)
+            init_group = np.full(layout.size, G, dtype=np.int64)
             for j, (w, g) in enumerate(zip(where, self._mgroups, strict=True)):
                 if g.arity == 1:  # a unary factor sends its table at once
-                    init[g.edge_start : g.edge_stop, : g.cards[0]] = w
-                    init_group[g.edge_start : g.edge_stop, : g.cards[0]] = j
-            out["enum_init_base"] = init.reshape(-1)
-            out["enum_init_group"] = init_group.reshape(-1)
-            if self._sweep_buckets >= 0:  # the same at the no-grad loop's message positions
-                source = self._buffer("sweep_msg_source").numpy()
-                out["sweep_init_base"] = out["enum_init_base"][source]
-                out["sweep_init_group"] = out["enum_init_group"][source]
+                    edges = np.arange(g.edge_start, g.edge_stop)[:, None]
+                    at = layout.at(edges, np.arange(g.cards[0])[None, :])
+                    init[at] = w
+                    init_group[at] = j
+            out["enum_init_base"] = init
+            out["enum_init_group"] = init_group
         return out
 
+    def _message_layout(self) -> StateLayout:
+        """The edges' states that exist, as the enumerated contraction's initial messages and
+        no-grad loop lay them out (:func:`~pgmunfold.compile.enumerate.plan_layout`)."""
+        w = self._wiring
+        return plan_layout(w.cards[w.edge_var], w.max_card)
+
     def _enumerated_index(
-        self, t: int, which: Literal["enum", "enum_init", "sweep_init"] = "enum"
+        self, t: int, which: Literal["enum", "enum_init"] = "enum"
     ) -> torch.Tensor:
         """Indices into :attr:`_FlatThetas.flat` at iteration ``t``: every message row's table
-        entries (``which="enum"``), or the initial messages (``"enum_init"``: edge-major,
-        ``"sweep_init"``: at the no-grad loop's message positions), from the compile-time wiring
+        entries (``which="enum"``), or the initial messages (``"enum_init"``, at the positions
+        of :meth:`_message_layout`), from the compile-time wiring
         (:meth:`_enumerated_wiring`) by one gather and one add, then kept per combination of
         copies and device (outside ``torch.compile``'s tracing, which computes them in the
         graph) while all kept indices hold at most :data:`_ENUM_INDEX_KEPT` entries; beyond,
@@ -2157,8 +2160,7 @@ class UnfoldedNetwork(nn.Module):
         combinations, each ``sum_b M_b R_b`` entries).
 
         Shape:
-            output: ``(sum_b M_b R_b,)``; ``(E * K,)`` for ``"enum_init"``, ``(L,)`` for
-            ``"sweep_init"``.
+            output: ``(sum_b M_b R_b,)``; ``(L,)`` for ``"enum_init"``.
         """
         b = self._buffer(f"{which}_base")
         key = ((*self._copy_key(t), which), b.device)
@@ -2166,6 +2168,13 @@ class UnfoldedNetwork(nn.Module):
         if cached is not None:
             return cached
         idx = b + self._buffer("enum_copy_offset")[t][self._buffer(f"{which}_group")]
+        return self._keep_index(key, idx)
+
+    def _keep_index(
+        self, key: tuple[tuple[int | str, ...], torch.device], idx: torch.Tensor
+    ) -> torch.Tensor:
+        """Keep ``idx`` under ``key`` (outside tracing) while all kept indices hold at most
+        :data:`_ENUM_INDEX_KEPT` entries; returns it."""
         kept = sum(x.numel() for x in self._enum_index.values())
         if not torch.compiler.is_compiling() and kept + idx.numel() <= _ENUM_INDEX_KEPT:
             self._enum_index[key] = idx
@@ -2186,14 +2195,34 @@ class UnfoldedNetwork(nn.Module):
         return [self._buffer(f"enum_bucket_others_{b}") for b in range(len(self._enum_buckets))]
 
     def _row_of(self) -> torch.Tensor | None:
-        """Each row's position in the row buckets' rows (``None``: every row, in order)."""
-        return self._buffers.get("enum_row_of")
+        """Each row's position in the row buckets' rows (``None``: every row, in order), from
+        the buffer ``enum_rows``, made when first needed (the functional step: autograd, or
+        mean-field) and kept per device like the table indices (:meth:`_keep_index`):
+        ``(K * E,)`` int64, ``R`` for a row that is not live.
+
+        Shape:
+            output: ``(K * E,)``.
+        """
+        rows = self._buffers.get("enum_rows")
+        if rows is None:
+            return None
+        key = (("row_of",), rows.device)
+        cached = None if torch.compiler.is_compiling() else self._enum_index.get(key)
+        if cached is not None:
+            return cached
+        R = rows.shape[0]
+        row_of = rows.new_full((self.edge_var.shape[0] * self.max_card,), R)
+        row_of[rows] = torch.arange(R, device=rows.device)
+        return self._keep_index(key, row_of)
 
     def _enumerated_initial(self, flat: torch.Tensor, init: torch.Tensor, B: int) -> torch.Tensor:
         """:meth:`_initial_messages` from :attr:`_FlatThetas.flat` by the index ``init``
-        (:meth:`_enumerated_index`). Shape: output ``(B, E, K)``."""
-        x = flat.index_select(0, init).clamp_min_(NEG).view(1, -1, self.max_card)
-        return log_normalize(x.expand(B, -1, -1))
+        (:meth:`_enumerated_index`), hard zeros at the states that do not exist. Shape: output
+        ``(B, E, K)``."""
+        E, K = self.edge_var.shape[0], self.max_card
+        x = flat.index_select(0, init).clamp_min_(NEG)
+        x = flat.new_full((E * K,), NEG).index_copy(0, self._buffer("enum_msg_source"), x)
+        return log_normalize(x.view(1, E, K).expand(B, -1, -1))
 
     def _enumerated_sweep(
         self, init: torch.Tensor, u: torch.Tensor, ws: Workspace
@@ -2203,13 +2232,13 @@ class UnfoldedNetwork(nn.Module):
         ``(B, V, K)`` (buffers ``sweep_*``)."""
         n = range(self._sweep_buckets)
         msg_layout, var_layout = (
-            SweepLayout(
-                self._buffer(f"sweep_{name}_pos"),
-                self._buffer(f"sweep_{name}_source"),
-                self._buffer(f"sweep_{name}_valid"),
-                classes,
+            SweepLayout(self._buffer(name), n, classes)
+            for name, n, classes in zip(
+                ("enum_msg_source", "sweep_var_source"),
+                (self.edge_var.shape[0], self.num_variables),
+                self._sweep_classes,
+                strict=True,
             )
-            for name, classes in zip(("msg", "var"), self._sweep_classes, strict=True)
         )
         wiring = SweepWiringTensors(
             msg_layout,

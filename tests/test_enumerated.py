@@ -30,6 +30,7 @@ from pgmunfold.compile.enumerate import (
     enumeration_size,
     plan_buckets,
     plan_enumeration,
+    plan_layout,
     plan_row_buckets,
 )
 from pgmunfold.compile.wiring import GroupWiring
@@ -615,23 +616,27 @@ def test_sweep_reduces_only_the_rows_of_existing_states(hard_zeros, B):
     K = net.max_card
     R = sum(net._buffers[f"sweep_others_{b}"].shape[2] for b in range(len(net._enum_buckets)))
     edge_card = net.cards[net.edge_var]
-    for name, card in (("msg", edge_card), ("var", net.cards)):
-        pos, source = net._buffers[f"sweep_{name}_pos"], net._buffers[f"sweep_{name}_source"]
+    for name, card in (("enum_msg_source", edge_card), ("sweep_var_source", net.cards)):
+        source = net._buffers[name]
         L = source.shape[0]
         valid = torch.arange(K)[None, :] < card[:, None]  # (n, K)
         assert L == int(card.sum()) < K * card.shape[0]
-        assert torch.equal(net._buffers[f"sweep_{name}_valid"], valid)
-        assert torch.equal(pos[source], torch.arange(L))  # positions and sources invert
-        assert bool((pos[~valid.reshape(-1)] == L).all())
+        assert torch.equal(source.sort().values, torch.nonzero(valid.reshape(-1)).squeeze(1))
         # a class per cardinality, ascending, each state-major over its items in order
         at = 0
-        for offset, k, n in net._sweep_classes[name == "var"]:
+        for offset, k, n in net._sweep_classes[name == "sweep_var_source"]:
             items = torch.nonzero(card == k).squeeze(1)
             assert offset == at and n == len(items)
             block = source[offset : offset + k * n].view(k, n)
             assert torch.equal(block, items[None, :] * K + torch.arange(k)[:, None])
             at += k * n
         assert at == L
+        # the layout's positions invert its sources; absent states and the padding item: L
+        lay = plan_layout(card.numpy(), K)
+        assert np.array_equal(lay.source, source.numpy())
+        items, states = np.divmod(np.arange(card.shape[0] * K + 1), K)  # (last: item n)
+        pos, ok = lay.at(items, states), np.append(valid.reshape(-1).numpy(), False)
+        assert np.array_equal(lay.source[pos[ok]], np.flatnonzero(ok)) and (pos[~ok] == L).all()
     assert R == int(edge_card.sum())
     assert torch.equal(net.sweep_row_of.sort().values, torch.arange(R))
     u = torch.randn(B, 5, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(B))

@@ -155,14 +155,26 @@ class RowBuckets:
             at those rows, truncated to the bucket's extent), ``E * K`` for padding.
         configs: per bucket, ``(M_b, R_b)`` int64: the flat table entry of each configuration
             of each row (:attr:`EnumeratedPlan.configs` at those rows), ``C`` for padding.
-        row_of: ``(K * E,)`` int64: each row's position in the buckets' rows concatenated, or
-            ``R = sum_b R_b`` for a row that is not live (it reads a hard zero there).
+        num_rows: ``K * E``, the rows of the plan.
     """
 
     rows: tuple[np.ndarray, ...]
     others: tuple[np.ndarray, ...]
     configs: tuple[np.ndarray, ...]
-    row_of: np.ndarray
+    num_rows: int
+
+    @property
+    def row_of(self) -> np.ndarray:
+        """``(K * E,)`` int64: each row's position in the buckets' rows concatenated, or
+        ``R = sum_b R_b`` for a row that is not live (it reads a hard zero there)."""
+        return _row_of(self.rows, self.num_rows)
+
+    def positions(self, rows: np.ndarray) -> np.ndarray:
+        """The positions of live ``rows`` (``s * E + e``, any shape) in the buckets' rows
+        concatenated, without an array of all ``K * E`` rows."""
+        every = np.concatenate(self.rows) if self.rows else np.zeros(0, np.int64)
+        order = np.argsort(every, kind="stable")
+        return order[np.searchsorted(every[order], rows)]
 
     @property
     def gathered(self) -> int:
@@ -173,7 +185,7 @@ class RowBuckets:
     def entries(self) -> tuple[np.ndarray, ...]:
         """Per bucket, ``(M_b, R_b)`` int64: the positions ``m * K * E + r`` of the bucket's
         configurations in an :class:`EnumeratedPlan`'s ``(M, K * E)`` arrays, flattened."""
-        ke = self.row_of.shape[0]
+        ke = self.num_rows
         return tuple(
             np.arange(c.shape[0], dtype=np.int64)[:, None] * ke + r[None, :]
             for r, c in zip(self.rows, self.configs, strict=True)
@@ -212,7 +224,7 @@ def plan_row_buckets(plan: EnumeratedPlan, overhead: int = BUCKET_OVERHEAD) -> R
         rows_b.append(r)
         others_b.append(np.ascontiguousarray(others[:a_b, :m_b][:, :, r]))
         configs_b.append(np.ascontiguousarray(configs[:m_b, r]))
-    return RowBuckets(tuple(rows_b), tuple(others_b), tuple(configs_b), _row_of(rows_b, KE))
+    return RowBuckets(tuple(rows_b), tuple(others_b), tuple(configs_b), KE)
 
 
 def _row_of(rows: Sequence[np.ndarray], num_rows: int) -> np.ndarray:
@@ -284,7 +296,7 @@ def plan_buckets(
         others_b.append(np.concatenate([p[1] for p in part], axis=2)[:, :, order])
         configs_b.append(np.concatenate([p[2] for p in part], axis=1)[:, order])
         part.clear()
-    return RowBuckets(tuple(rows_b), tuple(others_b), tuple(configs_b), _row_of(rows_b, K * E))
+    return RowBuckets(tuple(rows_b), tuple(others_b), tuple(configs_b), K * E)
 
 
 def _merge_extents(
@@ -337,16 +349,21 @@ class StateLayout:
     class state-major. The pair ``(i, s)`` of an item of class ``c`` (cardinality ``k_c``,
     ``n_c`` items, ``i`` its ``j``-th) is at ``offset_c + s * n_c + j``, so a reduction over
     every item's states is one ``(k_c, n_c)`` view per class. With one cardinality ``K``
-    everywhere this is ``s * n + i``, the state-major layout of ``(K, n)``.
+    everywhere this is ``s * n + i``, the state-major layout of ``(K, n)``. Nothing here is of
+    the padded size ``n * K`` (one 1000-state variable among 100000 binary ones would make it
+    500 times ``L``).
 
     Attributes:
-        pos: ``(n, K)`` int64: the position of ``(i, s)``, or ``L`` for a state beyond the
-            item's cardinality.
+        first: ``(n,)`` int64: the position of ``(i, 0)``, ``offset_c + j``.
+        stride: ``(n,)`` int64: ``n_c``, the step from one state of ``i`` to the next.
+        card: ``(n,)`` int64: the items' cardinalities.
         source: ``(L,)`` int64: the flat index ``i * K + s`` in ``(n, K)`` of each position.
         classes: per class, ``(offset_c, k_c, n_c)``.
     """
 
-    pos: np.ndarray
+    first: np.ndarray
+    stride: np.ndarray
+    card: np.ndarray
     source: np.ndarray
     classes: tuple[tuple[int, int, int], ...]
 
@@ -355,26 +372,36 @@ class StateLayout:
         """``L``: the number of positions."""
         return int(self.source.shape[0])
 
+    def at(self, items: np.ndarray, states: np.ndarray) -> np.ndarray:
+        """The positions of ``(items, states)`` (broadcast), ``L`` where the item is ``n``
+        (padding) or the state is beyond its cardinality."""
+        n, L = self.first.shape[0], self.size
+        i = np.minimum(items, max(n - 1, 0))
+        if n == 0:
+            return np.full(np.broadcast(items, states).shape, L, dtype=np.int64)
+        ok = (items < n) & (states < self.card[i])
+        return np.where(ok, self.first[i] + states * self.stride[i], L).astype(np.int64)
+
 
 def plan_layout(card: np.ndarray, max_card: int) -> StateLayout:
     """The :class:`StateLayout` of items of cardinalities ``card`` ``(n,)`` (each at most
     ``max_card``)."""
     card = np.asarray(card, dtype=np.int64)
     n, K = card.shape[0], max_card
-    total = int(card.sum())
-    pos = np.full((n, K), total, dtype=np.int64)
-    classes = []
+    first = np.zeros(n, dtype=np.int64)
+    stride = np.zeros(n, dtype=np.int64)
+    sources, classes = [], []
     offset = 0
     for k in np.unique(card):
         items = np.flatnonzero(card == k)
         k, m = int(k), len(items)
-        pos[items[None, :], np.arange(k)[:, None]] = offset + np.arange(k * m).reshape(k, m)
+        first[items] = offset + np.arange(m)
+        stride[items] = m
+        sources.append((items[None, :] * K + np.arange(k)[:, None]).reshape(-1))
         classes.append((offset, k, m))
         offset += k * m
-    source = np.empty(total, dtype=np.int64)
-    valid = pos < total
-    source[pos[valid]] = np.flatnonzero(valid.reshape(-1))
-    return StateLayout(pos, source, tuple(classes))
+    source = np.concatenate(sources).astype(np.int64) if sources else np.zeros(0, np.int64)
+    return StateLayout(first, stride, card, source, tuple(classes))
 
 
 @dataclass(frozen=True)
@@ -384,8 +411,8 @@ class SweepWiring:
     and ``K`` padded states. Messages and beliefs (or the field) are flat vectors of only the
     states that exist, laid out by :class:`StateLayout` (``messages``, ``L`` positions;
     ``beliefs``, ``LV`` positions), each with a trailing entry that is always 0: a message
-    ``(e, s)`` is at ``messages.pos[e, s]`` of an ``(L + 1,)`` vector, a belief ``(v, s)`` at
-    ``beliefs.pos[v, s]`` of an ``(LV + 1,)`` vector. With one cardinality ``K`` everywhere,
+    ``(e, s)`` is at ``messages.at(e, s)`` of an ``(L + 1,)`` vector, a belief ``(v, s)`` at
+    ``beliefs.at(v, s)`` of an ``(LV + 1,)`` vector. With one cardinality ``K`` everywhere,
     ``s * E + e`` and ``s * V + v``.
 
     Attributes:
@@ -403,7 +430,7 @@ class SweepWiring:
             state; the last is ``LV``.
         others: per row bucket ``b`` (:class:`RowBuckets`), ``(a_b, M_b, R_b)``: the
             bucket's :attr:`RowBuckets.others`, as message positions (``e' * K + x`` becomes
-            ``messages.pos[e', x]``; padding ``L``).
+            ``messages.at(e', x)``; padding ``L``).
         row_of: ``(L,)``: each message position's row in the buckets' rows concatenated
             (every position is a live row: its state exists at its edge).
         exact: exact cavities (hard zeros), for a slot plan without buckets only, else
@@ -446,22 +473,24 @@ def plan_sweep(
     cards = np.asarray(cards, dtype=np.int64)
     ml, vl = plan_layout(cards[edge_var], K), plan_layout(cards, K)
     L, LV = ml.size, vl.size
-    mpos = np.concatenate([ml.pos, np.full((1, K), L, dtype=np.int64)])  # edge E: padding
     # the belief positions' variables and states, and each variable's slot row at them
     bv, bs = vl.source // K, vl.source % K
-    base = mpos[slots.base[bv].T, bs[None, :]]  # (D0, LV)
+    base = ml.at(slots.base[bv].T, bs[None, :])  # (D0, LV); edge E (padding): L
     bel_slots = np.concatenate([base, np.full((base.shape[0], 1), L)], axis=1).reshape(-1)
     bucket_pos, bucket_slots = [], []
     for v, r in zip(slots.vars, slots.rows, strict=True):
-        at = vl.pos[v]  # (V_j, K)
-        i, st = np.nonzero(at < LV)
-        order = np.lexsort((i, st))  # state-major, as the layout
-        i, st = i[order], st[order]
-        bucket_pos.append(at[i, st])
-        bucket_slots.append(mpos[r[i].T, st[None, :]].reshape(-1))
+        # the states of the bucket's variables, state-major, as the layout
+        st = np.repeat(np.arange(K), len(v))
+        i = np.tile(np.arange(len(v)), K)
+        keep = st < cards[v][i]
+        i, st = i[keep], st[keep]
+        bucket_pos.append(vl.at(v[i], st))
+        bucket_slots.append(ml.at(r[i].T, st[None, :]).reshape(-1))
     me, ms = ml.source // K, ml.source % K  # each message position's edge and state
-    cav_var = np.append(vl.pos[edge_var[me], ms], LV)
-    padded = mpos.reshape(-1)  # e' * K + x -> its position (E * K, padding: L)
+    cav_var = np.append(vl.at(edge_var[me], ms), LV)
+
+    def position(o: np.ndarray) -> np.ndarray:  # e' * K + x (padding E * K) -> its position
+        return ml.at(o // K, o % K)
 
     exact_arrays = None
     if exact and slots.compact:
@@ -476,7 +505,7 @@ def plan_sweep(
         cav_hi = np.append((d0 - 1 - d) * width + col, LV)
         exact_arrays = (pre_slots.astype(np.int64), suf_slots.astype(np.int64), cav_lo, cav_hi)
     # every message position is a live row (its state exists at its edge)
-    row_of = buckets.row_of[ms * E + me]
+    row_of = buckets.positions(ms * E + me)
     return SweepWiring(
         ml,
         vl,
@@ -484,7 +513,7 @@ def plan_sweep(
         tuple(bucket_pos),
         tuple(bucket_slots),
         cav_var.astype(np.int64),
-        tuple(padded[o] for o in buckets.others),
+        tuple(position(o) for o in buckets.others),
         row_of,
         exact_arrays,
     )

@@ -263,9 +263,8 @@ class SweepLayout(NamedTuple):
     ``K`` padded states in a flat vector of ``L`` positions
     (:class:`~pgmunfold.compile.enumerate.StateLayout`, as tensors)."""
 
-    pos: torch.Tensor  # (n * K,) int64: the position of (i, s) at i * K + s, L if absent
     source: torch.Tensor  # (L,) int64: each position's i * K + s
-    valid: torch.Tensor  # (n, K) bool: the states that exist
+    items: int  # n
     classes: tuple[tuple[int, int, int], ...]  # (offset_c, k_c, n_c) per cardinality class
 
 
@@ -334,7 +333,7 @@ class EnumeratedSweep:
         self.exact = None if w.exact is None else tuple(w.exact)
         self.buckets = tuple(zip(w.bucket_pos, w.bucket_slots, strict=True))
         B, V, K = field.shape
-        E = w.messages.valid.shape[0]
+        E = w.messages.items
         self.B, self.E, self.K, self.V = B, E, K, V
         self.damping, self.semiring = damping, semiring
         rows = () if B == 1 else (B,)  # one batch row: 1-d tensors
@@ -425,8 +424,10 @@ class EnumeratedSweep:
 
     def _padded(self, x: torch.Tensor, layout: SweepLayout, n: int) -> torch.Tensor:
         """A flat vector as ``(B, n, K)`` (a copy), ``NEG`` at the states that do not exist."""
-        out = x.reshape(self.B, -1).index_select(1, layout.pos).view(self.B, n, self.K)
-        return out.masked_fill_(~layout.valid, NEG)
+        out = x.new_full((self.B, n * self.K), NEG)
+        L = layout.source.shape[0]
+        out.index_copy_(1, layout.source, x.reshape(self.B, -1)[:, :L])
+        return out.view(self.B, n, self.K)
 
     @property
     def messages(self) -> torch.Tensor:
