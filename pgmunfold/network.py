@@ -422,14 +422,18 @@ def _enumeration_pays(gathered: int, real: int, max_arity: int, algorithm: str) 
     return max_arity >= 3 and gathered <= min(_ENUMERATE_LARGE, 4 * real)
 
 
-_PAIRWISE_PADDING_ROUTE = 64
+_PAIRWISE_PADDING_ROUTE = 128
 """``contraction="auto"`` takes the general path's enumerated contraction instead of the pairwise
 fast path (flooding BP) where the pairwise path's ``K x K`` tables hold at least this many
 times the entries of the real ones (mixed cardinalities) and the enumeration pays
-(:func:`_enumeration_pays`). Measured on CPU, one thread, a chain of 100000 binary variables
-with one ``k``-state variable: ``k = 16`` (64x): no-grad 6.9x faster, forward and backward
-0.79x; ``k = 32``: 17.8x and 1.02x; ``k = 64``: 71x and 1.7x; ``k = 8`` (16x): 1.9x and
-0.42x, so not taken."""
+(:func:`_enumeration_pays`). Its no-grad loop keeps only the states that exist; under autograd
+it pads like the pairwise path. Measured on CPU (one thread, ``python -m
+benchmarks.mixed_cardinality --grad``: a chain of 100000 binary variables with one ``k``-state
+variable; pairwise path with its default contraction against the enumerated one, ms per
+iteration): ``k = 8`` (16x padding): no grad 34.7 against 12.2, forward and backward 60
+against 133; ``k = 16`` (64x): 56 against 9.9, 169 against 264; ``k = 32`` (256x): 248-304
+against 9.2-14.1, 580-691 against 558-1331; ``k = 64`` (1024x): 938 against 12.8, 2861 against
+2769. So from 128x it buys 25-70x without autograd at 0.5-1.0x with it."""
 
 _ENUM_INDEX_KEPT = 1 << 24
 """The most int64 entries (128 MB) of the enumerated contraction's per-iteration table indices
@@ -496,7 +500,11 @@ class UnfoldedNetwork(nn.Module):
             ``"enumerate"`` on the general path when ``compile_steps`` is off (compiled, the
             per-merge contraction is faster) and that gather is at most ``2**18`` entries, or,
             with at most 4x padding, up to ``2**24`` for BP and ``2**20`` for mean-field with
-            factors of arity 3 or more (measured on CPU), else ``"matmul"`` per merge and forward
+            factors of arity 3 or more (measured on CPU); for flooding BP on a pairwise graph it
+            also takes it instead of the pairwise fast path when mixed cardinalities make the
+            latter's ``K x K`` tables at least 128x padding (:data:`_PAIRWISE_PADDING_ROUTE`;
+            pass ``"matmul"`` or ``"logsumexp"`` to keep the pairwise path, which trains faster);
+            else ``"matmul"`` per merge and forward
             when the range check passes (one scalar read per merge per forward: use ``"matmul"`` or
             ``"logsumexp"`` explicitly under CUDA-graph capture). The fast paths run their own
             contractions (``fast_path=False`` forces the general path).

@@ -22,6 +22,7 @@ from benchmarks import (
     grid_lbp,
     hub_graphs,
     launch_overhead,
+    mixed_cardinality,
     op_traffic,
     roofline,
     uai_autograd,
@@ -245,3 +246,21 @@ def test_contraction_memory_reports_both_contractions(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[2].split()[:2] == ["enumerate", "True"]
     assert lines[3].split()[:2] == ["logsumexp", "False"]
+
+
+def test_mixed_cardinality_reports_every_contraction(capsys):
+    """One 64-state variable on a short binary chain: ``auto`` takes the enumerated
+    contraction, ``logsumexp`` keeps the pairwise path; with an 8-state one ``auto`` keeps it."""
+    args = ["--n", "30", "--ks", "8", "64", "--iters", "2", "--repeats", "1", "--grad"]
+    assert mixed_cardinality.main(args) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[2:]]
+    paths = {(int(r[0]), r[1]): r[2] for r in rows}
+    assert paths == {
+        (8, "auto"): "pairwise",
+        (8, "logsumexp"): "pairwise",
+        (8, "enumerate"): "enumerated",
+        (64, "auto"): "enumerated",
+        (64, "logsumexp"): "pairwise",
+        (64, "enumerate"): "enumerated",
+    }
+    assert all(len(r) == 6 and float(r[4]) > 0 and float(r[5]) > 0 for r in rows)
