@@ -29,7 +29,7 @@ from pgmunfold.compile.enumerate import (
     bucketed_size,
     enumeration_size,
     plan_buckets,
-    plan_layout,
+    plan_layouts,
     plan_sweep,
 )
 from pgmunfold.compile.schedule import factor_colouring, variable_colouring
@@ -2108,10 +2108,10 @@ class UnfoldedNetwork(nn.Module):
             nothing). ``enum_group`` ``(sum_b M_b R_b,)``: the entry's message group, ``G`` for
             padding. ``enum_copy_offset`` ``(T, G + 1)``: per iteration, each group's copy
             times its copy size, then 0. BP also gets ``enum_init_base`` and
-            ``enum_init_group`` ``(L,)``, the same for the initial messages of the states
-            that exist, at their positions in :meth:`_message_layout` (buffer
-            ``enum_msg_source``): a unary factor's table entry, the tail's 0 for the other
-            edges' states.
+            ``enum_init_group`` ``(L,)``, the same for the initial messages, at the positions
+            of :meth:`_message_layout` (buffer ``enum_msg_source``): a unary factor's table
+            entry, the tail's 0 for the other edges' states, its hard zero for a state
+            beyond the edge's cardinality (a padded layout's).
         """
         sizes = self._enum_sizes
         starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
@@ -2137,7 +2137,9 @@ class UnfoldedNetwork(nn.Module):
         }
         if self.algorithm == "bp":
             layout = self._message_layout()
-            init = np.full(layout.size, zero, dtype=np.int64)
+            K = self.max_card
+            exists = layout.source % K < layout.card[layout.source // K]
+            init = np.where(exists, zero, hard_zero).astype(np.int64)
             init_group = np.full(layout.size, G, dtype=np.int64)
             for j, (w, g) in enumerate(zip(where, self._mgroups, strict=True)):
                 if g.arity == 1:  # a unary factor sends its table at once
@@ -2151,9 +2153,9 @@ class UnfoldedNetwork(nn.Module):
 
     def _message_layout(self) -> StateLayout:
         """The edges' states that exist, as the enumerated contraction's initial messages and
-        no-grad loop lay them out (:func:`~pgmunfold.compile.enumerate.plan_layout`)."""
+        no-grad loop lay them out (:func:`~pgmunfold.compile.enumerate.plan_layouts`)."""
         w = self._wiring
-        return plan_layout(w.cards[w.edge_var], w.max_card)
+        return plan_layouts(w.cards[w.edge_var], w.cards, w.max_card)[0]
 
     def _enumerated_index(
         self, t: int, which: Literal["enum", "enum_init"] = "enum"

@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 
 import pgmunfold as pu
 from pgmunfold import network
+from pgmunfold.compile import enumerate as enumerate_module
 from pgmunfold.compile import wiring
 from pgmunfold.compile.enumerate import (
     bucketed_size,
@@ -539,21 +540,26 @@ def _sweep_and_twin(net, u):
     st.integers(1, 3),
     st.booleans(),
     OVERHEADS,
+    st.sampled_from([1.0, 10.0]),
 )
 def test_no_grad_sweep_equals_the_functional_step(
-    fg, semiring, damping, untie, B, buckets, overhead
+    fg, semiring, damping, untie, B, buckets, overhead, slack
 ):
     """The state-major no-grad loop against the functional step it replaces (its twin):
     random arities 1-3, cardinalities 1-4, cycles, hard zeros (exact cavities: prefix and
     suffix sums), untied copies, batches; ``buckets``: slot plans of base width 1 (every
     further edge in buckets; with hard zeros, the functional step stays); ``overhead``: from
-    every row extent its own row bucket to one bucket."""
+    every row extent its own row bucket to one bucket; ``slack``: the layout of the states
+    that exist (1.0, unless every cardinality is the same) or padded (10.0)."""
     # (an infeasible model leaves BP in the sentinel regime, where orders of summation differ)
     assume(np.isfinite(brute_force(fg)[0]))
     saved = wiring._MAX_BASE_WIDTH
     wiring._MAX_BASE_WIDTH = 1 if buckets else None
     try:
-        with mock.patch.object(network, "BUCKET_OVERHEAD", overhead):
+        with (
+            mock.patch.object(network, "BUCKET_OVERHEAD", overhead),
+            mock.patch.object(enumerate_module, "LAYOUT_SLACK", slack),
+        ):
             net = pu.compile(
                 fg, iterations=5, damping=damping, semiring=semiring, untie=untie, fast_path=False
             ).double()
@@ -604,12 +610,16 @@ def test_hard_zeros_exact_sweep_or_the_functional_step(buckets, monkeypatch):
     _sweep_and_twin(net, u)
 
 
+@pytest.mark.parametrize("padded", [False, True])
 @pytest.mark.parametrize("hard_zeros", [False, True])
 @pytest.mark.parametrize("B", [1, 2])
-def test_sweep_reduces_only_the_rows_of_existing_states(hard_zeros, B):
-    """Cardinalities 2 and 3: the sweep keeps, gathers and reduces only the message states that
-    exist at their edge (one position each, in classes of one cardinality, state-major), and
-    the variables' states likewise; the result equals the functional step's."""
+def test_sweep_reduces_only_the_rows_of_existing_states(hard_zeros, B, padded, monkeypatch):
+    """Cardinalities 2 and 3: the sweep gathers and reduces only the message rows whose state
+    exists at their edge, and keeps only the states that exist (one position each, in classes
+    of one cardinality, state-major) or, ``padded`` (a layout slack that allows it), every
+    state in one state-major class, those that do not exist at a hard zero; the result equals
+    the functional step's."""
+    monkeypatch.setattr(enumerate_module, "LAYOUT_SLACK", 10.0 if padded else 1.0)
     fg = _triplets(hard_zeros)
     net = pu.compile(fg, iterations=6, damping=0.3, contraction="enumerate").double()
     assert net.enumerated and net._sweep_buckets >= 0 and net.exact_cavity == hard_zeros
@@ -620,25 +630,31 @@ def test_sweep_reduces_only_the_rows_of_existing_states(hard_zeros, B):
         source = net._buffers[name]
         L = source.shape[0]
         valid = torch.arange(K)[None, :] < card[:, None]  # (n, K)
-        assert L == int(card.sum()) < K * card.shape[0]
-        assert torch.equal(source.sort().values, torch.nonzero(valid.reshape(-1)).squeeze(1))
-        # a class per cardinality, ascending, each state-major over its items in order
+        width = torch.full_like(card, K) if padded else card
+        assert L == int(width.sum()) and (L < K * card.shape[0]) != padded
+        kept = torch.arange(K)[None, :] < width[:, None]
+        assert torch.equal(source.sort().values, torch.nonzero(kept.reshape(-1)).squeeze(1))
+        # a class per width, ascending, each state-major over its items in order
         at = 0
         for offset, k, n in net._sweep_classes[name == "sweep_var_source"]:
-            items = torch.nonzero(card == k).squeeze(1)
+            items = torch.nonzero(width == k).squeeze(1)
             assert offset == at and n == len(items)
             block = source[offset : offset + k * n].view(k, n)
             assert torch.equal(block, items[None, :] * K + torch.arange(k)[:, None])
             at += k * n
         assert at == L
-        # the layout's positions invert its sources; absent states and the padding item: L
-        lay = plan_layout(card.numpy(), K)
-        assert np.array_equal(lay.source, source.numpy())
+        # the layout's positions invert its sources; beyond the width and the padding item: L
+        lay = plan_layout(card.numpy(), K, padded)
+        assert np.array_equal(lay.source, source.numpy()) and lay.padded == padded
         items, states = np.divmod(np.arange(card.shape[0] * K + 1), K)  # (last: item n)
-        pos, ok = lay.at(items, states), np.append(valid.reshape(-1).numpy(), False)
+        pos, ok = lay.at(items, states), np.append(kept.reshape(-1).numpy(), False)
         assert np.array_equal(lay.source[pos[ok]], np.flatnonzero(ok)) and (pos[~ok] == L).all()
+        if name == "enum_msg_source":  # rows of states that do not exist read a hard zero
+            row_of = net.sweep_row_of
+            exists = valid.reshape(-1)[source]
+            assert bool((row_of[~exists] == R).all())
+            assert torch.equal(row_of[exists].sort().values, torch.arange(R))
     assert R == int(edge_card.sum())
-    assert torch.equal(net.sweep_row_of.sort().values, torch.arange(R))
     u = torch.randn(B, 5, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(B))
     _sweep_and_twin(net, u)
 

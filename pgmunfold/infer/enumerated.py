@@ -386,10 +386,12 @@ class EnumeratedSweep:
         self._cav = scratch("enum_cav", L + 1)
         self._cav_states = views(self._cav, w.messages)
         R = sum(int(o.shape[2]) for o in w.others)
-        assert R == L, "every message position is a live row"
-        # rows in another order than the layout's: reduced in place, then gathered back
-        self._reorder = bool(len(w.others) > 1 or len(w.messages.classes) > 1)
-        self._red = scratch("enum_red", L)
+        # rows in another order than the layout's, or fewer (a padded layout's positions of
+        # states that do not exist read a trailing hard zero): reduced, then gathered back
+        self._reorder = bool(len(w.others) > 1 or len(w.messages.classes) > 1 or R < L)
+        self._red = scratch("enum_red", R + 1 if R < L else L)
+        if R < L:
+            self._red[..., R].fill_(NEG)
         self._red_all = scratch("enum_red_all", L) if self._reorder else self._red
         self._red_states = views(self._red_all, w.messages)
         # per row bucket with other edges: its others, the gathered cavities (one slice per
@@ -454,7 +456,7 @@ class EnumeratedSweep:
         d, probs = self.dim, []
         # (in the cavities' and the reduced rows' buffers, free once the iterations are done)
         old = (self.t + 1) % 2 if self.t else 0
-        for p, i in ((self._cav, self.t % 2), (self._red, old)):
+        for p, i in ((self._cav, self.t % 2), (self._red_all, old)):
             states = self._views(p, self.wiring.messages)
             self._shift(self._msg_states[i], states)
             for c in states:
