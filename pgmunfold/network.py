@@ -775,7 +775,8 @@ class UnfoldedNetwork(nn.Module):
                 buf(f"enum_bucket_others_{b}", o)
             self._enum_buckets = tuple(x.shape for x in rb.configs)
             rows = np.concatenate(rb.rows) if rb.rows else np.zeros(0, np.int64)
-            if not np.array_equal(rows, np.arange(rb.num_rows)):
+            every = len(rows) == rb.num_rows  # (then they may be every row in order)
+            if not (every and np.array_equal(rows, np.arange(len(rows)))):
                 buf("enum_rows", rows)
             if algorithm == "bp":  # enum_msg_source (L,): the edge * K + state of each
                 # existing state, as the initial messages and the no-grad loop lay them out
