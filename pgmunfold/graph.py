@@ -329,7 +329,10 @@ class FactorGraph:
         ids = []
         for nm in scope:
             if isinstance(nm, int | np.integer) and self._lookup(nm) is None:
-                raise GraphError(f"{what}: unknown variable {nm!r}")
+                raise GraphError(
+                    f"{what}: unknown variable {nm!r} (add_factor takes variable names; "
+                    "for integer ids, as returned by add_variable, use add_factors)"
+                )
             vid = self._lookup(nm)
             if vid is None:
                 raise GraphError(f"{what}: unknown variable {nm!r}")

@@ -2005,13 +2005,13 @@ class UnfoldedNetwork(nn.Module):
             sweep = None
             if isinstance(thetas, _FlatThetas):  # tables and initial messages: one gather each
                 flat = thetas.flat
+                init = self._enumerated_index(0, "enum_init")
                 if ws.enabled and self._sweep_buckets >= 0 and self.iterations:
-                    # no autograd: the flat loop, from its own layout of the initial messages
-                    init = flat.index_select(0, self._enumerated_index(0, "enum_init"))
-                    sweep = self._enumerated_sweep(init.clamp_min_(NEG), u, ws)
-                    msg = u.new_zeros(B, self.edge_var.shape[0], 0)  # (in the sweep)
+                    # no autograd: the flat loop keeps the messages, in its layout (L,)
+                    init = flat.index_select(0, init).clamp_min_(NEG)
+                    sweep = self._enumerated_sweep(init, u, ws)
+                    msg = u.new_zeros(B, self.edge_var.shape[0], 0)  # (a stand-in)
                 else:
-                    init = self._enumerated_index(0, "enum_init")
                     msg = self._enumerated_initial(flat, init, B)
             else:
                 msg = self._initial_messages(u, self._at(thetas, 0))
@@ -2036,15 +2036,13 @@ class UnfoldedNetwork(nn.Module):
                     sweep.step(th)
                 else:
                     msg = self._layer(self._bp_step, msg, u, th, plans.get(key))
-            if not msg.shape[1]:
-                residual = u.new_zeros(B)
-            elif sweep is not None:  # (the padded messages: made when read)
-                residual = sweep.residual()
-            else:
-                residual = _max_change(msg, prev, torch.exp, dim=2)
-            if sweep is not None:
+            if sweep is not None:  # (the padded messages: made when read)
+                residual = sweep.residual() if msg.shape[1] else u.new_zeros(B)
                 log_marg = sweep.log_marginals()
             else:
+                residual = (
+                    _max_change(msg, prev, torch.exp, dim=2) if msg.shape[1] else u.new_zeros(B)
+                )
                 log_marg = log_normalize(variable_beliefs(msg, u, self._slots()))
 
             def messages() -> torch.Tensor:

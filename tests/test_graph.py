@@ -27,6 +27,10 @@ def test_declare_variables_and_arrays():
         (lambda fg: fg.add_variable("z", 0), "'z': cardinality must be an integer >= 1"),
         (lambda fg: fg.add_factor(("a", "q"), np.zeros((2, 2))), "unknown variable 'q'"),
         (
+            lambda fg: fg.add_factor(("a", 7), np.zeros((2, 4))),
+            r"unknown variable 7 \(add_factor takes variable names; for integer ids.*add_factors",
+        ),
+        (
             lambda fg: fg.add_factor(("a", "b"), np.zeros((2, 2))),
             r"shape \(2, 2\), expected \(2, 3\)",
         ),

@@ -87,7 +87,7 @@ def bucketed_messages(
     semiring: Semiring,
 ) -> torch.Tensor:
     """:func:`enumerated_messages` over the live rows only, bucket by bucket
-    (:func:`~pgmunfold.compile.enumerate.plan_row_buckets`): each bucket gathers and reduces
+    (:func:`~pgmunfold.compile.enumerate.plan_buckets`): each bucket gathers and reduces
     its rows at its own extent, and the rows whose state does not exist at their edge are hard
     zeros without being computed. On Pedigree_11 that gathers 32722 cavities per iteration and
     batch row instead of 72144, and reduces 11906 configurations instead of 24048; under
@@ -189,7 +189,7 @@ def bucketed_expectations(
     ws: Workspace | None = None,
 ) -> torch.Tensor:
     """:func:`enumerated_expectations` over the live rows only, bucket by bucket
-    (:func:`~pgmunfold.compile.enumerate.plan_row_buckets`, as :func:`bucketed_messages`): the
+    (:func:`~pgmunfold.compile.enumerate.plan_buckets`, as :func:`bucketed_messages`): the
     rows whose state does not exist at their edge read 0 without being computed.
     :func:`enumerated_expectations` over every row of the plan is its twin in the tests.
 
