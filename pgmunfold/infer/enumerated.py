@@ -352,11 +352,6 @@ class EnumeratedSweep:
             assert buf is not None, "EnumeratedSweep needs an enabled workspace"
             return buf[0] if B == 1 else buf
 
-        def views(x: torch.Tensor, layout: SweepLayout) -> list[torch.Tensor]:
-            """A flat vector's ``(*rows, k_c, n_c)`` view per cardinality class."""
-            return [x[..., o : o + k * n].view(*rows, k, n) for o, k, n in layout.classes]
-
-        self._views = views
         self.field = flat(field, w.beliefs)
         # each state: the messages (L + 1), then, for exact cavities, the field (LV + 1)
         full = [field.new_zeros(*rows, L + 1) for _ in range(2)]
@@ -369,7 +364,7 @@ class EnumeratedSweep:
         self._full = full
         self._msgs = [x[..., : L + 1] for x in full]
         self._msg_flat = [x[..., :L] for x in full]  # (without the trailing zero)
-        self._msg_states = [views(x, w.messages) for x in self._msgs]
+        self._msg_states = [self._views(x, w.messages) for x in self._msgs]
         if self.exact is None:
             self._inc = scratch("enum_inc", w.bel_slots.shape[0])
             self._bel = scratch("enum_bel", LV + 1)
@@ -384,7 +379,7 @@ class EnumeratedSweep:
             )
             self._part = scratch("enum_part", L + 1)
         self._cav = scratch("enum_cav", L + 1)
-        self._cav_states = views(self._cav, w.messages)
+        self._cav_states = self._views(self._cav, w.messages)
         R = sum(int(o.shape[2]) for o in w.others)
         # rows in another order than the layout's, or fewer (a padded layout's positions of
         # states that do not exist read a trailing hard zero): reduced, then gathered back
@@ -393,7 +388,7 @@ class EnumeratedSweep:
         if R < L:
             self._red[..., R].fill_(NEG)
         self._red_all = scratch("enum_red_all", L) if self._reorder else self._red
-        self._red_states = views(self._red_all, w.messages)
+        self._red_states = self._views(self._red_all, w.messages)
         # per row bucket with other edges: its others, the gathered cavities (one slice per
         # other edge, summed by a chain of adds: faster than a reduction over a short outer
         # axis), the summed configurations z (M_b, R_b), their maximum per row, and the
@@ -424,8 +419,13 @@ class EnumeratedSweep:
         self._entries: Sequence[torch.Tensor] | None = None
         self.t = 0
 
-    def _padded(self, x: torch.Tensor, layout: SweepLayout, n: int) -> torch.Tensor:
+    def _views(self, x: torch.Tensor, layout: SweepLayout) -> list[torch.Tensor]:
+        """A flat vector's ``(*rows, k_c, n_c)`` view per class of ``layout``."""
+        return [x[..., o : o + k * n].view(*self.batch, k, n) for o, k, n in layout.classes]
+
+    def _padded(self, x: torch.Tensor, layout: SweepLayout) -> torch.Tensor:
         """A flat vector as ``(B, n, K)`` (a copy), ``NEG`` at the states that do not exist."""
+        n = layout.items
         out = x.new_full((self.B, n * self.K), NEG)
         L = layout.source.shape[0]
         out.index_copy_(1, layout.source, x.reshape(self.B, -1)[:, :L])
@@ -434,13 +434,13 @@ class EnumeratedSweep:
     @property
     def messages(self) -> torch.Tensor:
         """The messages of the last iteration."""
-        return self._padded(self._msgs[self.t % 2], self.wiring.messages, self.E)
+        return self._padded(self._msgs[self.t % 2], self.wiring.messages)
 
     @property
     def previous(self) -> torch.Tensor:
         """The messages of the iteration before the last (the initial ones before any)."""
         old = self._msgs[(self.t + 1) % 2 if self.t else 0]
-        return self._padded(old, self.wiring.messages, self.E)
+        return self._padded(old, self.wiring.messages)
 
     def _shift(self, x: list[torch.Tensor], out: list[torch.Tensor]) -> None:
         """Every edge's states ``x`` (class views) minus their maximum, into ``out``."""
@@ -472,7 +472,7 @@ class EnumeratedSweep:
         bel = self._beliefs(self._msgs[self.t % 2], self._full[self.t % 2])
         for c in self._views(bel, self.wiring.beliefs):
             c.copy_(log_normalize(c, dim=d))
-        return self._padded(bel, self.wiring.beliefs, self.V)
+        return self._padded(bel, self.wiring.beliefs)
 
     def _beliefs(self, msg: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
         """The variables' beliefs (field plus incoming messages) of the messages ``msg``
