@@ -753,6 +753,7 @@ class UnfoldedNetwork(nn.Module):
         self._sweep_classes: tuple[tuple[tuple[int, int, int], ...], ...] = ((), ())
         self._enum_buckets: tuple[tuple[int, ...], ...] = ()  # the functional step's (M_b, R_b)
         enum_configs = None
+        msg_layout: StateLayout | None = None  # (BP: the edges' states, as plan_layouts lays them)
         if self.enumerated:
             # the live rows, in buckets of similar extent (plan_buckets):
             # enum_bucket_others_b (a_b, M_b, R_b) the other edges' cavity (BP: edge e' * K +
@@ -779,14 +780,16 @@ class UnfoldedNetwork(nn.Module):
             if not (every and np.array_equal(rows, np.arange(len(rows)))):
                 buf("enum_rows", rows)
             if algorithm == "bp":  # enum_msg_source (L,): the edge * K + state of each
-                # existing state, as the initial messages and the no-grad loop lay them out
-                buf("enum_msg_source", self._message_layout().source)
+                # state, as the initial messages and the no-grad loop lay them out
+                layouts = plan_layouts(w.cards[w.edge_var], w.cards, w.max_card)
+                msg_layout = layouts[0]
+                buf("enum_msg_source", msg_layout.source)
             # enum_tail (2,): a hard zero and a 0, after the flattened parameters
             # (_FlatThetas.flat): what padding configurations and initial messages read
             buf("enum_tail", torch.tensor([NEG, 0.0], dtype=fdtype))
             sw = None
             if max(g.arity for g in self._mgroups) >= 2 and algorithm == "bp":
-                sw = plan_sweep(rb, w.slots, w.edge_var, w.cards, w.max_card, self.exact_cavity)
+                sw = plan_sweep(rb, w.slots, w.edge_var, layouts, w.max_card, self.exact_cavity)
             if sw is not None and (sw.exact is not None or not self.exact_cavity):
                 # the no-grad loop (EnumeratedSweep), flat (SweepWiring): only the states that
                 # exist, in classes of one cardinality, each state-major (StateLayout); per
@@ -981,7 +984,7 @@ class UnfoldedNetwork(nn.Module):
         if enum_configs is not None:
             # the parameters' sizes the wiring addresses (checked by _thetas)
             self._enum_sizes = tuple(p.numel() for p in self._potentials())
-            for name, a in self._enumerated_wiring(enum_configs).items():
+            for name, a in self._enumerated_wiring(enum_configs, msg_layout).items():
                 buf(name, a)
 
         # ---- schedule
@@ -2090,7 +2093,9 @@ class UnfoldedNetwork(nn.Module):
         """Which copy of every group iteration ``t`` uses."""
         return tuple(self.copy_index[k][t] for k in self._keys)
 
-    def _enumerated_wiring(self, configs: np.ndarray) -> dict[str, np.ndarray]:
+    def _enumerated_wiring(
+        self, configs: np.ndarray, layout: StateLayout | None
+    ) -> dict[str, np.ndarray]:
         """Compile-time wiring of the enumerated contraction's gathers from the flat copy of
         the parameters (:class:`_FlatThetas`), for every iteration's copies at once.
 
@@ -2108,7 +2113,7 @@ class UnfoldedNetwork(nn.Module):
             padding. ``enum_copy_offset`` ``(T, G + 1)``: per iteration, each group's copy
             times its copy size, then 0. BP also gets ``enum_init_base`` and
             ``enum_init_group`` ``(L,)``, the same for the initial messages, at the positions
-            of :meth:`_message_layout` (buffer ``enum_msg_source``): a unary factor's table
+            of the edges' ``layout`` (buffer ``enum_msg_source``): a unary factor's table
             entry, the tail's 0 for the other edges' states, its hard zero for a state
             beyond the edge's cardinality (a padded layout's).
         """
@@ -2134,8 +2139,7 @@ class UnfoldedNetwork(nn.Module):
             "enum_group": owner[flat],
             "enum_copy_offset": copies.reshape(T, G + 1) * stride,
         }
-        if self.algorithm == "bp":
-            layout = self._message_layout()
+        if layout is not None:  # (BP)
             K = self.max_card
             exists = layout.source % K < layout.card[layout.source // K]
             init = np.where(exists, zero, hard_zero).astype(np.int64)
@@ -2150,18 +2154,12 @@ class UnfoldedNetwork(nn.Module):
             out["enum_init_group"] = init_group
         return out
 
-    def _message_layout(self) -> StateLayout:
-        """The edges' states that exist, as the enumerated contraction's initial messages and
-        no-grad loop lay them out (:func:`~pgmunfold.compile.enumerate.plan_layouts`)."""
-        w = self._wiring
-        return plan_layouts(w.cards[w.edge_var], w.cards, w.max_card)[0]
-
     def _enumerated_index(
         self, t: int, which: Literal["enum", "enum_init"] = "enum"
     ) -> torch.Tensor:
         """Indices into :attr:`_FlatThetas.flat` at iteration ``t``: every message row's table
         entries (``which="enum"``), or the initial messages (``"enum_init"``, at the positions
-        of :meth:`_message_layout`), from the compile-time wiring
+        of ``enum_msg_source``), from the compile-time wiring
         (:meth:`_enumerated_wiring`) by one gather and one add, then kept per combination of
         copies and device (outside ``torch.compile``'s tracing, which computes them in the
         graph) while all kept indices hold at most :data:`_ENUM_INDEX_KEPT` entries; beyond,
@@ -2172,18 +2170,21 @@ class UnfoldedNetwork(nn.Module):
             output: ``(sum_b M_b R_b,)``; ``(L,)`` for ``"enum_init"``.
         """
         b = self._buffer(f"{which}_base")
-        key = ((*self._copy_key(t), which), b.device)
+
+        def make() -> torch.Tensor:
+            return b + self._buffer("enum_copy_offset")[t][self._buffer(f"{which}_group")]
+
+        return self._kept_index(((*self._copy_key(t), which), b.device), make)
+
+    def _kept_index(
+        self, key: tuple[tuple[int | str, ...], torch.device], make: Callable[[], torch.Tensor]
+    ) -> torch.Tensor:
+        """The index kept under ``key``, or ``make()``'s, then kept (outside tracing) while all
+        kept indices hold at most :data:`_ENUM_INDEX_KEPT` entries."""
         cached = None if torch.compiler.is_compiling() else self._enum_index.get(key)
         if cached is not None:
             return cached
-        idx = b + self._buffer("enum_copy_offset")[t][self._buffer(f"{which}_group")]
-        return self._keep_index(key, idx)
-
-    def _keep_index(
-        self, key: tuple[tuple[int | str, ...], torch.device], idx: torch.Tensor
-    ) -> torch.Tensor:
-        """Keep ``idx`` under ``key`` (outside tracing) while all kept indices hold at most
-        :data:`_ENUM_INDEX_KEPT` entries; returns it."""
+        idx = make()
         kept = sum(x.numel() for x in self._enum_index.values())
         if not torch.compiler.is_compiling() and kept + idx.numel() <= _ENUM_INDEX_KEPT:
             self._enum_index[key] = idx
@@ -2206,7 +2207,7 @@ class UnfoldedNetwork(nn.Module):
     def _row_of(self) -> torch.Tensor | None:
         """Each row's position in the row buckets' rows (``None``: every row, in order), from
         the buffer ``enum_rows``, made when first needed (the functional step: autograd, or
-        mean-field) and kept per device like the table indices (:meth:`_keep_index`):
+        mean-field) and kept per device like the table indices (:meth:`_kept_index`):
         ``(K * E,)`` int64, ``R`` for a row that is not live.
 
         Shape:
@@ -2215,14 +2216,13 @@ class UnfoldedNetwork(nn.Module):
         rows = self._buffers.get("enum_rows")
         if rows is None:
             return None
-        key = (("row_of",), rows.device)
-        cached = None if torch.compiler.is_compiling() else self._enum_index.get(key)
-        if cached is not None:
-            return cached
-        R = rows.shape[0]
-        row_of = rows.new_full((self.edge_var.shape[0] * self.max_card,), R)
-        row_of[rows] = torch.arange(R, device=rows.device)
-        return self._keep_index(key, row_of)
+
+        def make() -> torch.Tensor:
+            R = rows.shape[0]
+            row_of = rows.new_full((self.edge_var.shape[0] * self.max_card,), R)
+            return row_of.index_copy_(0, rows, torch.arange(R, device=rows.device))
+
+        return self._kept_index((("row_of",), rows.device), make)
 
     def _enumerated_initial(self, flat: torch.Tensor, init: torch.Tensor, B: int) -> torch.Tensor:
         """:meth:`_initial_messages` from :attr:`_FlatThetas.flat` by the index ``init``

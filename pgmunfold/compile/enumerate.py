@@ -494,17 +494,16 @@ def plan_sweep(
     buckets: RowBuckets,
     slots: SlotPlan,
     edge_var: np.ndarray,
-    cards: np.ndarray,
+    layouts: tuple[StateLayout, StateLayout],
     max_card: int,
     exact: bool = False,
 ) -> SweepWiring:
     """The :class:`SweepWiring` of a graph: its enumerated contraction's row ``buckets``
-    (:func:`plan_buckets`), slot plan ``slots``, edge variables ``edge_var`` ``(E,)`` and
-    variable cardinalities ``cards`` ``(V,)``; ``exact``: also the exact cavities' arrays (when
-    the slot plan has no buckets)."""
+    (:func:`plan_buckets`), slot plan ``slots``, edge variables ``edge_var`` ``(E,)``, the
+    layouts of the edges' and the variables' states (:func:`plan_layouts`) and ``K``; ``exact``:
+    also the exact cavities' arrays (when the slot plan has no buckets)."""
+    ml, vl = layouts
     K, E = max_card, len(edge_var)
-    cards = np.asarray(cards, dtype=np.int64)
-    ml, vl = plan_layouts(cards[edge_var], cards, K)
     L, LV = ml.size, vl.size
     # the belief positions' variables and states, and each variable's slot row at them
     bv, bs = vl.source // K, vl.source % K
