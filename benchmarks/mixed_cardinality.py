@@ -1,17 +1,14 @@
-"""Mixed cardinalities: a chain of binary variables with a few variables of many states.
-
-The graph: ``N`` binary variables in a chain (pairwise tables ~ 0.5 N(0, 1), unary ~ N(0, 1)),
-plus ``--count`` variables of ``k`` states, each tied by one ``(k, 2)`` table to a binary
-variable spread along the chain. Every path stores messages padded to the largest cardinality,
-except the enumerated contraction's no-grad loop, which keeps only the states that exist; the
-pairwise path also pads every table to ``k x k``. For each ``k`` the script compiles the model
-with each ``--contractions`` (``auto``, the default choice; ``logsumexp``, which keeps the
-pairwise path for ``k`` up to 64; ``enumerate`` with ``fast_path=False``, the general path's
-enumerated contraction) and prints: the path taken, the compile time, milliseconds per
-iteration of a no-grad forward (``--iters`` iterations, the forward's fixed cost included,
-fastest of ``--repeats``), and, with ``--grad``, of a forward and backward of the marginals'
-sum.
-
+"""Mixed cardinalities: a chain of binary variables with a few variables of many states. The graph:
+``N`` binary variables in a chain (pairwise tables ~ 0.5 N(0, 1), unary ~ N(0, 1)), plus
+``--count`` variables of ``k`` states, each tied by one ``(k, 2)`` table to a binary variable
+spread along the chain. Every path stores messages padded to the largest cardinality, except the
+enumerated contraction's loops (with autograd and without), which keep only the states that exist;
+the pairwise path also pads every table to ``k x k``. For each ``k`` the script compiles the model
+with each ``--contractions`` (``auto``, the default choice; ``logsumexp``, which keeps the pairwise
+path for ``k`` up to 64; ``enumerate`` with ``fast_path=False``, the general path's enumerated
+contraction) and prints: the path taken, the compile time, milliseconds per iteration of a no-grad
+forward (``--iters`` iterations, the forward's fixed cost included, fastest of ``--repeats``), and,
+with ``--grad``, of a forward and backward of the marginals' sum.
 Run: ``python -m benchmarks.mixed_cardinality [--n 100000] [--ks 8 16 32 64]
 [--count 1] [--iters 10] [--repeats 3] [--grad] [--threads 1] [--json out.json]``.
 """

@@ -63,6 +63,7 @@ from pgmunfold.infer.bp import (
 )
 from pgmunfold.infer.enumerated import (
     EnumeratedSweep,
+    FlatStep,
     SweepLayout,
     SweepWiringTensors,
     bucketed_expectations,
@@ -422,18 +423,18 @@ def _enumeration_pays(gathered: int, real: int, max_arity: int, algorithm: str) 
     return max_arity >= 3 and gathered <= min(_ENUMERATE_LARGE, 4 * real)
 
 
-_PAIRWISE_PADDING_ROUTE = 128
+_PAIRWISE_PADDING_ROUTE = 8
 """``contraction="auto"`` takes the general path's enumerated contraction instead of the pairwise
 fast path (flooding BP) where the pairwise path's ``K x K`` tables hold at least this many
 times the entries of the real ones (mixed cardinalities) and the enumeration pays
-(:func:`_enumeration_pays`). Its no-grad loop keeps only the states that exist; under autograd
-it pads like the pairwise path. Measured on CPU (one thread, ``python -m
-benchmarks.mixed_cardinality --grad``: a chain of 100000 binary variables with one ``k``-state
-variable; pairwise path with its default contraction against the enumerated one, ms per
-iteration): ``k = 8`` (16x padding): no grad 34.7 against 12.2, forward and backward 60
-against 133; ``k = 16`` (64x): 56 against 9.9, 169 against 264; ``k = 32`` (256x): 248-304
-against 9.2-14.1, 580-691 against 558-1331; ``k = 64`` (1024x): 938 against 12.8, 2861 against
-2769. So from 128x it buys 25-70x without autograd at 0.5-1.0x with it."""
+(:func:`_enumeration_pays`). Its loops (:class:`~pgmunfold.infer.enumerated.EnumeratedSweep`
+without autograd, :class:`~pgmunfold.infer.enumerated.FlatStep` with) keep only the states that
+exist. Measured on CPU (one thread, ``python -m benchmarks.mixed_cardinality --grad``: a chain
+of 100000 binary variables with one ``k``-state variable; ms per iteration, the pairwise path
+with ``"matmul"`` against the enumerated contraction, no grad, then forward and backward):
+``k = 4`` (4x padding): 8.8 against 9.8, 24.0 against 28.7; ``k = 5`` (6.25x): 10.9 against
+8.0, 30.4 against 31.5; ``k = 6`` (9x): 14.3 against 8.6, 39.1 against 33.4; ``k = 8`` (16x):
+19.0 against 8.5, 54.7 against 33.6; ``k = 64`` (1024x): 990 against 12.7, 2518 against 47."""
 
 _ENUM_INDEX_KEPT = 1 << 24
 """The most int64 entries (128 MB) of the enumerated contraction's per-iteration table indices
@@ -502,8 +503,8 @@ class UnfoldedNetwork(nn.Module):
             with at most 4x padding, up to ``2**24`` for BP and ``2**20`` for mean-field with
             factors of arity 3 or more (measured on CPU); for flooding BP on a pairwise graph it
             also takes it instead of the pairwise fast path when mixed cardinalities make the
-            latter's ``K x K`` tables at least 128x padding (:data:`_PAIRWISE_PADDING_ROUTE`;
-            pass ``"matmul"`` or ``"logsumexp"`` to keep the pairwise path, which trains faster);
+            latter's ``K x K`` tables at least 8x padding (:data:`_PAIRWISE_PADDING_ROUTE`;
+            pass ``"matmul"`` or ``"logsumexp"`` to keep the pairwise path);
             else ``"matmul"`` per merge and forward
             when the range check passes (one scalar read per merge per forward: use ``"matmul"`` or
             ``"logsumexp"`` explicitly under CUDA-graph capture). The fast paths run their own
@@ -2006,13 +2007,22 @@ class UnfoldedNetwork(nn.Module):
         else:
             ws = Workspace.for_forward()
             sweep = None
+            fstep = None  # (under autograd: FlatStep, its messages fmsg and field ffield)
             if isinstance(thetas, _FlatThetas):  # tables and initial messages: one gather each
                 flat = thetas.flat
                 init = self._enumerated_index(0, "enum_init")
-                if ws.enabled and self._sweep_buckets >= 0 and self.iterations:
-                    # no autograd: the flat loop keeps the messages, in its layout (L,)
+                if self._sweep_buckets >= 0 and self.iterations and not self.compile_steps:
+                    # the flat layout (L,) of the states that exist: in place without
+                    # autograd (EnumeratedSweep), functional with (FlatStep)
                     init = flat.index_select(0, init).clamp_min_(NEG)
-                    sweep = self._enumerated_sweep(init, u, ws)
+                    if ws.enabled:
+                        sweep = self._enumerated_sweep(init, u, ws)
+                    else:
+                        fstep = FlatStep(
+                            self._sweep_wiring(), self.max_card, self.damping, self.semiring
+                        )
+                        fmsg, ffield = fstep.initial(init, B), fstep.field(u)
+                        fprev = fmsg
                     msg = u.new_zeros(B, self.edge_var.shape[0], 0)  # (a stand-in)
                 else:
                     msg = self._enumerated_initial(flat, init, B)
@@ -2037,11 +2047,17 @@ class UnfoldedNetwork(nn.Module):
                     th = merged[key]
                 if sweep is not None:  # no autograd: the state-major loop, same contraction
                     sweep.step(th)
+                elif fstep is not None:
+                    fprev = fmsg
+                    fmsg = self._layer(fstep.step, fmsg, ffield, th)
                 else:
                     msg = self._layer(self._bp_step, msg, u, th, plans.get(key))
             if sweep is not None:  # (the padded messages: made when read)
                 residual = sweep.residual() if msg.shape[1] else u.new_zeros(B)
                 log_marg = sweep.log_marginals()
+            elif fstep is not None:
+                residual = fstep.residual(fmsg, fprev) if msg.shape[1] else u.new_zeros(B)
+                log_marg = fstep.log_marginals(fmsg, ffield)
             else:
                 residual = (
                     _max_change(msg, prev, torch.exp, dim=2) if msg.shape[1] else u.new_zeros(B)
@@ -2049,6 +2065,8 @@ class UnfoldedNetwork(nn.Module):
                 log_marg = log_normalize(variable_beliefs(msg, u, self._slots()))
 
             def messages() -> torch.Tensor:
+                if fstep is not None:
+                    return fstep.padded(fmsg, fstep.wiring.messages)
                 return msg if sweep is None else sweep.messages
 
         states = _map_states(log_marg)
@@ -2238,7 +2256,11 @@ class UnfoldedNetwork(nn.Module):
     ) -> EnumeratedSweep:
         """The no-grad loop of the enumerated contraction from the unnormalised initial
         messages ``init`` ``(L,)`` at its message positions, with the unaries ``u``
-        ``(B, V, K)`` (buffers ``sweep_*``)."""
+        ``(B, V, K)``."""
+        return EnumeratedSweep(self._sweep_wiring(), init, u, self.damping, self.semiring, ws)
+
+    def _sweep_wiring(self) -> SweepWiringTensors:
+        """The flat loops' index arrays (buffers ``sweep_*`` and ``enum_msg_source``)."""
         n = range(self._sweep_buckets)
         msg_layout, var_layout = (
             SweepLayout(self._buffer(name), n, classes)
@@ -2249,7 +2271,7 @@ class UnfoldedNetwork(nn.Module):
                 strict=True,
             )
         )
-        wiring = SweepWiringTensors(
+        return SweepWiringTensors(
             msg_layout,
             var_layout,
             self._buffer("sweep_bel_slots"),
@@ -2262,7 +2284,6 @@ class UnfoldedNetwork(nn.Module):
             if self.exact_cavity
             else None,
         )
-        return EnumeratedSweep(wiring, init, u, self.damping, self.semiring, ws)
 
     def _slots(self) -> Slots:
         """The general path's slots (buffers ``var_slots``, ``slot_vars_j``, ``slot_rows_j``)."""

@@ -511,14 +511,46 @@ def test_tables_and_initial_messages_by_one_gather(fg, untie, shared_unary, algo
     assert torch.equal(net._enumerated_initial(flat, init, 2), ref)
 
 
+def _loss_and_grads(net, u):
+    """A forward under autograd, and the gradients of a loss of its marginals (and, for BP,
+    ``log Z``) with respect to the unaries and every parameter."""
+    u = u.clone().requires_grad_(True)
+    out = net(unary=u)
+    w = torch.linspace(-1, 1, out.probs.numel(), dtype=u.dtype).view(out.probs.shape)
+    loss = (out.probs * w).sum()
+    if net.semiring == "sum" and bool(torch.isfinite(out.log_partition).all()):
+        loss = loss + out.log_partition.sum()
+    params = [u, *net.parameters()]
+    return out, torch.autograd.grad(loss, params, allow_unused=True)
+
+
 def _sweep_and_twin(net, u):
-    """The no-grad forward (:class:`EnumeratedSweep`) and the functional step's forward
-    (under autograd) of the same network agree: marginals, residual, factor beliefs, and
-    where no two states tie (max-product decodes a tie by rounding) the decode and its
-    score."""
+    """The no-grad forward (:class:`EnumeratedSweep`), the flat functional step's forward under
+    autograd (:class:`FlatStep`) and the padded ``(B, E, K)`` functional step's (their twin)
+    agree: marginals, residual, factor beliefs, and where no two states tie (max-product
+    decodes a tie by rounding) the decode and its score; the two under autograd also in their
+    gradients."""
     with torch.no_grad():
         a = net(unary=u)
-    b = net(unary=u)
+    b, grads = _loss_and_grads(net, u)
+    saved = net._sweep_buckets
+    net._sweep_buckets = -1  # (no flat loop: the padded functional step)
+    try:
+        c, twin_grads = _loss_and_grads(net, u)
+    finally:
+        net._sweep_buckets = saved
+    _same_forward(a, b, net.semiring)
+    _same_forward(c, b, net.semiring)
+    if net.semiring == "sum" or bool(torch.equal(b.map_states, c.map_states)):
+        for g, h in zip(grads, twin_grads, strict=True):
+            assert (g is None) == (h is None)
+            if g is not None:
+                torch.testing.assert_close(g, h, atol=1e-9, rtol=1e-9)
+
+
+def _same_forward(a, b, semiring):
+    """Two forwards agree (``b`` under autograd): marginals, residual, factor beliefs, and
+    where no two states tie the decode and its score."""
     finite = b.log_marginals > -1e15  # (sentinel sums depend on the order of summation)
     assert torch.equal(finite, a.log_marginals > -1e15)
     lm = b.log_marginals.detach()
@@ -527,7 +559,7 @@ def _sweep_and_twin(net, u):
     for k, v in b.factor_log_beliefs.items():
         torch.testing.assert_close(a.factor_log_beliefs[k], v.detach(), atol=1e-12, rtol=0)
     top2 = lm.topk(min(2, lm.shape[-1]), dim=-1).values
-    if net.semiring == "sum" or bool((top2[..., 0] - top2[..., -1] > 1e-6).all()):
+    if semiring == "sum" or bool((top2[..., 0] - top2[..., -1] > 1e-6).all()):
         torch.testing.assert_close(a.map_states, b.map_states)
         torch.testing.assert_close(a.log_partition, b.log_partition.detach(), atol=1e-12, rtol=0)
 
@@ -690,17 +722,27 @@ def _triplets(hard_zeros: bool = True) -> pu.FactorGraph:
 
 
 @pytest.mark.parametrize(
-    "algorithm, semiring, overhead",
-    [("bp", "sum", None), ("bp", "sum", 0), ("bp", "max", None), ("mf", "sum", None)],
+    "algorithm, semiring, overhead, slack, hard_zeros",
+    [
+        ("bp", "sum", None, 1.0, True),
+        ("bp", "sum", None, 10.0, False),
+        ("bp", "sum", 0, 1.0, True),
+        ("bp", "max", None, 1.0, True),
+        ("mf", "sum", None, 1.0, False),
+    ],
 )
-def test_gradcheck(algorithm, semiring, overhead):
-    """BP with hard zeros (exact cavities), one bucket of live rows or (``overhead=0``) one per
-    row extent; mean-field without (its bound is ``-inf`` once a marginal puts mass on a hard
-    zero)."""
+def test_gradcheck(algorithm, semiring, overhead, slack, hard_zeros):
+    """BP (the flat functional step, :class:`FlatStep`) with hard zeros (exact cavities) or
+    without, one bucket of live rows or (``overhead=0``) one per row extent, the states that
+    exist (``slack=1``) or a padded layout; mean-field without hard zeros (its bound is
+    ``-inf`` once a marginal puts mass on a hard zero)."""
     default = network.BUCKET_OVERHEAD
-    with mock.patch.object(network, "BUCKET_OVERHEAD", default if overhead is None else overhead):
+    with (
+        mock.patch.object(network, "BUCKET_OVERHEAD", default if overhead is None else overhead),
+        mock.patch.object(enumerate_module, "LAYOUT_SLACK", slack),
+    ):
         net = pu.compile(
-            _triplets(hard_zeros=algorithm == "bp"),
+            _triplets(hard_zeros=hard_zeros),
             algorithm=algorithm,
             iterations=3,
             damping=0.2,
@@ -710,8 +752,10 @@ def test_gradcheck(algorithm, semiring, overhead):
             fast_path=False,
             contraction="enumerate",
         )
-    assert net.enumerated and net.exact_cavity == (algorithm == "bp")
+    assert net.enumerated and net.exact_cavity == hard_zeros
     assert algorithm == "mf" or len(net._enum_buckets) == (1 if overhead is None else 5)
+    if algorithm == "bp":  # (FlatStep: one class padded to 3 states, or one per cardinality)
+        assert len(net._sweep_classes[0]) == (1 if slack > 1 else 2)
     params = dict(net.named_parameters())
     names = list(params)
     u0 = 0.5 * torch.randn(5, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
@@ -884,10 +928,10 @@ def test_kept_table_indices_are_bounded(monkeypatch):
     net = pu.compile(_triplets(), contraction="enumerate", iterations=4, untie=True).double()
     distinct_copies(net)
     kept = {}
-    for grad in (True, False):  # the functional step; the no-grad sweep
+    for grad in (True, False):  # FlatStep; the no-grad sweep
         with torch.set_grad_enabled(grad):
             kept[grad] = net().log_marginals
-    assert len(net._enum_index) == 6  # four iterations' copies, the initial messages twice
+    assert len(net._enum_index) == 5  # four iterations' copies, the initial messages
     net._enum_index.clear()
     monkeypatch.setattr(network, "_ENUM_INDEX_KEPT", 0)
     for grad in (True, False):
@@ -897,13 +941,14 @@ def test_kept_table_indices_are_bounded(monkeypatch):
         torch.testing.assert_close(again.log_marginals, kept[grad], atol=0, rtol=0)
 
 
-@pytest.mark.parametrize(("big", "routed"), [(64, True), (8, False)])
+@pytest.mark.parametrize(("big", "routed"), [(64, True), (8, True), (4, False)])
 def test_auto_takes_the_enumerated_sweep_where_pairwise_tables_are_mostly_padding(big, routed):
     """A binary chain with one ``big``-state variable: the pairwise path pads every table to
-    ``big x big``. With 64 states (about 500x the real entries) ``"auto"`` takes the general
-    path's enumerated contraction instead, whose no-grad loop keeps only the states that exist;
-    with 8 (about 15x) it keeps the pairwise path. An explicit contraction keeps it too. Both
-    give BP's exact marginals on this tree, with and without autograd."""
+    ``big x big``. With 64 states (about 500x the real entries) or 8 (about 15x) ``"auto"``
+    takes the general path's enumerated contraction instead, whose loops (with autograd and
+    without) keep only the states that exist; with 4 (about 4x) it keeps the pairwise path. An
+    explicit contraction keeps it too. Both give BP's exact marginals on this tree, with and
+    without autograd."""
     rng = np.random.default_rng(0)
     fg = pu.FactorGraph()
     x = fg.add_variables("x", 30, 2)

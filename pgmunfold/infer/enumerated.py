@@ -16,7 +16,7 @@ the other variables' marginals and a sum over the configurations; the per-group 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import torch
@@ -27,6 +27,7 @@ from pgmunfold.infer.workspace import Workspace
 
 __all__ = [
     "EnumeratedSweep",
+    "FlatStep",
     "SweepLayout",
     "SweepWiringTensors",
     "bucketed_expectations",
@@ -548,3 +549,148 @@ class EnumeratedSweep:
         if self.damping != 0.0:
             torch.lerp(new_flat, self._msg_flat[i], self.damping, out=new_flat)
         self.t += 1
+
+
+class FlatStep:
+    """The flooding iterations of the enumerated contraction in :class:`EnumeratedSweep`'s flat
+    layout, as functional ops that autograd records: the path of BP on the general path under
+    autograd (and under ``torch.compile``), where :class:`EnumeratedSweep` runs without.
+
+    Messages, beliefs and the field are ``(B, L + 1)`` vectors of only the states that exist
+    (:class:`~pgmunfold.compile.enumerate.StateLayout`), then a 0 that padding gathers read.
+    The ops are the sweep's, each out of place: no state beyond a variable's cardinality is
+    stored, gathered, reduced or differentiated, where the ``(B, E, K)`` functional step
+    (:func:`~pgmunfold.infer.bp.bp_cavities`, then :func:`bucketed_messages`) pads every
+    message to the largest cardinality and pads and transposes it each iteration. That step is
+    its twin in the tests (and still serves ``compile_steps=True``); :class:`EnumeratedSweep`
+    is its in-place twin.
+
+    Args:
+        wiring: the index arrays (:class:`SweepWiringTensors`).
+        K: the largest cardinality (of the padded inputs and outputs).
+        damping: log-domain damping (0: none).
+        semiring: ``"sum"`` or ``"max"``.
+
+    Shape:
+        :meth:`field`: ``(B, V, K)`` -> ``(B, LV + 1)``; :meth:`initial`: ``(L,)`` ->
+        ``(B, L + 1)``; :meth:`step`: messages ``(B, L + 1)``, field ``(B, LV + 1)``, entries
+        ``[(M_b, R_b)]`` -> ``(B, L + 1)``; :meth:`residual`: ``(B,)``;
+        :meth:`log_marginals`: ``(B, V, K)``; :meth:`padded`: ``(B, L(+1))`` ->
+        ``(B, n, K)``.
+    """
+
+    def __init__(self, wiring: SweepWiringTensors, K: int, damping: float, semiring: Semiring):
+        self.wiring, self.K = wiring, K
+        self.damping, self.semiring = damping, semiring
+        w = wiring
+        L = int(w.messages.source.shape[0])
+        R = sum(int(o.shape[2]) for o in w.others)
+        self.L, self.R = L, R
+        # rows in another order than the layout's, or fewer: reduced, then gathered back
+        self.reorder = bool(len(w.others) > 1 or len(w.messages.classes) > 1 or R < L)
+
+    @staticmethod
+    def _per_class(
+        x: torch.Tensor, layout: SweepLayout, fn: Callable[[torch.Tensor], torch.Tensor]
+    ) -> torch.Tensor:
+        """``fn`` applied to each class's ``(B, k_c, n_c)`` view of ``x``'s first ``L``
+        positions, concatenated, then a trailing 0. Shape: ``(B, L(+1))`` -> ``(B, L + 1)``."""
+        B = x.shape[0]
+        parts = [
+            fn(x[:, o : o + k * n].view(B, k, n)).reshape(B, k * n) for o, k, n in layout.classes
+        ]
+        if len(parts) == 1:
+            return F.pad(parts[0], (0, 1))
+        return torch.cat([*parts, x.new_zeros(B, 1)], dim=1)
+
+    def field(self, u: torch.Tensor) -> torch.Tensor:
+        """The variables' unary log-potentials at the belief positions, then a 0."""
+        B = u.shape[0]
+        return F.pad(u.reshape(B, -1).index_select(1, self.wiring.beliefs.source), (0, 1))
+
+    def initial(self, init: torch.Tensor, B: int) -> torch.Tensor:
+        """The initial messages ``init`` ``(L,)`` normalised per edge, for ``B`` batch rows."""
+        x = self._per_class(init.unsqueeze(0), self.wiring.messages, _log_normalize_states)
+        return x.expand(B, -1)
+
+    def beliefs(self, msg: torch.Tensor, field: torch.Tensor) -> torch.Tensor:
+        """The variables' beliefs: the field plus the incoming messages (the trailing 0:
+        padding slots' and the field's). Shape: ``(B, LV + 1)``."""
+        w, B = self.wiring, msg.shape[0]
+        if w.exact is not None:  # (exact cavities: the slot rows of the prefix table)
+            n = field.shape[1]
+            state = torch.cat([msg, field], dim=1)
+            return state.index_select(1, w.exact[0]).view(B, -1, n).sum(dim=1)
+        bel = msg.index_select(1, w.bel_slots).view(B, -1, field.shape[1]).sum(dim=1) + field
+        for pos, sl in zip(w.bucket_pos, w.bucket_slots, strict=True):
+            part = msg.index_select(1, sl).view(B, -1, pos.shape[0]).sum(dim=1)
+            bel = bel.index_add(1, pos, part)
+        return bel
+
+    def cavities(self, msg: torch.Tensor, field: torch.Tensor) -> torch.Tensor:
+        """Every edge's cavity, shifted to a largest state of 0 (not below ``NEG / 2``): the
+        belief minus the edge's message, or, with exact cavities (hard zeros), the prefix plus
+        the suffix sum of the other incoming messages around the edge's slot."""
+        w, B = self.wiring, msg.shape[0]
+        if w.exact is None:
+            cav = self.beliefs(msg, field).index_select(1, w.cav_var) - msg
+        else:
+            pre_slots, suf_slots, lo, hi = w.exact
+            state, n = torch.cat([msg, field], dim=1), field.shape[1]
+            pre = state.index_select(1, pre_slots).view(B, -1, n).cumsum(dim=1).view(B, -1)
+            suf = state.index_select(1, suf_slots).view(B, -1, n).cumsum(dim=1).view(B, -1)
+            cav = pre.index_select(1, lo) + suf.index_select(1, hi)
+        return self._per_class(cav, w.messages, _shift_states_detached)
+
+    def step(
+        self, msg: torch.Tensor, field: torch.Tensor, entries: Sequence[torch.Tensor]
+    ) -> torch.Tensor:
+        """One iteration: the new (damped) messages from the messages ``msg``."""
+        w, B = self.wiring, msg.shape[0]
+        cav = self.cavities(msg, field)
+        reds = [
+            _row_reduce(cav, z, o, self.semiring) for z, o in zip(entries, w.others, strict=True)
+        ]
+        if self.R < self.L:
+            reds.append(cav.new_full((B, 1), NEG))
+        red = reds[0] if len(reds) == 1 else torch.cat(reds, dim=1)
+        if self.reorder:
+            red = red.index_select(1, w.row_of)
+        new = self._per_class(red, w.messages, _shift_states)
+        return new if self.damping == 0.0 else torch.lerp(new, msg, self.damping)
+
+    def residual(self, msg: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
+        """The largest change of a normalised message probability from ``prev`` to ``msg``
+        (as the general path's ``_max_change``). Shape: ``(B,)``."""
+        p, q = (self._per_class(x, self.wiring.messages, _probabilities) for x in (msg, prev))
+        return (p - q).abs().amax(dim=1)
+
+    def log_marginals(self, msg: torch.Tensor, field: torch.Tensor) -> torch.Tensor:
+        """The normalised log beliefs of the variables, ``NEG`` at the states that do not
+        exist. Shape: ``(B, V, K)``."""
+        bel = self._per_class(self.beliefs(msg, field), self.wiring.beliefs, _log_normalize_states)
+        return self.padded(bel, self.wiring.beliefs)
+
+    def padded(self, x: torch.Tensor, layout: SweepLayout) -> torch.Tensor:
+        """A flat vector as ``(B, n, K)``, ``NEG`` at the states that do not exist."""
+        B, L = x.shape[0], layout.source.shape[0]
+        out = x.new_full((B, layout.items * self.K), NEG)
+        return out.index_copy(1, layout.source, x[:, :L]).view(B, layout.items, self.K)
+
+
+def _log_normalize_states(x: torch.Tensor) -> torch.Tensor:
+    return log_normalize(x, dim=1)
+
+
+def _shift_states_detached(x: torch.Tensor) -> torch.Tensor:
+    return x - x.amax(dim=1, keepdim=True).clamp_min(NEG / 2).detach()
+
+
+def _shift_states(x: torch.Tensor) -> torch.Tensor:
+    # not detached: see _shifted
+    return (x - x.amax(dim=1, keepdim=True)).clamp_min(NEG)
+
+
+def _probabilities(x: torch.Tensor) -> torch.Tensor:
+    e = (x - x.amax(dim=1, keepdim=True)).exp()
+    return e / e.sum(dim=1, keepdim=True)
