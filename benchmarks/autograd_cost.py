@@ -5,10 +5,12 @@ Memory is measured exactly, as the bytes of the distinct tensors autograd saves 
 pass (a ``saved_tensors_hooks`` pack hook), not as process RSS: that is the part of the peak that
 grows with the number of iterations; ``dMB/iter`` is its growth per extra iteration (the slope
 between two ``--iters`` values). Model: the N x N grid of ``grid_lbp`` (unary ~ N(0, 1),
-pairwise ~ 0.5 N(0, 1)), sum-product, damping 0.5, float32, loss = log Z + sum of marginals.
+pairwise ~ 0.5 N(0, 1)), sum-product (``--semiring max``: max-product), ``pu.compile``'s
+``--contraction`` (default ``auto``; ``logsumexp`` runs the pairwise path's log form), damping
+0.5, float32, loss = log Z + sum of marginals.
 
 Run: ``python -m benchmarks.autograd_cost [--sizes 100 300] [--ks 2 8] [--iters 20 50]
-[--repeats 3] [--device cpu|cuda] [--json out.json]``.
+[--repeats 3] [--device cpu|cuda] [--contraction auto] [--semiring sum] [--json out.json]``.
 """
 
 from __future__ import annotations
@@ -40,10 +42,24 @@ def saved_bytes(fn: Any) -> tuple[Any, int]:
 
 
 def measure(
-    n: int, k: int, iters: int, checkpoint: bool, repeats: int, device: str = "cpu"
+    n: int,
+    k: int,
+    iters: int,
+    checkpoint: bool,
+    repeats: int,
+    device: str = "cpu",
+    contraction: str = "auto",
+    semiring: str = "sum",
 ) -> dict[str, Any]:
     fg, _ = build(n, k)
-    net = pu.compile(fg, iterations=iters, damping=0.5, checkpoint=checkpoint).to(device)
+    net = pu.compile(
+        fg,
+        iterations=iters,
+        damping=0.5,
+        checkpoint=checkpoint,
+        contraction=contraction,  # type: ignore[arg-type]
+        semiring=semiring,  # type: ignore[arg-type]
+    ).to(device)
     u = torch.zeros(1, n * n, k, device=device)
     sync = device_sync(device)
 
@@ -80,6 +96,8 @@ def measure(
         "K": k,
         "iters": iters,
         "checkpoint": checkpoint,
+        "contraction": contraction,
+        "semiring": semiring,
         "fast_path": "binary"
         if net.binary_fast
         else "pairwise"
@@ -102,6 +120,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--contraction", default="auto", help="pu.compile's contraction")
+    ap.add_argument("--semiring", choices=["sum", "max"], default="sum")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     if args.threads:
@@ -109,7 +129,8 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     print(
         f"torch {torch.__version__}, {args.device}, {torch.get_num_threads()} threads; times are "
-        f"medians of {args.repeats}; saved = bytes autograd keeps for backward"
+        f"medians of {args.repeats}; saved = bytes autograd keeps for backward;"
+        f" contraction {args.contraction}, {args.semiring}-product"
     )
     print(
         f"{'N':>5}{'K':>3}{'T':>4} {'ckpt':<5}{'path':<9}{'fwd(no-grad) s':>15}{'fwd s':>9}"
@@ -119,7 +140,9 @@ def main(argv: list[str] | None = None) -> None:
         for n in args.sizes:
             for t in args.iters:
                 for ckpt in (False, True):
-                    r = measure(n, k, t, ckpt, args.repeats, args.device)
+                    r = measure(
+                        n, k, t, ckpt, args.repeats, args.device, args.contraction, args.semiring
+                    )
                     # growth with T: the slope from the previous T of this configuration
                     before = [x for x in rows if (x["N"], x["K"], x["checkpoint"]) == (n, k, ckpt)]
                     r["saved_mb_per_iter"] = (

@@ -49,6 +49,11 @@ def test_autograd_cost_runs(tmp_path):
     assert len(rows) == 8
     assert {r["fast_path"] for r in rows} == {"binary", "pairwise"}
     assert all(r["saved_mb"] > 0 for r in rows)
+    # the log form's loop over states (LogStateReduce), max-product
+    log_form = ["--contraction", "logsumexp", "--semiring", "max", "--json", str(out)]
+    autograd_cost.main(["--sizes", "4", "--ks", "3", "--iters", "2", "--repeats", "1", *log_form])
+    rows = json.loads(out.read_text())
+    assert [r["semiring"] for r in rows] == ["max", "max"] and rows[0]["bwd_s"] > 0
 
 
 def test_compare_pgmax_without_pgmax_says_so(capsys):

@@ -15,7 +15,9 @@ from pgmunfold.infer import pairwise
 from pgmunfold.infer.pairwise import (
     LOG2E,
     NEG_BITS,
+    LogStateReduce,
     StateMatvec,
+    log_state_reduce,
     pairwise_tables,
     state_matvec_naive,
 )
@@ -329,6 +331,74 @@ def test_state_matvec_equals_naive_twin(B, K, F, shared, seed):
     gb = torch.autograd.grad(ref, (tab, p), g)
     for a, b in zip(ga, gb, strict=True):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("semiring", ["sum", "max"])
+@pytest.mark.parametrize("B", [1, 3])
+def test_log_state_reduce_backward_equals_autograd(semiring, B):
+    """:class:`LogStateReduce`'s hand-written backward against autograd through its twin:
+    the loop of :func:`log_state_reduce` for log2-sum-exp2; for max, ``torch.amax`` over all
+    ``K x K`` terms at once, which splits the gradient of tied maxima evenly, as the general
+    path does (a chain of ``torch.maximum`` would halve it at each tie instead). Values and
+    gradients, with sentinel entries (padded states) whose sums all tie in float64 and, for
+    max, an exact tie of two finite terms. Then ``gradcheck`` where nothing ties."""
+    gen = torch.Generator().manual_seed(B)
+    tab = torch.randn(4, 4, 5, dtype=torch.float64, generator=gen)
+    tab[3, :, 0] = NEG_BITS  # a padded state j
+    tab[:, 3, 1] = NEG_BITS  # a padded state a: every term a sentinel
+    q = torch.randn(B, 4, 5, dtype=torch.float64, generator=gen)
+    if semiring == "max":  # terms j = 0 and 1 of output a = 0, f = 2: tied, the largest
+        tab[1, 0, 2] = tab[0, 0, 2]
+        q[:, 0, 2] += 10.0
+        q[:, 1, 2] = q[:, 0, 2]
+    g = torch.randn(B, 4, 5, dtype=torch.float64, generator=gen)
+
+    def twin(t: torch.Tensor, x: torch.Tensor, semiring: str) -> torch.Tensor:
+        if semiring == "max":
+            return (t.unsqueeze(0) + x.unsqueeze(2)).amax(dim=1)
+        return log_state_reduce(t, x, "sum")
+
+    outs, grads = [], []
+    for fn in (LogStateReduce.apply, twin):
+        t, x = tab.clone().requires_grad_(), q.clone().requires_grad_()
+        out = fn(t, x, semiring)
+        outs.append(out.detach())
+        grads.append(torch.autograd.grad(out, (t, x), g))
+    torch.testing.assert_close(outs[0], outs[1], atol=0, rtol=0)
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)
+    t = torch.randn(3, 3, 4, dtype=torch.float64, generator=gen, requires_grad=True)
+    x = torch.randn(B, 3, 4, dtype=torch.float64, generator=gen, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t, x: LogStateReduce.apply(t, x, semiring), (t, x))
+
+
+@given(
+    pairwise_graphs(),
+    st.sampled_from(["sum", "max"]),
+    st.sampled_from(["bp", "mf"]),
+    st.integers(1, 3),
+    st.booleans(),
+    st.integers(0, 2**31 - 1),
+)
+def test_log_form_loop_gradients_equal_general(gx, semiring, algorithm, B, untie, seed):
+    """The log form's loop over states (``contraction="logsumexp"`` or max-product, per unit
+    and direction, :class:`LogStateReduce` under autograd): values and gradients equal the
+    general path's, with hard zeros, shared tables, untied copies and batches."""
+    fg, x = gx
+    gen = torch.Generator().manual_seed(seed)
+    u0 = torch.randn(B, len(fg), int(fg.cardinalities[0]), dtype=torch.float64, generator=gen)
+    kw = dict(
+        algorithm=algorithm,
+        semiring="sum" if algorithm == "mf" else semiring,
+        contraction="logsumexp",
+        iterations=4,
+        damping=0.3,
+        untie=untie,
+    )
+    with contraction_mode(columns=False, loop=True):
+        nets, outs = _fast_and_general(fg, x, u0, perturb=untie, **kw)
+    assert nets[0].pairwise_fast or nets[0].mf_fast
+    _assert_same(outs[0], outs[1], kw["semiring"])
 
 
 @pytest.mark.parametrize("B", [1, 2])  # one batch row has its own table-gradient branch

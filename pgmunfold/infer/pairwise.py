@@ -508,18 +508,104 @@ def _contract(
             shift = x.detach().amax(dim=1, keepdim=True)
             res = torch.exp2(x - shift).sum(dim=1).log2() + shift.squeeze(1)
         return _shift_bits(res if out is None else out.copy_(res), inplace)
+    if not inplace and torch.is_grad_enabled() and (tab.requires_grad or q.requires_grad):
+        return _shift_bits(LogStateReduce.apply(tab, q, semiring), False)
+    return _shift_bits(log_state_reduce(tab, q, semiring, out), inplace)
+
+
+def log_state_reduce(
+    tab: torch.Tensor, q: torch.Tensor, semiring: Semiring, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``out[b, a, f] = reduce_j (tab[j, a, f] + q[b, j, f])`` (log2-sum-exp2 or max) by a loop
+    over the ``K`` states ``j`` summed out, without a ``K^2`` intermediate: the log form of
+    :func:`_contract` before its shift. With ``out`` given (no-grad only), the result is
+    written there. Under autograd :class:`LogStateReduce` wraps it with a hand-written
+    backward; recorded op by op it is that function's twin in the tests.
+
+    Shape:
+        ``tab``: ``(K, K, F)``; ``q``, ``out``: ``(B, K, F)``; output: ``(B, K, F)``.
+    """
+    top, lse = _log_terms(tab, q, semiring, out)
+    if lse is None:
+        return top
+    return lse.add_(top) if out is not None else lse + top
+
+
+def _log_terms(
+    tab: torch.Tensor, q: torch.Tensor, semiring: Semiring, out: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """:func:`log_state_reduce` in two parts: the largest term ``top`` and, for
+    log2-sum-exp2, ``lse = log2 sum_j exp2(term_j - top)`` (``None`` for max); the result is
+    their sum. Kept apart for :class:`LogStateReduce`'s backward: at sentinel magnitudes
+    (``1e30``) the sum rounds ``lse`` away. With ``out``, ``top`` (max) or ``lse`` is written
+    there. Shape: ``(B, K, F)`` each."""
+    K, inplace = q.shape[1], out is not None
     top = torch.add(tab[0], q[:, 0:1], out=out)
     for j in range(1, K):
         top = torch.maximum(top, tab[j] + q[:, j : j + 1], out=top if inplace else None)
     if semiring == "max":
-        return _shift_bits(top, inplace)
+        return top, None
     # the result does not depend on the shift, nor does the gradient
     shift = top.detach().clone() if inplace else top.detach()
     acc = torch.exp2(tab[0] + q[:, 0:1] - shift, out=out)
     for j in range(1, K):
         term = torch.exp2(tab[j] + q[:, j : j + 1] - shift)
         acc = acc.add_(term) if inplace else acc + term
-    return _shift_bits(acc.log2_().add_(shift) if inplace else acc.log2() + shift, inplace)
+    return shift, acc.log2_() if inplace else acc.log2()
+
+
+class LogStateReduce(torch.autograd.Function):
+    """:func:`log_state_reduce` with a hand-written backward. Recorded op by op, its loop
+    saves ``2 K`` tensors of ``(B, K, F)`` and its backward runs about ``8 K`` ops; here the
+    forward saves its inputs and the parts of its output (:func:`_log_terms`), and the
+    backward loops over ``j`` again, in place in one buffer: each term's weight in the result
+    (``exp2(term - top - lse)`` for log2-sum-exp2; for max, its share of the maximum, split
+    evenly between tied terms as ``torch.amax`` does), times the output gradient, summed over
+    the states ``a`` (``q``'s gradient) and over the batch (``tab``'s).
+
+    Shape:
+        ``tab``: ``(K, K, F)``; ``q``: ``(B, K, F)``; output: ``(B, K, F)``.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, tab: torch.Tensor, q: torch.Tensor, semiring: Semiring) -> torch.Tensor:
+        top, lse = _log_terms(tab, q, semiring, torch.empty_like(q))
+        ctx.semiring = semiring
+        if lse is None:
+            ctx.save_for_backward(tab, q, top, None)
+            return top
+        ctx.save_for_backward(tab, q, top, lse)
+        return lse + top
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        tab, q, res, lse = ctx.saved_tensors  # (sum: res is the largest term)
+        K = q.shape[1]
+        need_tab, need_q = ctx.needs_input_grad[:2]
+        g_tab = torch.empty_like(tab) if need_tab else None
+        g_q = torch.empty_like(q) if need_q else None
+        w = torch.empty_like(res)
+        if ctx.semiring == "max":  # the tied maxima of each output share its gradient
+            count = torch.zeros_like(res)
+            for j in range(K):
+                count.add_(torch.add(tab[j], q[:, j : j + 1], out=w).eq_(res))
+            g = g / count
+        for j in range(K):
+            torch.add(tab[j], q[:, j : j + 1], out=w)
+            if ctx.semiring == "max":
+                w.eq_(res)
+            else:
+                w.sub_(res).sub_(lse).exp2_()
+            w.mul_(g)
+            if g_q is not None:
+                torch.sum(w, dim=1, out=g_q[:, j])
+            if g_tab is not None:  # (a shared table: one column, read by every factor)
+                if tab.shape[2] == w.shape[2]:
+                    torch.sum(w, dim=0, out=g_tab[j])
+                else:
+                    torch.sum(w, dim=(0, 2), out=g_tab[j, :, 0])
+        return g_tab, g_q, None
 
 
 def pairwise_messages(
