@@ -372,6 +372,32 @@ def test_log_state_reduce_backward_equals_autograd(semiring, B):
     assert torch.autograd.gradcheck(lambda t, x: LogStateReduce.apply(t, x, semiring), (t, x))
 
 
+# dynamo (torch 2.13) instantiates torch.autograd.Function for the ctx of a custom Function
+# and warns that it is deprecated; pytest's warnings-as-errors turns that into an error inside
+# dynamo (fixed upstream by pytorch/pytorch#186421); a plain run shows no warning
+@pytest.mark.filterwarnings("ignore:.*should not be instantiated:DeprecationWarning")
+@pytest.mark.parametrize("semiring", ["sum", "max"])
+def test_torch_compile_through_the_log_form_backward(semiring):
+    """``torch.compile(..., fullgraph=True)`` traces :class:`LogStateReduce`, its backward
+    included: the same marginals and gradients as eager."""
+    rng = np.random.default_rng(2)
+    fg = pu.FactorGraph()
+    fg.add_variables("x", 6, 3)
+    fg.add_factors(
+        np.array([[0, 1], [1, 2], [2, 3], [3, 4], [4, 5], [5, 0]]), rng.normal(size=(6, 3, 3))
+    )
+    with contraction_mode(columns=False, loop=True):
+        net = pu.compile(fg, iterations=3, contraction="logsumexp", semiring=semiring)
+        grads = []
+        for run in (net, torch.compile(net, backend="aot_eager", fullgraph=True)):
+            net.zero_grad(set_to_none=True)
+            out = run()
+            (out.probs * torch.linspace(0, 1, 18).view(1, 6, 3)).sum().backward()
+            grads.append((out.log_marginals.detach(), next(net.parameters()).grad.clone()))
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
+
+
 @given(
     pairwise_graphs(),
     st.sampled_from(["sum", "max"]),

@@ -583,8 +583,9 @@ class LogStateReduce(torch.autograd.Function):
         tab, q, res, lse = ctx.saved_tensors  # (sum: res is the largest term)
         K = q.shape[1]
         need_tab, need_q = ctx.needs_input_grad[:2]
-        g_tab = torch.empty_like(tab) if need_tab else None
-        g_q = torch.empty_like(q) if need_q else None
+        # (contiguous, each j's slice too: out= views, which torch.compile traces)
+        g_tab = tab.new_empty(tab.shape) if need_tab else None
+        g_q = q.new_empty(K, q.shape[0], q.shape[2]) if need_q else None  # (K, B, F)
         w = torch.empty_like(res)
         if ctx.semiring == "max":  # the tied maxima of each output share its gradient
             count = torch.zeros_like(res)
@@ -599,13 +600,13 @@ class LogStateReduce(torch.autograd.Function):
                 w.sub_(res).sub_(lse).exp2_()
             w.mul_(g)
             if g_q is not None:
-                torch.sum(w, dim=1, out=g_q[:, j])
+                torch.sum(w, dim=1, out=g_q[j])
             if g_tab is not None:  # (a shared table: one column, read by every factor)
                 if tab.shape[2] == w.shape[2]:
                     torch.sum(w, dim=0, out=g_tab[j])
                 else:
                     torch.sum(w, dim=(0, 2), out=g_tab[j, :, 0])
-        return g_tab, g_q, None
+        return g_tab, None if g_q is None else g_q.transpose(0, 1), None
 
 
 def pairwise_messages(
