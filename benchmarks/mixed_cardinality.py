@@ -9,7 +9,8 @@ path for ``k`` up to 64; ``enumerate`` with ``fast_path=False``, the general pat
 contraction) and prints: the path taken, the compile time, milliseconds per iteration of a no-grad
 forward (``--iters`` iterations, the forward's fixed cost included, fastest of ``--repeats``), and,
 with ``--grad``, of a forward and backward of the marginals' sum.
-Run: ``python -m benchmarks.mixed_cardinality [--n 100000] [--ks 8 16 32 64]
+``--algorithm mf``: parallel mean-field instead of BP.
+Run: ``python -m benchmarks.mixed_cardinality [--n 100000] [--ks 8 16 32 64] [--algorithm bp]
 [--count 1] [--iters 10] [--repeats 3] [--grad] [--threads 1] [--json out.json]``.
 """
 
@@ -45,9 +46,9 @@ def chain_with_large_variables(n: int, k: int, count: int, seed: int = 0) -> pu.
 
 def path_of(net: pu.UnfoldedNetwork) -> str:
     """Which path a network runs."""
-    if net.binary_fast:
+    if net.binary_fast or net.mf_binary:
         return "binary"
-    if net.pairwise_fast:
+    if net.pairwise_fast or net.mf_fast:
         return "pairwise"
     return "enumerated" if net.enumerated else "general"
 
@@ -58,7 +59,7 @@ def measure(fg: pu.FactorGraph, contraction: str, args: argparse.Namespace) -> d
     if contraction == "enumerate":
         kw["fast_path"] = False
     t0 = time.perf_counter()
-    net = pu.compile(fg, "bp", iterations=args.iters, damping=0.5, **kw)
+    net = pu.compile(fg, args.algorithm, iterations=args.iters, damping=0.5, **kw)
     compile_s = time.perf_counter() - t0
     row: dict[str, Any] = {"contraction": contraction, "path": path_of(net)}
     row["compile_s"] = compile_s
@@ -90,14 +91,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--grad", action="store_true")
+    ap.add_argument("--algorithm", choices=["bp", "mf"], default="bp")
     ap.add_argument("--contractions", nargs="+", default=["auto", "logsumexp", "enumerate"])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     print(
-        f"BP, chain of {args.n} binary variables plus {args.count} of k states, "
-        f"{args.iters} iterations, damping 0.5, float32; torch {torch.__version__} "
+        f"{args.algorithm.upper()}, chain of {args.n} binary variables plus {args.count} of k "
+        f"states, {args.iters} iterations, damping 0.5, float32; torch {torch.__version__} "
         f"({args.threads} threads); ms per iteration, fastest of {args.repeats}"
     )
     head = f"{'k':>5} {'contraction':>11} {'path':>10} {'compile s':>9} {'no grad':>9}"

@@ -425,16 +425,20 @@ def _enumeration_pays(gathered: int, real: int, max_arity: int, algorithm: str) 
 
 _PAIRWISE_PADDING_ROUTE = 8
 """``contraction="auto"`` takes the general path's enumerated contraction instead of the pairwise
-fast path (flooding BP) where the pairwise path's ``K x K`` tables hold at least this many
-times the entries of the real ones (mixed cardinalities) and the enumeration pays
-(:func:`_enumeration_pays`). Its loops (:class:`~pgmunfold.infer.enumerated.EnumeratedSweep`
-without autograd, :class:`~pgmunfold.infer.enumerated.FlatStep` with) keep only the states that
-exist. Measured on CPU (one thread, ``python -m benchmarks.mixed_cardinality --grad``: a chain
-of 100000 binary variables with one ``k``-state variable; ms per iteration, the pairwise path
-with ``"matmul"`` against the enumerated contraction, no grad, then forward and backward):
-``k = 4`` (4x padding): 8.8 against 9.8, 24.0 against 28.7; ``k = 5`` (6.25x): 10.9 against
-8.0, 30.4 against 31.5; ``k = 6`` (9x): 14.3 against 8.6, 39.1 against 33.4; ``k = 8`` (16x):
-19.0 against 8.5, 54.7 against 33.6; ``k = 64`` (1024x): 990 against 12.7, 2518 against 47."""
+fast paths (flooding BP, parallel mean-field) where the pairwise paths' ``K x K`` tables hold at
+least this many times the entries of the real ones (mixed cardinalities) and the enumeration pays
+(by BP's rule, :func:`_enumeration_pays`). Its loops
+(:class:`~pgmunfold.infer.enumerated.EnumeratedSweep` without autograd,
+:class:`~pgmunfold.infer.enumerated.FlatStep` with; for mean-field ``FlatStep.mf_step``) keep only
+the states that exist. Measured on CPU (one thread, ``python -m benchmarks.mixed_cardinality
+--grad``: a chain of 100000 binary variables with one ``k``-state variable; ms per iteration, the
+pairwise path with ``"matmul"`` against the enumerated contraction, no grad, then forward and
+backward): ``k = 4`` (4x padding): 8.8 against 9.8, 24.0 against 28.7; ``k = 5`` (6.25x): 10.9
+against 8.0, 30.4 against 31.5; ``k = 6`` (9x): 14.3 against 8.6, 39.1 against 33.4; ``k = 8``
+(16x): 19.0 against 8.5, 54.7 against 33.6; ``k = 64`` (1024x): 990 against 12.7, 2518 against 47.
+Mean-field (``--algorithm mf``, the pairwise path with ``"logsumexp"``): ``k = 4`` 8.7 against 9.7,
+22.2 against 22.0; ``k = 6`` 13.1 against 8.0, 37.3 against 15.7; ``k = 64`` 1075 against 14.9, 2982
+against 37."""
 
 _ENUM_INDEX_KEPT = 1 << 24
 """The most int64 entries (128 MB) of the enumerated contraction's per-iteration table indices
@@ -501,10 +505,11 @@ class UnfoldedNetwork(nn.Module):
             ``"enumerate"`` on the general path when ``compile_steps`` is off (compiled, the
             per-merge contraction is faster) and that gather is at most ``2**18`` entries, or,
             with at most 4x padding, up to ``2**24`` for BP and ``2**20`` for mean-field with
-            factors of arity 3 or more (measured on CPU); for flooding BP on a pairwise graph it
-            also takes it instead of the pairwise fast path when mixed cardinalities make the
-            latter's ``K x K`` tables at least 8x padding (:data:`_PAIRWISE_PADDING_ROUTE`;
-            pass ``"matmul"`` or ``"logsumexp"`` to keep the pairwise path);
+            factors of arity 3 or more (measured on CPU); for flooding BP and parallel
+            mean-field on a pairwise graph it also takes it instead of the pairwise fast paths
+            when mixed cardinalities make their ``K x K`` tables at least 8x padding
+            (:data:`_PAIRWISE_PADDING_ROUTE`; pass ``"matmul"`` or ``"logsumexp"`` to keep the
+            pairwise path);
             else ``"matmul"`` per merge and forward
             when the range check passes (one scalar read per merge per forward: use ``"matmul"`` or
             ``"logsumexp"`` explicitly under CUDA-graph capture). The fast paths run their own
@@ -670,15 +675,19 @@ class UnfoldedNetwork(nn.Module):
         self._pairwise_compact = not pairwise_graph or base_width(pw_degree) >= max(
             self._pairwise_degree, 1
         )
-        # the general path's enumerated contraction: whether "auto" takes it there
-        enumeration_pays = bool(self._mgroups) and _enumeration_pays(
-            bucketed_size(self._mgroups, BUCKET_OVERHEAD),
-            enumeration_size(self._mgroups, w.num_edges, w.max_card)[1],
-            max(g.arity for g in self._mgroups),
-            algorithm,
-        )
-        # mixed cardinalities: the pairwise path pads every table to K x K, the enumerated
-        # contraction's no-grad loop keeps only the states that exist
+        # the general path's enumerated contraction: whether "auto" takes it there; and, for
+        # the mixed cardinalities' route below, by BP's rule (mean-field's flat loop is BP's)
+        enumeration_pays = route_pays = False
+        if self._mgroups:
+            enum_sizes = (
+                bucketed_size(self._mgroups, BUCKET_OVERHEAD),
+                enumeration_size(self._mgroups, w.num_edges, w.max_card)[1],
+                max(g.arity for g in self._mgroups),
+            )
+            enumeration_pays = _enumeration_pays(*enum_sizes, algorithm)
+            route_pays = _enumeration_pays(*enum_sizes, "bp")
+        # mixed cardinalities: the pairwise paths pad every table to K x K, the enumerated
+        # contraction's flat loops keep only the states that exist
         pw_factors = [g for g in w.groups if g.arity == 2]
         pw_real = sum(g.num_factors * int(np.prod(g.cards)) for g in pw_factors)
         pw_padded = sum(g.num_factors for g in pw_factors) * w.max_card**2
@@ -686,10 +695,12 @@ class UnfoldedNetwork(nn.Module):
             pairwise_graph
             and contraction == "auto"
             and backend == "torch"
+            and schedule == "parallel"
             and not compile_steps
-            and enumeration_pays
+            and route_pays
             and pw_padded >= _PAIRWISE_PADDING_ROUTE * pw_real
-            and (not self.exact_cavity or w.slots.compact)  # (the no-grad loop exists)
+            # (the flat loops exist: BP's with exact cavities needs a slot plan without buckets)
+            and (algorithm == "mf" or not self.exact_cavity or w.slots.compact)
         )
         self.pairwise_fast = (
             fast_path
@@ -699,7 +710,13 @@ class UnfoldedNetwork(nn.Module):
             and pairwise_graph
             and not self._padding_routes
         )
-        self.mf_fast = fast_path and algorithm == "mf" and schedule == "parallel" and pairwise_graph
+        self.mf_fast = (
+            fast_path
+            and algorithm == "mf"
+            and schedule == "parallel"
+            and pairwise_graph
+            and not self._padding_routes
+        )
         if backend == "triton":
             _check_triton_backend(self, pairwise_graph)
         # binary variables, finite tables: mean-field on log-odds (one probability per variable)
@@ -744,7 +761,9 @@ class UnfoldedNetwork(nn.Module):
             # (compiled, the per-merge contraction fuses better: Pedigree_11 0.59 against
             # 0.95 ms per iteration, Promedus_11 0.26 against 0.46, on CPU)
             self.enumerated = contraction == "enumerate" or (
-                contraction == "auto" and not compile_steps and enumeration_pays
+                contraction == "auto"
+                and not compile_steps
+                and (enumeration_pays or self._padding_routes)
             )
         # per copy combination and device, the flat indices into _FlatThetas.flat
         # (_enumerated_index; made by tensor ops from the enum_* buffers, kept outside tracing)
@@ -780,18 +799,21 @@ class UnfoldedNetwork(nn.Module):
             every = len(rows) == rb.num_rows  # (then they may be every row in order)
             if not (every and np.array_equal(rows, np.arange(len(rows)))):
                 buf("enum_rows", rows)
-            if algorithm == "bp":  # enum_msg_source (L,): the edge * K + state of each
-                # state, as the initial messages and the no-grad loop lay them out
-                layouts = plan_layouts(w.cards[w.edge_var], w.cards, w.max_card)
-                msg_layout = layouts[0]
-                buf("enum_msg_source", msg_layout.source)
+            # enum_msg_source (L,): the edge * K + state of each state, as the flat loops (and
+            # BP's initial messages) lay them out
+            layouts = plan_layouts(w.cards[w.edge_var], w.cards, w.max_card)
+            buf("enum_msg_source", layouts[0].source)
+            msg_layout = layouts[0] if algorithm == "bp" else None
             # enum_tail (2,): a hard zero and a 0, after the flattened parameters
             # (_FlatThetas.flat): what padding configurations and initial messages read
             buf("enum_tail", torch.tensor([NEG, 0.0], dtype=fdtype))
             sw = None
-            if max(g.arity for g in self._mgroups) >= 2 and algorithm == "bp":
-                sw = plan_sweep(rb, w.slots, w.edge_var, layouts, w.max_card, self.exact_cavity)
-            if sw is not None and (sw.exact is not None or not self.exact_cavity):
+            exact = self.exact_cavity and algorithm == "bp"  # (mean-field forms no cavities)
+            if max(g.arity for g in self._mgroups) >= 2 and (
+                algorithm == "bp" or schedule == "parallel"
+            ):
+                sw = plan_sweep(rb, w.slots, w.edge_var, layouts, w.max_card, exact)
+            if sw is not None and (sw.exact is not None or not exact):
                 # the no-grad loop (EnumeratedSweep), flat (SweepWiring): only the states that
                 # exist, in classes of one cardinality, each state-major (StateLayout); per
                 # layout, each position's item * K + state (enum_msg_source (L,): the edges';
@@ -801,14 +823,30 @@ class UnfoldedNetwork(nn.Module):
                 # sweep_row_of (L,) each position's row in the buckets' rows; per bucket j of
                 # high-degree variables, sweep_bucket_pos_j (N_j,), sweep_bucket_slots_j
                 # (W_j N_j,); exact cavities: sweep_pre_slots, sweep_suf_slots
-                # ((D0 + 1) (LV + 1),), sweep_cav_lo, sweep_cav_hi (L + 1,)
+                # ((D0 + 1) (LV + 1),), sweep_cav_lo, sweep_cav_hi (L + 1,). Mean-field (its
+                # flat loop, FlatStep.mf_step): sweep_others_b are the other edges' variables'
+                # belief positions (padding LV), read from the marginals
                 buf("sweep_var_source", sw.beliefs.source)  # (the messages': enum_msg_source)
                 self._sweep_classes = (sw.messages.classes, sw.beliefs.classes)
                 buf("sweep_bel_slots", sw.bel_slots)
                 buf("sweep_cav_var", sw.cav_var)
                 for b, o in enumerate(sw.others):
+                    if algorithm == "mf":  # e' * K + x (E * K: padding) -> v(e')'s position
+                        e, x = rb.others[b] // w.max_card, rb.others[b] % w.max_card
+                        v = np.where(
+                            e < w.num_edges,
+                            w.edge_var[np.minimum(e, w.num_edges - 1)],
+                            w.num_variables,
+                        )
+                        o = sw.beliefs.at(v, x)
                     buf(f"sweep_others_{b}", o)
                 buf("sweep_row_of", sw.row_of)
+                bv = sw.beliefs.source // w.max_card
+                absent = np.flatnonzero(sw.beliefs.source % w.max_card >= w.cards[bv])
+                if algorithm == "mf" and absent.size:  # (a padded layout's)
+                    # sweep_var_absent (n,): the belief positions of states that do not exist,
+                    # where mean-field's field is -inf (never outweighed by hard zeros' sums)
+                    buf("sweep_var_absent", absent.astype(np.int64))
                 for j, (p, sl) in enumerate(zip(sw.bucket_pos, sw.bucket_slots, strict=True)):
                     buf(f"sweep_bucket_pos_{j}", p)
                     buf(f"sweep_bucket_slots_{j}", sl)
@@ -2281,7 +2319,7 @@ class UnfoldedNetwork(nn.Module):
             [self._buffer(f"sweep_others_{b}") for b in range(len(self._enum_buckets))],
             self._buffer("sweep_row_of"),
             [self._buffer(f"sweep_{k}") for k in ("pre_slots", "suf_slots", "cav_lo", "cav_hi")]
-            if self.exact_cavity
+            if "sweep_pre_slots" in self._buffers  # (BP with hard zeros)
             else None,
         )
 
@@ -2561,9 +2599,15 @@ class UnfoldedNetwork(nn.Module):
         elif self.mf_fast:
             q, prev = self._run_mf_pairwise(u, thetas)
         else:
-            q = torch.softmax(u, dim=2)
-            prev = q
             ws = self._workspace() if self.enumerated else None
+            fstep = None  # (FlatStep: the marginals in the flat layout of the states that exist)
+            if self._sweep_buckets >= 0 and self.iterations and not self.compile_steps:
+                fstep = FlatStep(self._sweep_wiring(), self.max_card, self.damping, "sum")
+                field = fstep.field(u, self._buffers.get("sweep_var_absent"))
+                q = fstep.mf_initial(field)
+            else:
+                q = torch.softmax(u, dim=2)
+            prev = q
             merged: dict[tuple[int, ...], list[torch.Tensor]] = {}
             for t in range(self.iterations):
                 prev = q
@@ -2573,7 +2617,13 @@ class UnfoldedNetwork(nn.Module):
                         merged[key] = self._enumerated_entries(thetas.flat, t)
                     else:  # one table per merge, padded with 0
                         merged[key] = self._merge_tables(self._at(thetas, t), 0.0)
-                q = self._layer(self._mf_step, q, u, merged[key], ws=ws)
+                if fstep is not None:
+                    q = self._layer(fstep.mf_step, q, field, merged[key], ws=ws)
+                else:
+                    q = self._layer(self._mf_step, q, u, merged[key], ws=ws)
+            if fstep is not None:  # (B, V, K), probability 0 at the states that do not exist
+                layout = fstep.wiring.beliefs
+                q, prev = (fstep.padded(x, layout, 0.0) for x in (q, prev))
         residual = (q - prev).abs().amax(dim=(1, 2))
         log_q = q.clamp_min(torch.finfo(q.dtype).tiny).log()
         log_marg = torch.where(q > 0, log_q, torch.full_like(log_q, NEG))

@@ -269,3 +269,6 @@ def test_mixed_cardinality_reports_every_contraction(capsys):
         (64, "enumerate"): "enumerated",
     }
     assert all(len(r) == 6 and float(r[4]) > 0 and float(r[5]) > 0 for r in rows)
+    assert mixed_cardinality.main([*args, "--algorithm", "mf"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[2:]]
+    assert {(int(r[0]), r[1]): r[2] for r in rows} == paths  # (the same routes)

@@ -456,14 +456,20 @@ def test_mean_field_network_equals_the_per_merge_contraction(fg, untie, B, sched
     gen = torch.Generator().manual_seed(B)
     u = torch.randn(B, nets[0].num_variables, nets[0].max_card, dtype=torch.float64, generator=gen)
     a, b = (net(unary=u) for net in nets)
-    torch.testing.assert_close(a.probs, b.probs, atol=1e-9, rtol=0)
-    torch.testing.assert_close(a.residual, b.residual, atol=1e-9, rtol=0)
     with torch.no_grad():  # the same ops, in place into reused buffers
         c = nets[0](unary=u)
     torch.testing.assert_close(c.probs, a.probs, atol=1e-12, rtol=0)
-    finite = torch.isfinite(b.log_partition)  # (-inf: mass on a hard zero, in both)
-    assert torch.equal(finite, torch.isfinite(a.log_partition))
-    torch.testing.assert_close(a.log_partition[finite], b.log_partition[finite])
+    exists = torch.arange(nets[0].max_card) < nets[0].cards[:, None]
+    if schedule == "parallel":  # (the flat layout: no position for them)
+        assert not bool(a.probs.detach()[:, ~exists].any())
+    if not bool(torch.isfinite(b.log_partition).all()):
+        # mass on a hard zero: the sentinel regime, where which state wins depends on the
+        # order of summation and, in the padded per-merge path, the padding can
+        # (test_flat_mean_field_keeps_the_mass_on_states_that_exist)
+        return
+    torch.testing.assert_close(a.probs, b.probs, atol=1e-9, rtol=0)
+    torch.testing.assert_close(a.residual, b.residual, atol=1e-9, rtol=0)
+    torch.testing.assert_close(a.log_partition, b.log_partition)
 
 
 @given(
@@ -564,6 +570,22 @@ def _same_forward(a, b, semiring):
         torch.testing.assert_close(a.log_partition, b.log_partition.detach(), atol=1e-12, rtol=0)
 
 
+def _compile_planned(fg, buckets: bool, overhead: int, slack: float, **kw):
+    """``pu.compile(fg, fast_path=False, **kw)`` in float64 with the plans of a test: slot
+    plans of base width 1 (``buckets``), the row buckets' ``overhead``, the layout's
+    ``slack``."""
+    saved = wiring._MAX_BASE_WIDTH
+    wiring._MAX_BASE_WIDTH = 1 if buckets else None
+    try:
+        with (
+            mock.patch.object(network, "BUCKET_OVERHEAD", overhead),
+            mock.patch.object(enumerate_module, "LAYOUT_SLACK", slack),
+        ):
+            return pu.compile(fg, fast_path=False, **kw).double()
+    finally:
+        wiring._MAX_BASE_WIDTH = saved
+
+
 @given(
     random_graphs(max_vars=7, max_factors=10),
     st.sampled_from(["sum", "max"]),
@@ -585,24 +607,99 @@ def test_no_grad_sweep_equals_the_functional_step(
     that exist (1.0, unless every cardinality is the same) or padded (10.0)."""
     # (an infeasible model leaves BP in the sentinel regime, where orders of summation differ)
     assume(np.isfinite(brute_force(fg)[0]))
-    saved = wiring._MAX_BASE_WIDTH
-    wiring._MAX_BASE_WIDTH = 1 if buckets else None
-    try:
-        with (
-            mock.patch.object(network, "BUCKET_OVERHEAD", overhead),
-            mock.patch.object(enumerate_module, "LAYOUT_SLACK", slack),
-        ):
-            net = pu.compile(
-                fg, iterations=5, damping=damping, semiring=semiring, untie=untie, fast_path=False
-            ).double()
-    finally:
-        wiring._MAX_BASE_WIDTH = saved
+    kw = dict(iterations=5, damping=damping, semiring=semiring, untie=untie)
+    net = _compile_planned(fg, buckets, overhead, slack, **kw)
     assume(net.enumerated and net._sweep_buckets >= 0)  # (a factor of arity >= 2)
     if untie:
         distinct_copies(net)
     gen = torch.Generator().manual_seed(B)
     u = torch.randn(B, net.num_variables, net.max_card, dtype=torch.float64, generator=gen)
     _sweep_and_twin(net, u)
+
+
+@given(
+    random_graphs(max_vars=7, max_factors=10),
+    st.sampled_from([0.0, 0.4]),
+    st.booleans(),
+    st.integers(1, 3),
+    st.booleans(),
+    OVERHEADS,
+    st.sampled_from([1.0, 10.0]),
+)
+def test_flat_mean_field_equals_the_padded_step(fg, damping, untie, B, buckets, overhead, slack):
+    """Parallel mean-field in the flat layout of the states that exist
+    (:meth:`FlatStep.mf_step`) against its twin, the padded ``(B, V, K)`` step
+    (:func:`bucketed_expectations`): marginals, residual and the bound, without autograd and
+    with, and, without hard zeros, the gradients of the unaries and every parameter. Random
+    arities 1-3, cardinalities 1-4, hard zeros, untied copies, batches; ``buckets``: slot
+    plans of base width 1; ``overhead``: row buckets; ``slack``: a layout of the states that
+    exist or padded."""
+    net = _compile_planned(
+        fg, buckets, overhead, slack, algorithm="mf", iterations=4, damping=damping, untie=untie
+    )
+    assume(net.enumerated and net._sweep_buckets >= 0)  # (a factor of arity >= 2)
+    if untie:
+        distinct_copies(net)
+    gen = torch.Generator().manual_seed(B)
+    u = torch.randn(B, net.num_variables, net.max_card, dtype=torch.float64, generator=gen)
+    with torch.no_grad():
+        a = net(unary=u)
+    b, grads = _loss_and_grads(net, u)
+    saved_buckets = net._sweep_buckets
+    net._sweep_buckets = -1  # (no flat loop: the padded step)
+    try:
+        c, twin_grads = _loss_and_grads(net, u)
+    finally:
+        net._sweep_buckets = saved_buckets
+    exists = torch.arange(net.max_card) < net.cards[:, None]  # (V, K)
+    for x in (a, b):  # the flat layout has no position for a state that does not exist
+        assert not bool(x.probs.detach()[:, ~exists].any())
+    hard_zeros = any(bool(torch.isinf(p).any()) for p in net.parameters())
+    if hard_zeros and not bool((c.log_partition.detach() > -1e15).all()):
+        # the sentinel regime (the marginals weigh hard zeros, the bound is a sentinel sum):
+        # which state wins depends on the order of summation, and in the padded step the
+        # padding can (test_flat_mean_field_keeps_the_mass_on_states_that_exist)
+        return
+    for x in (a, b):
+        torch.testing.assert_close(x.probs.detach(), c.probs.detach(), atol=1e-12, rtol=0)
+        if not hard_zeros:  # (an earlier iteration may have been in the sentinel regime)
+            torch.testing.assert_close(x.residual.detach(), c.residual.detach(), atol=1e-12, rtol=0)
+        torch.testing.assert_close(
+            x.log_partition.detach(), c.log_partition.detach(), atol=1e-9, rtol=1e-12
+        )
+    # (with hard zeros, a mean-field gradient is a difference of sentinel-scale terms, 1e30
+    # times a probability, whose rounding depends on the order of summation: compared without)
+    if hard_zeros:
+        return
+    for g, h in zip(grads, twin_grads, strict=True):
+        assert (g is None) == (h is None)
+        if g is not None:
+            torch.testing.assert_close(g, h, atol=1e-9, rtol=1e-9)
+
+
+def test_flat_mean_field_keeps_the_mass_on_states_that_exist():
+    """A variable of one state whose only state is weighed down by hard zeros (under the
+    initial marginals of its neighbour): in the padded ``(B, V, K)`` layout its padding states
+    (at the sentinel) then outweigh it and take its mass, which removes the factors from its
+    neighbour's field in the next iteration (the neighbour falls back to its unary). The flat
+    layout has no position for a padding state: the variable keeps probability 1 and the
+    neighbour its one state without a hard zero, mean-field's fixed point here."""
+    fg = pu.FactorGraph()
+    fg.add_variable(0, 4)
+    fg.add_variable(1, 1)
+    tables = np.array([[[-1.36, -0.35, -2.31, -0.19]], [[-np.inf, 1.39, 0.77, -np.inf]]])
+    fg.add_factors([[1, 0], [1, 0]], tables)
+    fg.add_factors([[0, 1]], np.array([[[-np.inf], [-np.inf], [0.258], [-1.64]]]))
+    u = torch.tensor([[[0.66, 0.27, 0.06, 0.62], [-0.45, -0.17, -1.52, 0.38]]], dtype=torch.float64)
+    for grad in (False, True):
+        net = pu.compile(fg, "mf", iterations=4, fast_path=False).double()
+        assert net._sweep_buckets >= 0
+        with torch.set_grad_enabled(grad):
+            q = net(unary=u).probs.detach()
+        torch.testing.assert_close(q[0, 0], torch.tensor([0.0, 0, 1, 0], dtype=torch.float64))
+        torch.testing.assert_close(q[0, 1], torch.tensor([1.0, 0, 0, 0], dtype=torch.float64))
+    net._sweep_buckets = -1  # (the padded step: the factors dropped from variable 0's field)
+    torch.testing.assert_close(net(unary=u).probs[0, 0].detach(), torch.softmax(u[0, 0], 0))
 
 
 @pytest.mark.parametrize("B", [1, 3])
@@ -729,6 +826,7 @@ def _triplets(hard_zeros: bool = True) -> pu.FactorGraph:
         ("bp", "sum", 0, 1.0, True),
         ("bp", "max", None, 1.0, True),
         ("mf", "sum", None, 1.0, False),
+        ("mf", "sum", None, 10.0, False),
     ],
 )
 def test_gradcheck(algorithm, semiring, overhead, slack, hard_zeros):
@@ -754,8 +852,8 @@ def test_gradcheck(algorithm, semiring, overhead, slack, hard_zeros):
         )
     assert net.enumerated and net.exact_cavity == hard_zeros
     assert algorithm == "mf" or len(net._enum_buckets) == (1 if overhead is None else 5)
-    if algorithm == "bp":  # (FlatStep: one class padded to 3 states, or one per cardinality)
-        assert len(net._sweep_classes[0]) == (1 if slack > 1 else 2)
+    # (FlatStep: one class padded to 3 states, or one per cardinality)
+    assert len(net._sweep_classes[0]) == (1 if slack > 1 else 2)
     params = dict(net.named_parameters())
     names = list(params)
     u0 = 0.5 * torch.randn(5, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
@@ -968,14 +1066,17 @@ def test_kept_table_indices_are_bounded(monkeypatch):
         torch.testing.assert_close(again.log_marginals, kept[grad], atol=0, rtol=0)
 
 
+@pytest.mark.parametrize("algorithm", ["bp", "mf"])
 @pytest.mark.parametrize(("big", "routed"), [(64, True), (8, True), (4, False)])
-def test_auto_takes_the_enumerated_sweep_where_pairwise_tables_are_mostly_padding(big, routed):
+def test_auto_takes_the_enumerated_sweep_where_pairwise_tables_are_mostly_padding(
+    big, routed, algorithm
+):
     """A binary chain with one ``big``-state variable: the pairwise path pads every table to
     ``big x big``. With 64 states (about 500x the real entries) or 8 (about 15x) ``"auto"``
     takes the general path's enumerated contraction instead, whose loops (with autograd and
     without) keep only the states that exist; with 4 (about 4x) it keeps the pairwise path. An
-    explicit contraction keeps it too. Both give BP's exact marginals on this tree, with and
-    without autograd."""
+    explicit contraction keeps it too. Both give the same marginals and ``log Z`` (BP's exact
+    ones on this tree; for mean-field its bound), with and without autograd."""
     rng = np.random.default_rng(0)
     fg = pu.FactorGraph()
     x = fg.add_variables("x", 30, 2)
@@ -983,11 +1084,13 @@ def test_auto_takes_the_enumerated_sweep_where_pairwise_tables_are_mostly_paddin
     fg.add_factors(x.ids[:, None], rng.normal(size=(30, 2)))
     fg.add_variable("big", big)
     fg.add_factor(("big", ("x", 0)), rng.normal(size=(big, 2)))
-    net = pu.compile(fg, iterations=40, dtype=torch.float64)
-    assert net.enumerated == routed and net.pairwise_fast != routed
+    kw = dict(iterations=40, dtype=torch.float64, damping=0.3 if algorithm == "mf" else 0.0)
+    net = pu.compile(fg, algorithm, **kw)
+    fast = net.pairwise_fast or net.mf_fast
+    assert net.enumerated == routed and fast != routed
     assert (net._sweep_buckets >= 0) == routed
-    kept = pu.compile(fg, iterations=40, dtype=torch.float64, contraction="logsumexp")
-    assert kept.pairwise_fast and not kept.enumerated
+    kept = pu.compile(fg, algorithm, contraction="logsumexp", **kw)
+    assert (kept.pairwise_fast or kept.mf_fast) and not kept.enumerated
     want = kept().probs.detach()
     for grad in (False, True):
         with torch.set_grad_enabled(grad):

@@ -16,6 +16,7 @@ the other variables' marginals and a sum over the configurations; the per-group 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -563,7 +564,8 @@ class FlatStep:
     (:func:`~pgmunfold.infer.bp.bp_cavities`, then :func:`bucketed_messages`) pads every
     message to the largest cardinality and pads and transposes it each iteration. That step is
     its twin in the tests (and still serves ``compile_steps=True``); :class:`EnumeratedSweep`
-    is its in-place twin.
+    is its in-place twin. :meth:`mf_step` runs parallel mean-field in the same layout (the
+    marginals where BP keeps beliefs), with autograd and without.
 
     Args:
         wiring: the index arrays (:class:`SweepWiringTensors`).
@@ -591,22 +593,29 @@ class FlatStep:
 
     @staticmethod
     def _per_class(
-        x: torch.Tensor, layout: SweepLayout, fn: Callable[[torch.Tensor], torch.Tensor]
+        x: torch.Tensor,
+        layout: SweepLayout,
+        fn: Callable[[torch.Tensor], torch.Tensor],
+        tail: float = 0.0,
     ) -> torch.Tensor:
         """``fn`` applied to each class's ``(B, k_c, n_c)`` view of ``x``'s first ``L``
-        positions, concatenated, then a trailing 0. Shape: ``(B, L(+1))`` -> ``(B, L + 1)``."""
+        positions, concatenated, then a trailing ``tail``. Shape: ``(B, L(+1))`` ->
+        ``(B, L + 1)``."""
         B = x.shape[0]
         parts = [
             fn(x[:, o : o + k * n].view(B, k, n)).reshape(B, k * n) for o, k, n in layout.classes
         ]
         if len(parts) == 1:
-            return F.pad(parts[0], (0, 1))
-        return torch.cat([*parts, x.new_zeros(B, 1)], dim=1)
+            return F.pad(parts[0], (0, 1), value=tail)
+        return torch.cat([*parts, x.new_full((B, 1), tail)], dim=1)
 
-    def field(self, u: torch.Tensor) -> torch.Tensor:
-        """The variables' unary log-potentials at the belief positions, then a 0."""
+    def field(self, u: torch.Tensor, absent: torch.Tensor | None = None) -> torch.Tensor:
+        """The variables' unary log-potentials at the belief positions, then a 0; ``-inf`` at
+        the positions ``absent`` (mean-field, a padded layout's states that do not exist: its
+        softmax then gives them exactly 0, however far hard zeros weigh down the rest)."""
         B = u.shape[0]
-        return F.pad(u.reshape(B, -1).index_select(1, self.wiring.beliefs.source), (0, 1))
+        x = F.pad(u.reshape(B, -1).index_select(1, self.wiring.beliefs.source), (0, 1))
+        return x if absent is None else x.index_fill(1, absent, -math.inf)
 
     def initial(self, init: torch.Tensor, B: int) -> torch.Tensor:
         """The initial messages ``init`` ``(L,)`` normalised per edge, for ``B`` batch rows."""
@@ -671,11 +680,51 @@ class FlatStep:
         bel = self._per_class(self.beliefs(msg, field), self.wiring.beliefs, _log_normalize_states)
         return self.padded(bel, self.wiring.beliefs)
 
-    def padded(self, x: torch.Tensor, layout: SweepLayout) -> torch.Tensor:
-        """A flat vector as ``(B, n, K)``, ``NEG`` at the states that do not exist."""
+    def padded(self, x: torch.Tensor, layout: SweepLayout, fill: float = NEG) -> torch.Tensor:
+        """A flat vector as ``(B, n, K)``, ``fill`` at the states that do not exist."""
         B, L = x.shape[0], layout.source.shape[0]
-        out = x.new_full((B, layout.items * self.K), NEG)
+        out = x.new_full((B, layout.items * self.K), fill)
         return out.index_copy(1, layout.source, x[:, :L]).view(B, layout.items, self.K)
+
+    def mf_initial(self, field: torch.Tensor) -> torch.Tensor:
+        """Mean-field's initial marginals: the softmax of the field (:meth:`field`) per
+        variable, then a trailing 1 (what padding reads in a product). Shape:
+        ``(B, LV + 1)``."""
+        return self._per_class(field, self.wiring.beliefs, _softmax_states, tail=1.0)
+
+    def mf_step(
+        self,
+        q: torch.Tensor,
+        field: torch.Tensor,
+        entries: Sequence[torch.Tensor],
+        ws: Workspace | None = None,
+        parity: int = 0,
+    ) -> torch.Tensor:
+        """One parallel mean-field iteration in the flat layout: every message row's expected
+        log-potential under the other variables' marginals (:func:`_row_expectations`, with
+        ``wiring.others`` addressing the marginals' positions), the field plus the incoming
+        messages per variable (:meth:`beliefs`), its softmax per variable, damped. With an
+        enabled workspace ``ws`` (no autograd) the products run in its buffers (``parity``:
+        unused, the network's layer signature). :func:`bucketed_expectations` in the padded
+        ``(B, V, K)`` layout is its twin.
+
+        Shape:
+            ``q``: ``(B, LV + 1)`` (the marginals, then 1); ``field``: ``(B, LV + 1)``;
+            ``entries``: ``[(M_b, R_b)]`` (padding 0); output: ``(B, LV + 1)``.
+        """
+        w, B = self.wiring, q.shape[0]
+        zs = [
+            _row_expectations(q, z, o, ws, f"flat_mf_{b}")
+            for b, (z, o) in enumerate(zip(entries, w.others, strict=True))
+        ]
+        if self.R < self.L:  # (the states that do not exist: an expectation of 0)
+            zs.append(q.new_zeros(B, 1))
+        red = zs[0] if len(zs) == 1 else torch.cat(zs, dim=1)
+        if self.reorder:
+            red = red.index_select(1, w.row_of)
+        msg = F.pad(red, (0, 1))
+        new = self._per_class(self.beliefs(msg, field), w.beliefs, _softmax_states, tail=1.0)
+        return new if self.damping == 0.0 else torch.lerp(new, q, self.damping)
 
 
 def _log_normalize_states(x: torch.Tensor) -> torch.Tensor:
@@ -689,6 +738,10 @@ def _shift_states_detached(x: torch.Tensor) -> torch.Tensor:
 def _shift_states(x: torch.Tensor) -> torch.Tensor:
     # not detached: see _shifted
     return (x - x.amax(dim=1, keepdim=True)).clamp_min(NEG)
+
+
+def _softmax_states(x: torch.Tensor) -> torch.Tensor:
+    return torch.softmax(x, dim=1)
 
 
 def _probabilities(x: torch.Tensor) -> torch.Tensor:
