@@ -397,28 +397,33 @@ benchmarks.enumerated --algorithms bp mf``, this 2-core CPU, one thread, 2026-12
 K = 2 and 3, batches of 1 and 16; ``benchmarks/results/cpu_enumerated_20261206.txt``)."""
 
 _ENUMERATE_LARGE = 1 << 20
-"""``contraction="auto"``: up to this many gathered cavities, mean-field takes the enumerated
-contraction for graphs with factors of arity 3 or more whose padding is at most 4x (1.5-1.6x
-faster on a 128 x 128 grid of triplets, K = 2, 774k gathered). Beyond it the gather's memory
-traffic decides (K = 3, 2.6M gathered: 0.79-0.87x), and pairwise graphs keep the per-merge
-path with its exp-domain matmul (1.0-1.3x at 128 x 128)."""
+"""``contraction="auto"``: up to this many gathered cavities, sequential mean-field (whose
+enumerated step is padded, ``(B, V, K)``) takes the enumerated contraction for graphs with
+factors of arity 3 or more whose padding is at most 4x (1.5-1.6x faster on a 128 x 128 grid of
+triplets, K = 2, 774k gathered, measured on the parallel schedule before its flat loop).
+Beyond it the gather's memory traffic decided (K = 3, 2.6M gathered: 0.79-0.87x), and pairwise
+graphs keep the per-merge path with its exp-domain matmul (1.0-1.3x at 128 x 128)."""
 
 _ENUMERATE_LARGE_BP = 1 << 24
-"""``contraction="auto"``: up to this many gathered cavities, flooding BP takes the enumerated
-contraction whatever the arity, while the padding is at most 4x: with its no-grad sweep and
-row buckets it was 2.5-5.6x faster than the per-merge path on 128 x 128 and 256 x 256 grids of
-triplets (K = 2 and 3, up to 10.5M gathered, batches of 1 and 16) and 1.5-3.0x on grids of
-pairs (2026-12-06). Beyond, untested: the per-merge path. It costs memory: on the 256 x 256
-triplets at K = 3 with 16 batch rows, a peak RSS of 2.4 GB against 0.9 GB per merge."""
+"""``contraction="auto"``: up to this many gathered cavities, the flat loops (flooding BP,
+parallel mean-field) take the enumerated contraction whatever the arity, while the padding is
+at most 4x. BP, with its no-grad sweep and row buckets: 2.5-5.6x faster than the per-merge path
+on 128 x 128 and 256 x 256 grids of triplets (K = 2 and 3, up to 10.5M gathered, batches of 1
+and 16) and 1.5-3.0x on grids of pairs (2026-12-06). Parallel mean-field in the flat layout:
+1.07-3.4x on the same grids of pairs and triplets, the 10.5M row included (``python -m
+benchmarks.enumerated --algorithms mf --sizes 128 256 --ks 2 3 --arities 2 3 --batches 1 16``,
+2026-12-07). Beyond, untested: the per-merge path. It costs memory: on the 256 x 256 triplets
+at K = 3 with 16 batch rows, BP peaked at 2.4 GB RSS against 0.9 GB per merge."""
 
 
-def _enumeration_pays(gathered: int, real: int, max_arity: int, algorithm: str) -> bool:
+def _enumeration_pays(gathered: int, real: int, max_arity: int, flat: bool) -> bool:
     """``contraction="auto"``'s choice for the general path (see :data:`_ENUMERATE_SMALL`,
     :data:`_ENUMERATE_LARGE`, :data:`_ENUMERATE_LARGE_BP`): ``gathered`` cavities per iteration
-    and batch row, ``real`` of them without padding."""
+    and batch row, ``real`` of them without padding; ``flat``: the flat loops run (flooding BP,
+    parallel mean-field), else sequential mean-field's padded step."""
     if gathered <= _ENUMERATE_SMALL:
         return True
-    if algorithm == "bp":
+    if flat:
         return gathered <= min(_ENUMERATE_LARGE_BP, 4 * real)
     return max_arity >= 3 and gathered <= min(_ENUMERATE_LARGE, 4 * real)
 
@@ -427,7 +432,7 @@ _PAIRWISE_PADDING_ROUTE = 8
 """``contraction="auto"`` takes the general path's enumerated contraction instead of the pairwise
 fast paths (flooding BP, parallel mean-field) where the pairwise paths' ``K x K`` tables hold at
 least this many times the entries of the real ones (mixed cardinalities) and the enumeration pays
-(by BP's rule, :func:`_enumeration_pays`). Its loops
+(:func:`_enumeration_pays`). Its loops
 (:class:`~pgmunfold.infer.enumerated.EnumeratedSweep` without autograd,
 :class:`~pgmunfold.infer.enumerated.FlatStep` with; for mean-field ``FlatStep.mf_step``) keep only
 the states that exist. Measured on CPU (one thread, ``python -m benchmarks.mixed_cardinality
@@ -675,17 +680,13 @@ class UnfoldedNetwork(nn.Module):
         self._pairwise_compact = not pairwise_graph or base_width(pw_degree) >= max(
             self._pairwise_degree, 1
         )
-        # the general path's enumerated contraction: whether "auto" takes it there; and, for
-        # the mixed cardinalities' route below, by BP's rule (mean-field's flat loop is BP's)
-        enumeration_pays = route_pays = False
-        if self._mgroups:
-            enum_sizes = (
-                bucketed_size(self._mgroups, BUCKET_OVERHEAD),
-                enumeration_size(self._mgroups, w.num_edges, w.max_card)[1],
-                max(g.arity for g in self._mgroups),
-            )
-            enumeration_pays = _enumeration_pays(*enum_sizes, algorithm)
-            route_pays = _enumeration_pays(*enum_sizes, "bp")
+        # the general path's enumerated contraction: whether "auto" takes it there
+        enumeration_pays = bool(self._mgroups) and _enumeration_pays(
+            bucketed_size(self._mgroups, BUCKET_OVERHEAD),
+            enumeration_size(self._mgroups, w.num_edges, w.max_card)[1],
+            max(g.arity for g in self._mgroups),
+            flat=schedule == "parallel",
+        )
         # mixed cardinalities: the pairwise paths pad every table to K x K, the enumerated
         # contraction's flat loops keep only the states that exist
         pw_factors = [g for g in w.groups if g.arity == 2]
@@ -697,7 +698,7 @@ class UnfoldedNetwork(nn.Module):
             and backend == "torch"
             and schedule == "parallel"
             and not compile_steps
-            and route_pays
+            and enumeration_pays
             and pw_padded >= _PAIRWISE_PADDING_ROUTE * pw_real
             # (the flat loops exist: BP's with exact cavities needs a slot plan without buckets)
             and (algorithm == "mf" or not self.exact_cavity or w.slots.compact)
@@ -2601,7 +2602,8 @@ class UnfoldedNetwork(nn.Module):
         else:
             ws = self._workspace() if self.enumerated else None
             fstep = None  # (FlatStep: the marginals in the flat layout of the states that exist)
-            if self._sweep_buckets >= 0 and self.iterations and not self.compile_steps:
+            flat_thetas = isinstance(thetas, _FlatThetas)  # (the enumerated contraction's)
+            if flat_thetas and self._sweep_buckets >= 0 and not self.compile_steps:
                 fstep = FlatStep(self._sweep_wiring(), self.max_card, self.damping, "sum")
                 field = fstep.field(u, self._buffers.get("sweep_var_absent"))
                 q = fstep.mf_initial(field)

@@ -955,16 +955,21 @@ def test_auto_takes_it_for_small_general_graphs_only(monkeypatch):
     assert not pu.compile(small).enumerated  # the pairwise fast path
     assert pu.compile(small, fast_path=False).enumerated
     monkeypatch.setattr(network, "_ENUMERATE_SMALL", 0)
-    # beyond the small size: BP takes it whatever the arity up to the large size for BP;
-    # mean-field keeps the per-merge contraction for pairwise graphs, and takes it for graphs
-    # with larger factors up to its own large size (the padding below 4x)
+    # beyond the small size: the flat loops (BP, parallel mean-field) take it whatever the
+    # arity up to the large size (the padding below 4x); sequential mean-field (its padded
+    # step) keeps the per-merge contraction for pairwise graphs, and takes it for graphs with
+    # larger factors up to its own large size
+    mf_seq = dict(algorithm="mf", schedule="sequential")
     assert pu.compile(small, fast_path=False).enumerated
-    assert not pu.compile(small, fast_path=False, algorithm="mf").enumerated
+    assert pu.compile(small, fast_path=False, algorithm="mf").enumerated
+    assert not pu.compile(small, fast_path=False, **mf_seq).enumerated
     assert pu.compile(fg).enumerated and pu.compile(fg, algorithm="mf").enumerated
+    assert pu.compile(fg, **mf_seq).enumerated
     monkeypatch.setattr(network, "_ENUMERATE_LARGE", 0)
-    assert pu.compile(fg).enumerated and not pu.compile(fg, algorithm="mf").enumerated
+    assert pu.compile(fg).enumerated and pu.compile(fg, algorithm="mf").enumerated
+    assert not pu.compile(fg, **mf_seq).enumerated
     monkeypatch.setattr(network, "_ENUMERATE_LARGE_BP", 0)
-    assert not pu.compile(fg).enumerated
+    assert not pu.compile(fg).enumerated and not pu.compile(fg, algorithm="mf").enumerated
     assert not pu.compile(small, fast_path=False).enumerated
 
 
