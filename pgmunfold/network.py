@@ -509,8 +509,9 @@ class UnfoldedNetwork(nn.Module):
             (:func:`~pgmunfold.compile.enumerate.bucketed_size`). ``"auto"`` (default) takes
             ``"enumerate"`` on the general path when ``compile_steps`` is off (compiled, the
             per-merge contraction is faster) and that gather is at most ``2**18`` entries, or,
-            with at most 4x padding, up to ``2**24`` for BP and ``2**20`` for mean-field with
-            factors of arity 3 or more (measured on CPU); for flooding BP and parallel
+            with at most 4x padding, up to ``2**24`` for BP and parallel mean-field and
+            ``2**20`` for sequential mean-field with factors of arity 3 or more (measured on
+            CPU); for flooding BP and parallel
             mean-field on a pairwise graph it also takes it instead of the pairwise fast paths
             when mixed cardinalities make their ``K x K`` tables at least 8x padding
             (:data:`_PAIRWISE_PADDING_ROUTE`; pass ``"matmul"`` or ``"logsumexp"`` to keep the
@@ -789,11 +790,13 @@ class UnfoldedNetwork(nn.Module):
             enum_configs = enum_configs.astype(np.int64)
             buf("enum_configs", enum_configs)
             EK, VK = w.num_edges * w.max_card, w.num_variables * w.max_card
+            bucket_others = []  # (mean-field's, v * K + x, kept for its flat loop below)
             for b, o in enumerate(rb.others):
                 if algorithm == "mf":  # the other edges' variables: no gather to edges
                     c = np.minimum(o, EK - 1)
                     via = w.edge_var[c // w.max_card] * w.max_card + c % w.max_card
                     o = np.where(o == EK, VK, via)
+                bucket_others.append(o)
                 buf(f"enum_bucket_others_{b}", o)
             self._enum_buckets = tuple(x.shape for x in rb.configs)
             rows = np.concatenate(rb.rows) if rb.rows else np.zeros(0, np.int64)
@@ -832,22 +835,19 @@ class UnfoldedNetwork(nn.Module):
                 buf("sweep_bel_slots", sw.bel_slots)
                 buf("sweep_cav_var", sw.cav_var)
                 for b, o in enumerate(sw.others):
-                    if algorithm == "mf":  # e' * K + x (E * K: padding) -> v(e')'s position
-                        e, x = rb.others[b] // w.max_card, rb.others[b] % w.max_card
-                        v = np.where(
-                            e < w.num_edges,
-                            w.edge_var[np.minimum(e, w.num_edges - 1)],
-                            w.num_variables,
-                        )
-                        o = sw.beliefs.at(v, x)
+                    if algorithm == "mf":  # v * K + x (V * K: padding) -> its position
+                        vo = bucket_others[b]
+                        o = sw.beliefs.at(vo // w.max_card, vo % w.max_card)
                     buf(f"sweep_others_{b}", o)
                 buf("sweep_row_of", sw.row_of)
-                bv = sw.beliefs.source // w.max_card
-                absent = np.flatnonzero(sw.beliefs.source % w.max_card >= w.cards[bv])
-                if algorithm == "mf" and absent.size:  # (a padded layout's)
-                    # sweep_var_absent (n,): the belief positions of states that do not exist,
-                    # where mean-field's field is -inf (never outweighed by hard zeros' sums)
-                    buf("sweep_var_absent", absent.astype(np.int64))
+                if algorithm == "mf":
+                    bv, bs = sw.beliefs.source // w.max_card, sw.beliefs.source % w.max_card
+                    absent = np.flatnonzero(bs >= w.cards[bv])
+                    if absent.size:  # (a padded layout's)
+                        # sweep_var_absent (n,): the belief positions of states that do not
+                        # exist, where mean-field's field is -inf (never outweighed by sums of
+                        # hard zeros)
+                        buf("sweep_var_absent", absent.astype(np.int64))
                 for j, (p, sl) in enumerate(zip(sw.bucket_pos, sw.bucket_slots, strict=True)):
                     buf(f"sweep_bucket_pos_{j}", p)
                     buf(f"sweep_bucket_slots_{j}", sl)
