@@ -246,6 +246,20 @@ def _row_expectations(
     return torch.sum(w.mul_(entries), dim=1, out=z_out)
 
 
+def padded_states(
+    x: torch.Tensor, layout: SweepLayout, B: int, K: int, fill: float = NEG
+) -> torch.Tensor:
+    """A flat vector of ``layout``'s positions (a trailing entry allowed) as ``(B, n, K)``,
+    ``fill`` at the states that do not exist (a copy; autograd-safe).
+
+    Shape:
+        ``x``: ``(B, L(+1))``, or ``(L(+1),)`` for one batch row; output: ``(B, n, K)``.
+    """
+    L, n = layout.source.shape[0], layout.items
+    out = x.new_full((B, n * K), fill)
+    return out.index_copy_(1, layout.source, x.reshape(B, -1)[:, :L]).view(B, n, K)
+
+
 class _GatherBucket(NamedTuple):
     """:class:`EnumeratedSweep`'s buffers of one row bucket with other edges."""
 
@@ -282,6 +296,15 @@ class SweepWiringTensors(NamedTuple):
     others: Sequence[torch.Tensor]
     row_of: torch.Tensor
     exact: Sequence[torch.Tensor] | None
+
+    def reduced_rows(self) -> tuple[int, bool]:
+        """The number ``R`` of rows the buckets reduce (concatenated), and whether they are
+        gathered back to the message layout (``row_of``): in another order than the layout's,
+        or fewer (a padded layout's positions of states that do not exist then read a trailing
+        hard zero)."""
+        R = sum(int(o.shape[2]) for o in self.others)
+        L = int(self.messages.source.shape[0])
+        return R, bool(len(self.others) > 1 or len(self.messages.classes) > 1 or R < L)
 
 
 class EnumeratedSweep:
@@ -382,10 +405,7 @@ class EnumeratedSweep:
             self._part = scratch("enum_part", L + 1)
         self._cav = scratch("enum_cav", L + 1)
         self._cav_states = self._views(self._cav, w.messages)
-        R = sum(int(o.shape[2]) for o in w.others)
-        # rows in another order than the layout's, or fewer (a padded layout's positions of
-        # states that do not exist read a trailing hard zero): reduced, then gathered back
-        self._reorder = bool(len(w.others) > 1 or len(w.messages.classes) > 1 or R < L)
+        R, self._reorder = w.reduced_rows()
         self._red = scratch("enum_red", R + 1 if R < L else L)
         if R < L:
             self._red[..., R].fill_(NEG)
@@ -427,11 +447,7 @@ class EnumeratedSweep:
 
     def _padded(self, x: torch.Tensor, layout: SweepLayout) -> torch.Tensor:
         """A flat vector as ``(B, n, K)`` (a copy), ``NEG`` at the states that do not exist."""
-        n = layout.items
-        out = x.new_full((self.B, n * self.K), NEG)
-        L = layout.source.shape[0]
-        out.index_copy_(1, layout.source, x.reshape(self.B, -1)[:, :L])
-        return out.view(self.B, n, self.K)
+        return padded_states(x, layout, self.B, self.K)
 
     @property
     def messages(self) -> torch.Tensor:
@@ -584,12 +600,8 @@ class FlatStep:
     def __init__(self, wiring: SweepWiringTensors, K: int, damping: float, semiring: Semiring):
         self.wiring, self.K = wiring, K
         self.damping, self.semiring = damping, semiring
-        w = wiring
-        L = int(w.messages.source.shape[0])
-        R = sum(int(o.shape[2]) for o in w.others)
-        self.L, self.R = L, R
-        # rows in another order than the layout's, or fewer: reduced, then gathered back
-        self.reorder = bool(len(w.others) > 1 or len(w.messages.classes) > 1 or R < L)
+        self.L = int(wiring.messages.source.shape[0])
+        self.R, self.reorder = wiring.reduced_rows()
 
     @staticmethod
     def _per_class(
@@ -655,23 +667,27 @@ class FlatStep:
         self, msg: torch.Tensor, field: torch.Tensor, entries: Sequence[torch.Tensor]
     ) -> torch.Tensor:
         """One iteration: the new (damped) messages from the messages ``msg``."""
-        w, B = self.wiring, msg.shape[0]
+        w = self.wiring
         cav = self.cavities(msg, field)
         reds = [
             _row_reduce(cav, z, o, self.semiring) for z, o in zip(entries, w.others, strict=True)
         ]
-        if self.R < self.L:
-            reds.append(cav.new_full((B, 1), NEG))
-        red = reds[0] if len(reds) == 1 else torch.cat(reds, dim=1)
-        if self.reorder:
-            red = red.index_select(1, w.row_of)
-        new = self._per_class(red, w.messages, _shift_states)
+        new = self._per_class(self._at_messages(reds, NEG), w.messages, _shift_states)
         return new if self.damping == 0.0 else torch.lerp(new, msg, self.damping)
+
+    def _at_messages(self, rows: list[torch.Tensor], fill: float) -> torch.Tensor:
+        """The row buckets' reduced rows ``[(B, R_b)]`` at the message positions: concatenated,
+        then ``fill`` for the positions of states that do not exist (a padded layout's),
+        gathered back where the order differs (``row_of``). Shape: output ``(B, L)``."""
+        if self.R < self.L:
+            rows = [*rows, rows[0].new_full((rows[0].shape[0], 1), fill)]
+        red = rows[0] if len(rows) == 1 else torch.cat(rows, dim=1)
+        return red.index_select(1, self.wiring.row_of) if self.reorder else red
 
     def residual(self, msg: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
         """The largest change of a normalised message probability from ``prev`` to ``msg``
         (as the general path's ``_max_change``). Shape: ``(B,)``."""
-        p, q = (self._per_class(x, self.wiring.messages, _probabilities) for x in (msg, prev))
+        p, q = (self._per_class(x, self.wiring.messages, _softmax_states) for x in (msg, prev))
         return (p - q).abs().amax(dim=1)
 
     def log_marginals(self, msg: torch.Tensor, field: torch.Tensor) -> torch.Tensor:
@@ -682,9 +698,7 @@ class FlatStep:
 
     def padded(self, x: torch.Tensor, layout: SweepLayout, fill: float = NEG) -> torch.Tensor:
         """A flat vector as ``(B, n, K)``, ``fill`` at the states that do not exist."""
-        B, L = x.shape[0], layout.source.shape[0]
-        out = x.new_full((B, layout.items * self.K), fill)
-        return out.index_copy(1, layout.source, x[:, :L]).view(B, layout.items, self.K)
+        return padded_states(x, layout, x.shape[0], self.K, fill)
 
     def mf_initial(self, field: torch.Tensor) -> torch.Tensor:
         """Mean-field's initial marginals: the softmax of the field (:meth:`field`) per
@@ -712,17 +726,12 @@ class FlatStep:
             ``q``: ``(B, LV + 1)`` (the marginals, then 1); ``field``: ``(B, LV + 1)``;
             ``entries``: ``[(M_b, R_b)]`` (padding 0); output: ``(B, LV + 1)``.
         """
-        w, B = self.wiring, q.shape[0]
+        w = self.wiring
         zs = [
             _row_expectations(q, z, o, ws, f"flat_mf_{b}")
             for b, (z, o) in enumerate(zip(entries, w.others, strict=True))
         ]
-        if self.R < self.L:  # (the states that do not exist: an expectation of 0)
-            zs.append(q.new_zeros(B, 1))
-        red = zs[0] if len(zs) == 1 else torch.cat(zs, dim=1)
-        if self.reorder:
-            red = red.index_select(1, w.row_of)
-        msg = F.pad(red, (0, 1))
+        msg = F.pad(self._at_messages(zs, 0.0), (0, 1))  # (a state that does not exist: 0)
         new = self._per_class(self.beliefs(msg, field), w.beliefs, _softmax_states, tail=1.0)
         return new if self.damping == 0.0 else torch.lerp(new, q, self.damping)
 
@@ -742,8 +751,3 @@ def _shift_states(x: torch.Tensor) -> torch.Tensor:
 
 def _softmax_states(x: torch.Tensor) -> torch.Tensor:
     return torch.softmax(x, dim=1)
-
-
-def _probabilities(x: torch.Tensor) -> torch.Tensor:
-    e = (x - x.amax(dim=1, keepdim=True)).exp()
-    return e / e.sum(dim=1, keepdim=True)
