@@ -334,21 +334,24 @@ def test_state_matvec_equals_naive_twin(B, K, F, shared, seed):
 
 
 @pytest.mark.parametrize("semiring", ["sum", "max"])
-@pytest.mark.parametrize("B", [1, 3])
-def test_log_state_reduce_backward_equals_autograd(semiring, B):
+@pytest.mark.parametrize(("B", "shared"), [(1, False), (3, False), (1, True), (3, True)])
+def test_log_state_reduce_backward_equals_autograd(semiring, B, shared):
     """:class:`LogStateReduce`'s hand-written backward against autograd through its twin:
     the loop of :func:`log_state_reduce` for log2-sum-exp2; for max, ``torch.amax`` over all
     ``K x K`` terms at once, which splits the gradient of tied maxima evenly, as the general
     path does (a chain of ``torch.maximum`` would halve it at each tie instead). Values and
     gradients, with sentinel entries (padded states) whose sums all tie in float64 and, for
-    max, an exact tie of two finite terms. Then ``gradcheck`` where nothing ties."""
+    max, an exact tie of two finite terms. Then ``gradcheck`` where nothing ties. Both ways
+    of the backward: the whole-buffer one (one batch row, a table per factor) and the loop
+    over states (several rows, or a table shared by every factor)."""
     gen = torch.Generator().manual_seed(B)
-    tab = torch.randn(4, 4, 5, dtype=torch.float64, generator=gen)
-    tab[3, :, 0] = NEG_BITS  # a padded state j
-    tab[:, 3, 1] = NEG_BITS  # a padded state a: every term a sentinel
+    tab = torch.randn(4, 4, 1 if shared else 5, dtype=torch.float64, generator=gen)
+    col = (lambda f: 0) if shared else (lambda f: f)  # the table column factor f reads
+    tab[3, :, col(0)] = NEG_BITS  # a padded state j
+    tab[:, 3, col(1)] = NEG_BITS  # a padded state a: every term a sentinel
     q = torch.randn(B, 4, 5, dtype=torch.float64, generator=gen)
     if semiring == "max":  # terms j = 0 and 1 of output a = 0, f = 2: tied, the largest
-        tab[1, 0, 2] = tab[0, 0, 2]
+        tab[1, 0, col(2)] = tab[0, 0, col(2)]
         q[:, 0, 2] += 10.0
         q[:, 1, 2] = q[:, 0, 2]
     g = torch.randn(B, 4, 5, dtype=torch.float64, generator=gen)
@@ -367,8 +370,9 @@ def test_log_state_reduce_backward_equals_autograd(semiring, B):
     torch.testing.assert_close(outs[0], outs[1], atol=0, rtol=0)
     for a, b in zip(*grads, strict=True):
         torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)
-    t = torch.randn(3, 3, 4, dtype=torch.float64, generator=gen, requires_grad=True)
+    t = torch.randn(3, 3, 1 if shared else 4, dtype=torch.float64, generator=gen)
     x = torch.randn(B, 3, 4, dtype=torch.float64, generator=gen, requires_grad=True)
+    t.requires_grad_()
     assert torch.autograd.gradcheck(lambda t, x: LogStateReduce.apply(t, x, semiring), (t, x))
 
 

@@ -557,11 +557,14 @@ def _log_terms(
 class LogStateReduce(torch.autograd.Function):
     """:func:`log_state_reduce` with a hand-written backward. Recorded op by op, its loop
     saves ``2 K`` tensors of ``(B, K, F)`` and its backward runs about ``8 K`` ops; here the
-    forward saves its inputs and the parts of its output (:func:`_log_terms`), and the
-    backward loops over ``j`` again, in place in one buffer: each term's weight in the result
-    (``exp2(term - top - lse)`` for log2-sum-exp2; for max, its share of the maximum, split
-    evenly between tied terms as ``torch.amax`` does), times the output gradient, summed over
-    the states ``a`` (``q``'s gradient) and over the batch (``tab``'s).
+    forward saves its inputs and the parts of its output (:func:`_log_terms`). The backward
+    forms each term's weight in the result (``exp2(term - top - lse)`` for log2-sum-exp2; for
+    max, its share of the maximum, split evenly between tied terms as ``torch.amax`` does),
+    times the output gradient, summed over the states ``a`` (``q``'s gradient) and over the
+    batch (``tab``'s). With one batch row and a table per factor those products *are* the
+    table's gradient: all ``j`` at once, in its buffer, about 6 ops (max-product's backward on
+    a 100 x 100 grid, K = 8: 11.8-13.5 to 9.2-9.8 ms per iteration, 2026-12-07). Otherwise
+    it loops over ``j`` in place in one ``(B, K, F)`` buffer.
 
     Shape:
         ``tab``: ``(K, K, F)``; ``q``: ``(B, K, F)``; output: ``(B, K, F)``.
@@ -585,15 +588,26 @@ class LogStateReduce(torch.autograd.Function):
         need_tab, need_q = ctx.needs_input_grad[:2]
         # (contiguous, each j's slice too: out= views, which torch.compile traces)
         g_tab = tab.new_empty(tab.shape) if need_tab else None
+        if g_tab is not None and q.shape[0] == 1 and tab.shape[2] == q.shape[2]:
+            # one batch row and a table per factor: the weights of all j at once are the
+            # table's gradient, in a few whole-buffer ops (K-fold fewer than the loop)
+            w = g_tab.unsqueeze(1)  # (K, 1, K, F)
+            torch.add(tab.unsqueeze(1), q.transpose(0, 1).unsqueeze(2), out=w)
+            if ctx.semiring == "max":
+                g = g / w.eq_(res).sum(dim=0)
+            else:
+                w.sub_(res).sub_(lse).exp2_()
+            w.mul_(g)
+            return g_tab, w.sum(dim=2).transpose(0, 1) if need_q else None, None
         g_q = q.new_empty(K, q.shape[0], q.shape[2]) if need_q else None  # (K, B, F)
-        w = torch.empty_like(res)
+        buf = torch.empty_like(res)
         if ctx.semiring == "max":  # the tied maxima of each output share its gradient
             count = torch.zeros_like(res)
             for j in range(K):
-                count.add_(torch.add(tab[j], q[:, j : j + 1], out=w).eq_(res))
+                count.add_(torch.add(tab[j], q[:, j : j + 1], out=buf).eq_(res))
             g = g / count
         for j in range(K):
-            torch.add(tab[j], q[:, j : j + 1], out=w)
+            w = torch.add(tab[j], q[:, j : j + 1], out=buf)
             if ctx.semiring == "max":
                 w.eq_(res)
             else:
