@@ -14,6 +14,7 @@ import math
 import re
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import partial
 from typing import Any, Literal, overload
 
 import numpy as np
@@ -374,6 +375,27 @@ def _check_triton_backend(net: UnfoldedNetwork, pairwise_graph: bool) -> None:
     require_triton()
 
 
+def _log_ranges(th: Sequence[torch.Tensor], groups: Iterable[int]) -> list[torch.Tensor]:
+    """Per group of ``groups`` (indices into ``th``), per factor, the log-range of its table
+    (about ``1e30`` or more with a hard zero). Shape: ``th[i]`` ``(F, k0, k1)``; output
+    ``[j]``: ``(F,)``."""
+    return [th[i].detach().amax(dim=(1, 2)) - th[i].detach().amin(dim=(1, 2)) for i in groups]
+
+
+def _interaction_spreads(
+    th: Sequence[torch.Tensor], ds: Sequence[torch.Tensor]
+) -> list[torch.Tensor]:
+    """Per binary pairwise group, per factor, ``|d|``
+    (:func:`~pgmunfold.infer.binary.interaction`), or ``inf`` where the table has a hard zero
+    (two of them can cancel in ``d``). Shape: ``th[i]`` ``(F, 2, 2)``, ``ds[i]`` ``(F, 1)``;
+    output ``[i]``: ``(F,)``."""
+    out = []
+    for t, d in zip(th, ds, strict=True):
+        hard = t.detach().amin(dim=(1, 2)) <= NEG / 2
+        out.append(d.detach().abs().flatten().masked_fill(hard, float("inf")))
+    return out
+
+
 def _auto_range_ok(spread: torch.Tensor, limit: float) -> bool:
     """``contraction="auto"``'s one host read per forward: is a table group's log-range
     ``spread`` (a 0-d tensor) below ``limit``? Refused with a clear error during CUDA-graph
@@ -382,7 +404,8 @@ def _auto_range_ok(spread: torch.Tensor, limit: float) -> bool:
         raise RuntimeError(
             'contraction="auto" reads the potentials\' log-range on the host once per forward, '
             "which CUDA-graph capture does not allow; compile the network with "
-            'contraction="matmul" (exp-domain contraction, unchecked) or "logsumexp" to capture it'
+            'contraction="matmul" (exp-domain; on the GPU checked at compile time only) '
+            'or "logsumexp" to capture it'
         )
     return float(spread) < limit
 
@@ -498,8 +521,14 @@ class UnfoldedNetwork(nn.Module):
             log-domain reduction, per merge of groups. ``"matmul"`` (sum-product): one batched
             matrix-vector product in the exp domain per pairwise merge
             (:func:`~pgmunfold.infer.ops.dense_pairwise_messages`), exact while a table's
-            log-range is below 60 (float32) / 600 (float64) nats. ``"enumerate"`` (general
-            path; BP with ``schedule="parallel"``, sum- or max-product; mean-field): every
+            log-range is below 60 (float32) / 600 (float64) nats (binary factors: the
+            interaction ``|t11 - t10 - t01 + t00|`` below 80 / 700) and the tables have no hard
+            zero (with one, strong evidence made a third of small random models wrong). Checked
+            here on the declared tables (``ValueError`` naming the group, the factor and its
+            scope), and again in each forward on CPU; unchecked on other devices and under
+            ``torch.compile`` tracing (no host read: CUDA graphs can capture it).
+            ``"enumerate"`` (general path; BP with ``schedule="parallel"``, sum- or
+            max-product; mean-field): every
             configuration of every factor as one flat entry, so the messages of all groups,
             whatever their arity and cardinalities, take a fixed two dozen ops per iteration
             (:mod:`pgmunfold.infer.enumerated`; mean-field's expected log-potentials take a
@@ -1060,6 +1089,74 @@ class UnfoldedNetwork(nn.Module):
             vcol = variable_colouring(w)
             self.num_colours = int(vcol.max()) + 1 if vcol.size else 0
             buf("colour_masks", vcol[None, :] == np.arange(self.num_colours)[:, None])
+        self._check_matmul_range()
+
+    def _check_matmul_range(self) -> None:
+        """``contraction="matmul"``: the declared tables of every iteration's copies must allow
+        the exp-domain contraction (finite, log-range below the limit), else a ``ValueError``
+        naming the group and factor, here at compile time. The forward repeats the check on
+        CPU tensors (trained tables may leave the range); see :meth:`_exp_range_ok`."""
+        if self.contraction != "matmul" or self.semiring != "sum" or self.algorithm != "bp":
+            return
+        if not (self.binary_fast or self.pairwise_fast or self.enumerated):
+            if self.schedule != "parallel":
+                return  # (the sequential schedule contracts in the log domain)
+        with torch.no_grad():
+            thetas = self._thetas()
+            limit = dense_range_limit(self.base_unary.dtype)
+            for t in {self._copy_key(t): t for t in range(self.iterations)}.values():
+                th = self._at(thetas, t)
+                if self.binary_fast:
+                    self._binary_coefficients(th)
+                elif self.pairwise_fast:
+                    for un in self._pw_units:
+                        self._pairwise_tables([th[i] for i in un], limit, un)
+                elif not self.enumerated:
+                    self._dense_plans(th, self._merge_tables(th, NEG))
+
+    def _exp_range_ok(
+        self,
+        spreads: Callable[[], Sequence[torch.Tensor]],
+        limit: float,
+        groups: Sequence[int],
+        measure: str,
+    ) -> bool:
+        """Whether the exp-domain contraction is exact for the tables of ``groups`` (indices
+        into the message groups): every factor's entry of ``spreads()`` (made only when
+        read; its tables' log-range, or
+        the binary interaction ``|t11 - t10 - t01 + t00|``; ``inf`` with a hard zero) is below
+        ``limit``.
+
+        ``contraction="auto"``: one host read, the answer (:func:`_auto_range_ok`).
+        ``"matmul"``: the same read, and a ``ValueError`` naming the group, the factor and its
+        scope where one is not (its messages would underflow: ``NaN`` or wrong marginals);
+        unchecked (``True``) where a host read would sync or break a trace: tensors off the
+        CPU, ``torch.compile`` tracing. :meth:`_check_matmul_range` checks the declared tables
+        at compile time.
+
+        Shape:
+            ``spreads[i]``: ``(F_i,)`` or ``(1,)`` (a shared table) for group ``groups[i]``.
+        """
+        if self.contraction != "matmul":
+            return _auto_range_ok(torch.stack([s.amax() for s in spreads()]).amax(), limit)
+        if self.base_unary.device.type != "cpu" or torch.compiler.is_compiling():
+            return True
+        for g, s in zip(groups, spreads(), strict=True):
+            worst = int(s.argmax())
+            value = float(s[worst])
+            if not value < limit:
+                grp = self._mgroups[g]
+                scope = self.graph.groups[self._msg_idx[g]].scopes[0 if grp.shared else worst]
+                names = tuple(self.graph.variable_name(int(v)) for v in scope)
+                what = f"{measure} {value:.4g}" if value < -NEG / 2 else "a hard zero (-inf)"
+                raise ValueError(
+                    f'contraction="matmul": factor {worst} of group {grp.name!r} (scope '
+                    f"{names!r}, tables {tuple(grp.cards)}{', shared' if grp.shared else ''}) "
+                    f"has {what}, outside the exp-domain contraction's exact range "
+                    f"(finite, below {limit:g} for {s.dtype}): its messages would underflow. "
+                    'Use contraction="auto" (the log domain where needed) or "logsumexp".'
+                )
+        return True
 
     # ------------------------------------------------------------------ parameters
     def _apply(self, fn: Any, recurse: bool = True) -> UnfoldedNetwork:
@@ -1421,14 +1518,8 @@ class UnfoldedNetwork(nn.Module):
         limit = dense_range_limit(self.base_unary.dtype)
         plans: list[DensePairwise | None] = []
         for m, members, t in zip(self._merges, self._merge_idx, merged, strict=True):
-            ok = m.arity == 2 and (
-                self.contraction == "matmul"
-                or _auto_range_ok(
-                    torch.stack(
-                        [th[i].detach().amax() - th[i].detach().amin() for i in members]
-                    ).amax(),
-                    limit,
-                )
+            ok = m.arity == 2 and self._exp_range_ok(
+                partial(_log_ranges, th, members), limit, members, "a log-range of"
             )
             plans.append(dense_pairwise(t) if ok else None)
         return plans if any(p is not None for p in plans) else None
@@ -1533,9 +1624,11 @@ class UnfoldedNetwork(nn.Module):
         if self.semiring == "sum" and self.contraction != "logsumexp":
             ds = [interaction(a, b) for _, a, b in groups]
             limit = exp_form_limit(ds[0].dtype)
-            d_all = ds[0] if len(ds) == 1 else torch.cat(ds)
-            exp_form = self.contraction == "matmul" or _auto_range_ok(
-                d_all.detach().abs().amax(), limit
+            exp_form = self._exp_range_ok(
+                partial(_interaction_spreads, [th[i] for i in self._pw_idx], ds),
+                limit,
+                self._pw_idx,
+                "an interaction |t11 - t10 - t01 + t00| of",
             )
             if exp_form:
                 fields = [exp_form_coefficients(*g, d) for g, d in zip(groups, ds, strict=True)]
@@ -1899,7 +1992,7 @@ class UnfoldedNetwork(nn.Module):
                         self._column_table(th, limit)
                         if columns
                         else [
-                            self._pairwise_tables([th[i] for i in un], limit)
+                            self._pairwise_tables([th[i] for i in un], limit, un)
                             for un in self._pw_units
                         ]
                     )
@@ -1957,14 +2050,15 @@ class UnfoldedNetwork(nn.Module):
             ``th[i]``: ``(F_i or 1, k0, k1)``; output table: ``(K, K, P)``.
         """
         full = [th[i].expand(self._mgroups[i].num_factors, -1, -1) for i in self._pw_idx]
-        tab = self._pairwise_tables(full, limit, link=False)
+        tab = self._pairwise_tables(full, limit, self._pw_idx, link=False)
         units = tab.to1.split(list(self._pw_unit_sizes), dim=2)
         return ColumnTable(tab.form, column_tables(units, self._pw_unit_sizes))
 
     def _pairwise_tables(
-        self, th: list[torch.Tensor], limit: float, link: bool = True
+        self, th: list[torch.Tensor], limit: float, groups: Sequence[int], link: bool = True
     ) -> PairwiseTables:
-        """State-major tables of a pairwise unit (its groups' tables ``th``) on the pairwise
+        """State-major tables of a pairwise unit (its groups' tables ``th``, of the message
+        groups ``groups``) on the pairwise
         fast path, in the contraction form the settings allow. ``contraction="auto"`` reads
         the largest per-table log-range of the unit on the host (one scalar per unit and
         forward); the per-table maxima of that same pass then shift the exp-domain entries.
@@ -1978,13 +2072,13 @@ class UnfoldedNetwork(nn.Module):
         link = link and not self.compile_steps  # (a compiled contraction runs plain ops)
         if self.semiring != "sum" or self.contraction == "logsumexp":
             return pairwise_tables(th, "log", K)
-        if self.contraction == "matmul":  # unchecked (no host read): shift each cavity
+        if self.contraction == "matmul":  # checked on CPU; shift each cavity
+            ranges = partial(_log_ranges, th, range(len(th)))
+            self._exp_range_ok(ranges, limit, groups, "a log-range of")
             return pairwise_tables(th, "exp_shifted", K, link=link)
         hi = [t.detach().amax(dim=(1, 2)) for t in th]  # (aminmax over (F, K^2): slower)
-        spread = torch.stack(
-            [(h - t.detach().amin(dim=(1, 2))).amax() for h, t in zip(hi, th, strict=True)]
-        )
-        if _auto_range_ok(spread.amax(), limit):
+        spreads = [h - t.detach().amin(dim=(1, 2)) for h, t in zip(hi, th, strict=True)]
+        if self._exp_range_ok(lambda: spreads, limit, groups, "a log-range of"):
             return pairwise_tables(th, "exp", K, table_max=hi, link=link)
         return pairwise_tables(th, "log", K)
 

@@ -18,6 +18,7 @@ from pgmunfold.infer.pairwise import (
     LogStateReduce,
     StateMatvec,
     log_state_reduce,
+    pairwise_messages,
     pairwise_tables,
     state_matvec_naive,
 )
@@ -223,23 +224,73 @@ def test_float32_huge_potentials_and_evidence():
     assert (fast.map_states[:, 0] == torch.tensor([1, 4])).all()
 
 
-def test_forced_matmul_past_the_checked_range_shifts_each_cavity():
-    rng = np.random.default_rng(6)
+def _chain(k: int, tabs: np.ndarray, n: int = 5) -> pu.FactorGraph:
     fg = pu.FactorGraph()
-    x = fg.add_variables("x", (4, 4), 4)
-    pairs = np.stack([x.ids[:, :-1], x.ids[:, 1:]], -1).reshape(-1, 2)
-    tabs = 75.0 * rng.random((len(pairs), 4, 4))
-    tabs[:, 0, 0], tabs[:, 1, 1] = 0.0, 75.0  # log-range 75 nats: past the float32 limit of 60
-    fg.add_factors(pairs, tabs)
-    net = pu.compile(fg, iterations=6, contraction="matmul")
-    th = net._at(net._thetas(), 0)[net._pw_idx[0]]
-    assert net._pairwise_tables([th], 60.0).form == "exp_shifted"
-    assert pu.compile(fg, iterations=6)._pairwise_tables([th], 60.0).form == "log"
-    ref = pu.compile(fg, iterations=6, contraction="logsumexp", dtype=torch.float64)()
-    out = net()
+    fg.add_variables("x", n, k)
+    fg.add_factors(np.array([[i, i + 1] for i in range(n - 1)]), tabs, name="pair")
+    fg.add_factors(np.arange(n).reshape(-1, 1), np.zeros((n, k)), name="unary")
+    return fg
+
+
+@pytest.mark.parametrize(
+    ("k", "fast_path", "what"),
+    [
+        (2, True, "interaction"),  # the binary path: |t11 - t10 - t01 + t00| below 80
+        (4, True, "log-range"),  # the pairwise path: each table's range below 60
+        (3, False, "log-range"),  # the general path's merges
+        (2, True, "hard zero"),
+        (4, True, "hard zero"),
+        (3, False, "hard zero"),
+    ],
+)
+def test_matmul_refuses_tables_outside_its_exact_range(k, fast_path, what):
+    """``contraction="matmul"`` on tables past the exp-domain range, or with a hard zero
+    (with which strong evidence made a third of small random models wrong): a ``ValueError``
+    at compile time naming the factor, its group and scope, on every path; ``"auto"`` takes
+    the log form on the same tables and matches ``"logsumexp"``. Then a network compiled on
+    tables in range refuses a forward on CPU once its parameters leave it (training)."""
+    rng = np.random.default_rng(k)
+    tabs = rng.normal(size=(4, k, k))
+    if what == "hard zero":
+        tabs[2, 0, 1] = -np.inf
+    else:
+        tabs[2, 0, 0] = 100.0  # factor 2: range (and interaction) about 100
+    fg = _chain(k, tabs)
+    kw = dict(iterations=6, fast_path=fast_path)
+    with pytest.raises(
+        ValueError, match=rf"factor 2 of group 'pair' \(scope \(\('x', 2\), \('x', 3\)\).*{what}"
+    ):
+        pu.compile(fg, contraction="matmul", **kw)
+    auto = pu.compile(fg, **kw)
+    assert (auto.binary_fast or auto.pairwise_fast) == fast_path
+    assert auto.binary_fast == (what == "interaction")  # (hard zeros: the pairwise path)
+    ref = pu.compile(fg, contraction="logsumexp", dtype=torch.float64, **kw)()
     torch.testing.assert_close(
-        out.log_marginals.exp().double(), ref.log_marginals.exp(), atol=1e-4, rtol=0
+        auto().log_marginals.exp().double(), ref.log_marginals.exp(), atol=1e-5, rtol=0
     )
+    net = pu.compile(_chain(k, rng.normal(size=(4, k, k))), contraction="matmul", **kw)
+    net()
+    with torch.no_grad():
+        net.potentials["pair"].mul_(200.0)
+    with pytest.raises(ValueError, match=r"factor \d of group 'pair'"):
+        net()
+
+
+def test_exp_shifted_tables_past_the_checked_range_shift_each_cavity():
+    """The ``"exp_shifted"`` form (what ``"matmul"`` runs, unchecked on the GPU) shifts each
+    cavity to a maximum of 0: exact past ``"exp"``'s limit of 60 nats in float32 (here 75),
+    against the log form."""
+    rng = np.random.default_rng(6)
+    th = torch.as_tensor(75.0 * rng.random((6, 4, 4)), dtype=torch.float32)
+    th[:, 0, 0], th[:, 1, 1] = 0.0, 75.0
+    q = torch.as_tensor(30.0 * rng.normal(size=(2, 4, 12)), dtype=torch.float32)
+    q = q - q.amax(dim=1, keepdim=True)
+    out = {}
+    for form in ("exp_shifted", "log"):
+        tables = [pairwise_tables(th, form, 4, link=False)]
+        out[form] = pairwise_messages(q.clone(), tables, [6], "sum")
+    p = {f: torch.softmax(m[:, :, :-1] / LOG2E, dim=1) for f, m in out.items()}
+    torch.testing.assert_close(p["exp_shifted"], p["log"], atol=1e-5, rtol=0)
 
 
 def test_auto_checks_each_tables_own_log_range():
@@ -255,7 +306,7 @@ def test_auto_checks_each_tables_own_log_range():
     fg.add_factors(x.ids.reshape(-1, 1), rng.normal(size=(16, 3)))
     net = pu.compile(fg, iterations=8, damping=0.3)
     th = net._at(net._thetas(), 0)[net._pw_idx[0]]
-    assert net._pairwise_tables([th], 60.0).form == "exp"
+    assert net._pairwise_tables([th], 60.0, net._pw_idx).form == "exp"
     ref = pu.compile(fg, iterations=8, damping=0.3, contraction="logsumexp")()
     torch.testing.assert_close(net().log_marginals, ref.log_marginals, atol=1e-5, rtol=1e-5)
     wide = tabs.copy()
@@ -264,7 +315,7 @@ def test_auto_checks_each_tables_own_log_range():
     fg2.add_variables("x", (4, 4), 3)
     fg2.add_factors(pairs, wide)
     net2 = pu.compile(fg2, iterations=8)
-    assert net2._pairwise_tables([net2._at(net2._thetas(), 0)[0]], 60.0).form == "log"
+    assert net2._pairwise_tables([net2._at(net2._thetas(), 0)[0]], 60.0, [0]).form == "log"
 
 
 def test_applicability():
@@ -474,6 +525,13 @@ def _mean_field_fast_path_equals_general(gx, damping, B, with_evidence, seed):
         torch.testing.assert_close(out.residual, ref.residual, atol=1e-9, rtol=1e-9)
 
 
+def _matmul_refuses(fg: pu.FactorGraph) -> bool:
+    """Whether ``contraction="matmul"`` (float64) refuses the graph's pairwise tables: a hard
+    zero, or a table's log-range of 600 nats or more."""
+    tabs = [g.log_potentials for g in fg.groups if g.log_potentials.ndim == 3]
+    return any(np.isneginf(t).any() or np.ptp(t, axis=(1, 2)).max() >= 600 for t in tabs)
+
+
 @given(
     pairwise_graphs(),
     st.sampled_from(["sum", "max"]),
@@ -493,16 +551,13 @@ def test_column_sweep_equals_the_functional_step(
     fg, x = gx
     saved = wiring._MAX_BASE_WIDTH
     wiring._MAX_BASE_WIDTH = 1 if buckets else None
+    kw = dict(iterations=5, damping=damping, semiring=semiring, untie=untie)
     try:
-        net = pu.compile(
-            fg,
-            iterations=5,
-            damping=damping,
-            semiring=semiring,
-            contraction=contraction,
-            untie=untie,
-            dtype=torch.float64,
-        )
+        if contraction == "matmul" and semiring == "sum" and _matmul_refuses(fg):
+            with pytest.raises(ValueError, match='contraction="matmul"'):
+                pu.compile(fg, contraction=contraction, dtype=torch.float64, **kw)
+            return
+        net = pu.compile(fg, contraction=contraction, dtype=torch.float64, **kw)
     finally:
         wiring._MAX_BASE_WIDTH = saved
     assert net.pairwise_fast
