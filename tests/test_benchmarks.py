@@ -22,6 +22,7 @@ from benchmarks import (
     grid_lbp,
     hub_graphs,
     launch_overhead,
+    log_form_backward,
     mixed_cardinality,
     op_traffic,
     roofline,
@@ -54,6 +55,21 @@ def test_autograd_cost_runs(tmp_path):
     autograd_cost.main(["--sizes", "4", "--ks", "3", "--iters", "2", "--repeats", "1", *log_form])
     rows = json.loads(out.read_text())
     assert [r["semiring"] for r in rows] == ["max", "max"] and rows[0]["bwd_s"] > 0
+
+
+def test_log_form_backward_runs(tmp_path, capsys):
+    out = tmp_path / "lf.json"
+    args = ["--grids", "4:3", "3:5", "--iters", "2", "--repeats", "1", "--batch", "2"]
+    assert log_form_backward.main([*args, "--label", "X", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())
+    assert [(r["N"], r["K"], r["semiring"]) for r in rows] == [
+        (4, 3, "sum"),
+        (4, 3, "max"),
+        (3, 5, "sum"),
+        (3, 5, "max"),
+    ]
+    assert all(r["path"] == "pairwise" and r["bwd_ms_per_iter"] > 0 for r in rows)
+    assert capsys.readouterr().out.count("X N=") == 4
 
 
 def test_compare_pgmax_without_pgmax_says_so(capsys):
