@@ -13,8 +13,10 @@ autograd (``--algorithms bp mf``: flooding BP, parallel mean-field), and prints 
 ``_ENUMERATE_LARGE``, ``_ENUMERATE_LARGE_BP``, over the ``gathered`` cavities per batch row)
 can be checked on a machine.
 
-``per-merge`` is ``"auto"`` with the enumerated contraction turned off (matmul where the range
-allows); ``ratio`` = per-merge time / enumerated time (> 1: enumerated faster).
+``per-merge`` is ``"auto"`` without the enumerated contraction: ``contraction="matmul"`` (the
+exp-domain matmul for pairwise merges, whose range it checks; the log domain for the others,
+and for mean-field, which contracts no table in the exp domain); ``ratio`` = per-merge time /
+enumerated time (> 1: enumerated faster).
 
 Run: ``python -m benchmarks.enumerated [--sizes 8 32 128] [--ks 2 3] [--arities 2 3]
 [--batches 1 16] [--algorithms bp mf] [--iters 20] [--repeats 5] [--threads 1]
@@ -57,9 +59,11 @@ def run_row(
 ) -> dict[str, Any]:
     fg = triplet_or_pair_grid(n, k, arity)
     kw: dict[str, Any] = dict(iterations=iters, damping=0.5, fast_path=False, algorithm=algorithm)
-    merge = pu.compile(fg, **kw)
-    auto = "enumerate" if merge.enumerated else "per-merge"  # what "auto" takes
-    merge.enumerated = False  # "auto" without the enumerated contraction
+    auto = "enumerate" if pu.compile(fg, **kw).enumerated else "per-merge"  # what "auto" takes
+    # "auto" without the enumerated contraction: per merge, matmul for pairwise merges (these
+    # tables are in its range, which "matmul" checks at compile time)
+    merge = pu.compile(fg, contraction="matmul", **kw)
+    assert not merge.enumerated
     enum = pu.compile(fg, contraction="enumerate", **kw)
     u = torch.randn(
         B, merge.num_variables, merge.max_card, generator=torch.Generator().manual_seed(1)
