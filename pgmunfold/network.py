@@ -1101,18 +1101,22 @@ class UnfoldedNetwork(nn.Module):
         if not (self.binary_fast or self.pairwise_fast or self.enumerated):
             if self.schedule != "parallel":
                 return  # (the sequential schedule contracts in the log domain)
-        with torch.no_grad():
-            thetas = self._thetas()
-            limit = dense_range_limit(self.base_unary.dtype)
-            for t in {self._copy_key(t): t for t in range(self.iterations)}.values():
-                th = self._at(thetas, t)
-                if self.binary_fast:
-                    self._binary_coefficients(th)
-                elif self.pairwise_fast:
-                    for un in self._pw_units:
-                        self._pairwise_tables([th[i] for i in un], limit, un)
-                elif not self.enumerated:
-                    self._dense_plans(th, self._merge_tables(th, NEG))
+        self._range_at_compile = True  # (read on any device: once, here)
+        try:
+            with torch.no_grad():
+                thetas = self._thetas()
+                limit = dense_range_limit(self.base_unary.dtype)
+                for t in {self._copy_key(t): t for t in range(self.iterations)}.values():
+                    th = self._at(thetas, t)
+                    if self.binary_fast:
+                        self._binary_coefficients(th)
+                    elif self.pairwise_fast:
+                        for un in self._pw_units:
+                            self._pairwise_tables([th[i] for i in un], limit, un)
+                    elif not self.enumerated:
+                        self._dense_plans(th, self._merge_tables(th, NEG))
+        finally:
+            self._range_at_compile = False
 
     def _exp_range_ok(
         self,
@@ -1139,7 +1143,8 @@ class UnfoldedNetwork(nn.Module):
         """
         if self.contraction != "matmul":
             return _auto_range_ok(torch.stack([s.amax() for s in spreads()]).amax(), limit)
-        if self.base_unary.device.type != "cpu" or torch.compiler.is_compiling():
+        on_host = self.base_unary.device.type == "cpu" and not torch.compiler.is_compiling()
+        if not (on_host or getattr(self, "_range_at_compile", False)):
             return True
         for g, s in zip(groups, spreads(), strict=True):
             worst = int(s.argmax())

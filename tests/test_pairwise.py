@@ -276,6 +276,23 @@ def test_matmul_refuses_tables_outside_its_exact_range(k, fast_path, what):
         net()
 
 
+def test_matmul_checks_at_compile_time_where_forwards_go_unchecked(monkeypatch):
+    """Where a forward must not read the host (here ``torch.compile`` tracing, simulated; on
+    a GPU likewise), ``"matmul"`` still checks the declared tables at compile time, and the
+    forward runs unchecked."""
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    rng = np.random.default_rng(3)
+    wide = rng.normal(size=(4, 4, 4))
+    wide[1, 2, 3] = 100.0
+    with pytest.raises(ValueError, match="factor 1 of group 'pair'"):
+        pu.compile(_chain(4, wide), iterations=4, contraction="matmul")
+    net = pu.compile(_chain(4, rng.normal(size=(4, 4, 4))), iterations=4, contraction="matmul")
+    assert net.pairwise_fast
+    with torch.no_grad():
+        net.potentials["pair"].mul_(200.0)
+    net()  # (no host read: no check)
+
+
 def test_exp_shifted_tables_past_the_checked_range_shift_each_cavity():
     """The ``"exp_shifted"`` form (what ``"matmul"`` runs, unchecked on the GPU) shifts each
     cavity to a maximum of 0: exact past ``"exp"``'s limit of 60 nats in float32 (here 75),
