@@ -106,7 +106,7 @@ from pgmunfold.infer.pairwise import (
     state_matvec,
     unit_state_major,
 )
-from pgmunfold.infer.workspace import Workspace
+from pgmunfold.infer.workspace import Workspace, WorkspacePool
 
 __all__ = ["UnfoldedNetwork", "compile"]
 
@@ -149,8 +149,8 @@ def _raised(p: torch.Tensor) -> torch.Tensor:
     checks every path). Off the CPU and while ``torch.compile`` traces, the copy stays: the
     check would be a host sync there, or a data-dependent branch.
     """
-    if p.device.type != "cpu" or p.numel() == 0 or torch.compiler.is_compiling():
-        return p.clamp_min(NEG)
+    if p.device.type != "cpu" or p.numel() < 65536 or torch.compiler.is_compiling():
+        return p.clamp_min(NEG)  # (on a small table the copy costs less than the read)
     return p if bool(p.detach().amin() >= NEG) else p.clamp_min(NEG)
 
 
@@ -595,6 +595,7 @@ class UnfoldedNetwork(nn.Module):
     cards: torch.Tensor
     degree: torch.Tensor
     base_unary: torch.Tensor
+    state_absent: torch.Tensor
     colour_masks: torch.Tensor
     bin_slots_t: torch.Tensor
     bin_partner_edge: torch.Tensor
@@ -800,6 +801,8 @@ class UnfoldedNetwork(nn.Module):
         buf("degree", torch.as_tensor(w.degree, dtype=fdtype))
         base = np.where(w.state_valid, 0.0, NEG)
         buf("base_unary", torch.as_tensor(base, dtype=fdtype))
+        # state_absent (V, K): the padding states, beyond a variable's cardinality
+        buf("state_absent", torch.as_tensor(~np.asarray(w.state_valid, dtype=bool)))
         # the general path's flooding BP and mean-field by the enumerated contraction
         # (compile/enumerate.py), over the rows of its row buckets (enum_bucket_*, below)
         self.enumerated = False
@@ -815,6 +818,8 @@ class UnfoldedNetwork(nn.Module):
         # per copy combination and device, the flat indices into _FlatThetas.flat
         # (_enumerated_index; made by tensor ops from the enum_* buffers, kept outside tracing)
         self._enum_index: dict[tuple[tuple[int | str, ...], torch.device], torch.Tensor] = {}
+        # the binary and pairwise paths' no-grad workspaces, kept between forwards on CPU
+        self._pool = WorkspacePool()
         self._sweep_buckets = -1  # the no-grad enumerated loop's buckets (-1: no loop)
         # its cardinality classes (offset, k, n): of the messages, of the beliefs
         self._sweep_classes: tuple[tuple[tuple[int, int, int], ...], ...] = ((), ())
@@ -1189,6 +1194,7 @@ class UnfoldedNetwork(nn.Module):
         before = {k: p.dtype for k, p in self.potentials.items()}
         super()._apply(fn, recurse)
         self._enum_index.clear()  # (made again from the moved buffers)
+        self._pool.clear()
         with torch.no_grad():
             for g, key in zip(self.graph.groups, self._keys, strict=True):
                 p = self.potentials[key]
@@ -1306,6 +1312,7 @@ class UnfoldedNetwork(nn.Module):
         state = self.__dict__.copy()
         state["_compiled"] = {}
         state["_enum_index"] = {}
+        state["_pool"] = WorkspacePool()
         return state
 
     # ------------------------------------------------------------------ inputs
@@ -1764,7 +1771,7 @@ class UnfoldedNetwork(nn.Module):
         ul = u[:, :, 1] - u[:, :, 0]
         field = unaries.field(ul)
         damping = self._damping_scalar(u)
-        ws = Workspace.for_forward()
+        ws = self._pool.acquire()  # given back below, without the messages
         coeffs: dict[tuple[int, ...], tuple[torch.Tensor, ...]] = {}
         keys = [self._pairwise_key(t) for t in range(self.iterations)]
         if self.backend == "triton" and ws.enabled:  # the fused kernels
@@ -1813,7 +1820,9 @@ class UnfoldedNetwork(nn.Module):
             ]
             return log_odds_to_log_messages(torch.cat(parts, dim=1))
 
-        return log_odds_to_log_messages(belief), messages, residual
+        log_marg = log_odds_to_log_messages(belief)
+        self._pool.give_back(ws, lo)  # (messages() reads lo later)
+        return log_marg, messages, residual
 
     def _copies(self, i: int) -> tuple[int, ...]:
         """Per iteration, the copy of message group ``i`` (an index into ``_mgroups``)."""
@@ -1967,15 +1976,18 @@ class UnfoldedNetwork(nn.Module):
             return (unaries.field(u) * LOG2E).transpose(1, 2).contiguous()
 
         field = field_of()
+        # kept between no-grad forwards on CPU (given back below, without the messages)
+        ws = Workspace(False) if self.compile_steps else self._pool.acquire()
+        msg = ws("msg_init", (B, K, P + 1), u)
+        msg = u.new_empty(B, K, P + 1) if msg is None else msg
         if self._uniform_cards:  # uniform messages
-            init = u.new_full((B, K, P), -math.log2(K))
+            msg[:, :, :P].fill_(-math.log2(K))
         else:  # uniform over each variable's own states, as on the general path
             base = (log_normalize(self.base_unary) * LOG2E).t()[:, self.pw_var]
-            init = base.clamp_min(NEG_BITS).unsqueeze(0).expand(B, K, P)
-        msg = torch.cat([init, u.new_zeros(B, K, 1)], dim=2)
+            msg[:, :, :P] = base.clamp_min(NEG_BITS).unsqueeze(0)
+        msg[:, :, P].zero_()
         prev = msg
         damping = self._damping_scalar(u)
-        ws = self._workspace()
         tables: dict[tuple[int, ...], list[PairwiseTables] | ColumnTable] = {}
         stacked: dict[tuple[int, ...], torch.Tensor] = {}  # backend="triton", no-grad
         fused = self.backend == "triton" and ws.enabled
@@ -1993,6 +2005,7 @@ class UnfoldedNetwork(nn.Module):
                 self.damping,
                 self.semiring,
                 self.pw_partner_pos if self.exact_cavity else None,
+                ws,
             )
         for t in range(self.iterations):
             prev = msg
@@ -2010,11 +2023,13 @@ class UnfoldedNetwork(nn.Module):
                 if key not in tables:  # once per distinct combination of copies
                     assert th is not None
                     tables[key] = (
-                        self._column_table(th, limit)
+                        self._column_table(th, limit, ws, f"tab{key}")
                         if columns
                         else [
-                            self._pairwise_tables([th[i] for i in un], limit, un)
-                            for un in self._pw_units
+                            self._pairwise_tables(
+                                [th[i] for i in un], limit, un, ws=ws, name=f"tab{key}/{j}"
+                            )
+                            for j, un in enumerate(self._pw_units)
                         ]
                     )
                 tab = tables[key]
@@ -2060,23 +2075,40 @@ class UnfoldedNetwork(nn.Module):
 
         # normalised state-major (reductions along the long axis), returned contiguous in the
         # public layout (an arg-max over a strided state axis is 3x slower on CPU)
-        return log_normalize(belief, dim=1).transpose(1, 2).contiguous(), messages, residual
+        log_marg = log_normalize(belief, dim=1).transpose(1, 2).contiguous()
+        self._pool.give_back(ws, msg)  # (messages() reads msg later)
+        return log_marg, messages, residual
 
-    def _column_table(self, th: list[torch.Tensor], limit: float) -> ColumnTable:
+    def _column_table(
+        self,
+        th: list[torch.Tensor],
+        limit: float,
+        ws: Workspace | None = None,
+        name: str = "tab",
+    ) -> ColumnTable:
         """Every pairwise column's table (:func:`~pgmunfold.infer.pairwise.column_tables`),
         from the tables ``th`` of every group, in one contraction form (one host read of the
-        log-range under ``contraction="auto"``), with plain autograd.
+        log-range under ``contraction="auto"``), with plain autograd; in the buffers ``name*``
+        of ``ws`` when given (no-grad).
 
         Shape:
             ``th[i]``: ``(F_i or 1, k0, k1)``; output table: ``(K, K, P)``.
         """
         full = [th[i].expand(self._mgroups[i].num_factors, -1, -1) for i in self._pw_idx]
-        tab = self._pairwise_tables(full, limit, self._pw_idx, link=False)
+        tab = self._pairwise_tables(full, limit, self._pw_idx, False, ws, name + "/units")
         units = tab.to1.split(list(self._pw_unit_sizes), dim=2)
-        return ColumnTable(tab.form, column_tables(units, self._pw_unit_sizes))
+        K, P = self.max_card, int(self.pw_var.shape[0])
+        out = None if ws is None else ws(name, (K, K, P), tab.to1)
+        return ColumnTable(tab.form, column_tables(units, self._pw_unit_sizes, out))
 
     def _pairwise_tables(
-        self, th: list[torch.Tensor], limit: float, groups: Sequence[int], link: bool = True
+        self,
+        th: list[torch.Tensor],
+        limit: float,
+        groups: Sequence[int],
+        link: bool = True,
+        ws: Workspace | None = None,
+        name: str = "tab",
     ) -> PairwiseTables:
         """State-major tables of a pairwise unit (its groups' tables ``th``, of the message
         groups ``groups``) on the pairwise
@@ -2085,6 +2117,8 @@ class UnfoldedNetwork(nn.Module):
         forward); the per-table maxima of that same pass then shift the exp-domain entries.
         ``link``: the exp forms' gradient through a table link (see
         :func:`~pgmunfold.infer.pairwise.link_table_grad`); ``False``: plain autograd.
+        ``ws``, ``name``: the exp forms' tables in the workspace's buffers ``name*`` (see
+        :func:`~pgmunfold.infer.pairwise.pairwise_tables`).
 
         Shape:
             ``th[g]``: ``(F_g or 1, k0, k1)``; output tables: ``(K, K, F_u or 1)``.
@@ -2096,11 +2130,11 @@ class UnfoldedNetwork(nn.Module):
         if self.contraction == "matmul":  # checked on CPU; shift each cavity
             ranges = partial(_log_ranges, th, range(len(th)))
             self._exp_range_ok(ranges, limit, groups, "a log-range of")
-            return pairwise_tables(th, "exp_shifted", K, link=link)
+            return pairwise_tables(th, "exp_shifted", K, link=link, ws=ws, name=name)
         hi = [t.detach().amax(dim=(1, 2)) for t in th]  # (aminmax over (F, K^2): slower)
         spreads = [h - t.detach().amin(dim=(1, 2)) for h, t in zip(hi, th, strict=True)]
         if self._exp_range_ok(lambda: spreads, limit, groups, "a log-range of"):
-            return pairwise_tables(th, "exp", K, table_max=hi, link=link)
+            return pairwise_tables(th, "exp", K, table_max=hi, link=link, ws=ws, name=name)
         return pairwise_tables(th, "log", K)
 
     def _initial_messages(self, u: torch.Tensor, th0: list[torch.Tensor]) -> torch.Tensor:
@@ -2472,6 +2506,9 @@ class UnfoldedNetwork(nn.Module):
                 field = variable_beliefs(msg, u, slots)  # (u + the messages)
             else:
                 field = mf_field(q, u, th, self._merges, self.edge_var, slots)
+            # a padding state gets no mass, however far hard zeros weigh down the real ones
+            # (their fields reach multiples of the sentinel, below the padding's NEG)
+            field = field.masked_fill(self.state_absent, -math.inf)
             new = torch.softmax(field, dim=2)
             return new if d == 0.0 else (1.0 - d) * new + d * q
 
@@ -2602,7 +2639,10 @@ class UnfoldedNetwork(nn.Module):
                 for i in self._un_idx:
                     tab = _pad_last(th[i], K, 0.0).expand(self._mgroups[i].num_factors, -1)
                     f0 = f0.index_add(1, scopes[i][:, 0], tab.unsqueeze(0).expand(B, -1, -1))
-                fields[ukey] = f0.transpose(1, 2).contiguous()
+                # a padding state gets no mass, however far hard zeros weigh down the real
+                # ones (their fields reach multiples of the sentinel, below the padding's NEG)
+                absent = self.state_absent.t()
+                fields[ukey] = f0.transpose(1, 2).masked_fill(absent, -math.inf).contiguous()
             if fused:
                 if key not in stacked:
                     stacked[key] = fused_tables([th[i] for i in self._pw_idx], K, bits=False)

@@ -44,6 +44,50 @@ def brute_force(fg: pu.FactorGraph, evidence: dict | None = None):
     return logz, marg, float(logp[best]), states[best]
 
 
+def mean_field_reference(
+    fg: pu.FactorGraph, unary: np.ndarray, iterations: int, damping: float = 0.0
+) -> np.ndarray:
+    """Parallel mean-field by plain loops: ``q_v`` starts as the softmax of ``unary[v]`` and
+    each iteration sets every ``q_v`` (at once) to the softmax of ``unary[v]`` plus, per
+    factor over ``v``, its log-table's expectation under the other variables' marginals
+    (a hard zero counts as ``-1e30``, the library's sentinel; a term of probability 0
+    contributes 0), damped as ``(1 - d) new + d old``. Shares no code with the library.
+
+    Shape:
+        ``unary``: ``(V, K)`` (states beyond a variable's cardinality ignored); output:
+        ``(V, K)``, 0 beyond each cardinality.
+    """
+    cards = [int(c) for c in fg.cardinalities]
+    facs = [(scope, np.where(np.isneginf(t), -1e30, t)) for scope, t in fg.factors()]
+
+    def softmax(x: np.ndarray) -> np.ndarray:
+        e = np.exp(x - x.max())
+        return e / e.sum()
+
+    q = [softmax(unary[v, :c]) for v, c in enumerate(cards)]
+    for _ in range(iterations):
+        new = []
+        for v, c in enumerate(cards):
+            field = unary[v, :c].copy()
+            for scope, table in facs:
+                for pos, w in enumerate(scope):
+                    if w != v:
+                        continue
+                    for x in itertools.product(*[range(cards[z]) for z in scope]):
+                        p = 1.0
+                        for j, z in enumerate(scope):
+                            if j != pos:
+                                p *= q[z][x[j]]
+                        if p != 0.0:
+                            field[x[pos]] += p * table[x]
+            new.append((1.0 - damping) * softmax(field) + damping * q[v])
+        q = new
+    out = np.zeros((len(cards), max(cards, default=1)))
+    for v, c in enumerate(cards):
+        out[v, :c] = q[v]
+    return out
+
+
 @st.composite
 def random_graphs(draw, max_vars=5, max_factors=6, hard_zeros=True, tree=False, max_card=4):
     """A small random factor graph: arity 1-3, cards 1-4, unsorted/duplicate scopes, cycles,

@@ -683,7 +683,8 @@ def test_flat_mean_field_keeps_the_mass_on_states_that_exist():
     (at the sentinel) then outweigh it and take its mass, which removes the factors from its
     neighbour's field in the next iteration (the neighbour falls back to its unary). The flat
     layout has no position for a padding state: the variable keeps probability 1 and the
-    neighbour its one state without a hard zero, mean-field's fixed point here."""
+    neighbour its one state without a hard zero, mean-field's fixed point here. The padded
+    step (the twin) now gives its padding states a field of ``-inf``, and agrees."""
     fg = pu.FactorGraph()
     fg.add_variable(0, 4)
     fg.add_variable(1, 1)
@@ -698,8 +699,12 @@ def test_flat_mean_field_keeps_the_mass_on_states_that_exist():
             q = net(unary=u).probs.detach()
         torch.testing.assert_close(q[0, 0], torch.tensor([0.0, 0, 1, 0], dtype=torch.float64))
         torch.testing.assert_close(q[0, 1], torch.tensor([1.0, 0, 0, 0], dtype=torch.float64))
-    net._sweep_buckets = -1  # (the padded step: the factors dropped from variable 0's field)
-    torch.testing.assert_close(net(unary=u).probs[0, 0].detach(), torch.softmax(u[0, 0], 0))
+    net._sweep_buckets = -1  # (the padded step: it used to drop the factors from variable
+    # 0's field, giving the softmax of its unary)
+    torch.testing.assert_close(net(unary=u).probs.detach(), q)
+    for cfg in ({"contraction": "logsumexp"}, {"contraction": "logsumexp", "fast_path": False}):
+        net = pu.compile(fg, "mf", iterations=4, **cfg).double()
+        torch.testing.assert_close(net(unary=u).probs.detach(), q)
 
 
 @pytest.mark.parametrize("B", [1, 3])

@@ -190,7 +190,9 @@ class BinarySweep:
         semiring: ``"sum"`` or ``"max"``.
         ws: the forward's (enabled) workspace: the scratch arrays ``"bin_incoming"``
             (``(B, D' * V)``) and ``"bin_gathered"`` (``(B, 2 (E' + 1))``) are its buffers,
-            free for other uses once the iterations are done.
+            free for other uses once the iterations are done, as are the two states
+            ``"bin_state0"`` and ``"bin_state1"`` (``(B, V + E' + 1)``; the messages are
+            views of them).
         buckets: per bucket of high-degree variables (a
             :class:`~pgmunfold.compile.wiring.SlotPlan`'s), its variables ``(V_j,)`` and the
             state positions of their further messages ``(W_j * V_j,)`` (row ``d * V_j + i``),
@@ -222,7 +224,11 @@ class BinarySweep:
         self.damping, self.damped, self.semiring = damping, damped, semiring
         self.B = B
         self.set_field(field)
-        states = [field.new_zeros(*self.rows, V + E1) for _ in range(2)]
+        states = []
+        for i in range(2):  # messages start at 0 (the beliefs are written before a read)
+            buf = ws(f"bin_state{i}", (*self.rows, V + E1), field)
+            assert buf is not None, "BinarySweep needs an enabled workspace"
+            states.append(buf.zero_())
         self._beliefs = [s[..., :V] for s in states]
         self._messages = [s[..., V:] for s in states]
         self._states = states

@@ -53,6 +53,7 @@ from torch.autograd.function import once_differentiable
 
 from pgmunfold.infer.bp import slot_cavities
 from pgmunfold.infer.ops import NEG, Semiring
+from pgmunfold.infer.workspace import Workspace
 
 __all__ = [
     "LOG2E",
@@ -133,6 +134,8 @@ def pairwise_tables(
     K: int,
     table_max: torch.Tensor | Sequence[torch.Tensor] | None = None,
     link: bool = True,
+    ws: Workspace | None = None,
+    name: str = "tab",
 ) -> PairwiseTables:
     """State-major tables of a pairwise group (or of a unit: several unshared groups, their
     factors concatenated in order) of natural log-potentials, padded to ``K`` states
@@ -145,6 +148,10 @@ def pairwise_tables(
         link: exp forms under autograd: sum the table's gradient through a
             :class:`TableGradLink` (the hand-written backward); ``False``: plain autograd
             (for contractions run inside ``torch.compile``, which uses plain ops).
+        ws: an enabled workspace (no-grad): the exp forms' tables are written into its
+            buffers ``name`` and ``name.i`` (one per group of a unit), so a pooled workspace
+            keeps them mapped in between forwards (see :class:`WorkspacePool`).
+        name: the buffers' name (one per distinct table set of a forward).
 
     Shape:
         ``theta``: ``(F, k0, k1)`` or ``(1, k0, k1)`` (each, for a unit); ``table_max``:
@@ -158,16 +165,30 @@ def pairwise_tables(
     if form == "log":
         to1 = unit_state_major([t * LOG2E for t in thetas], K, NEG_BITS)
         return PairwiseTables(form, to1.transpose(0, 1), to1)
-    parts = [_exp_table(t, K, m) for t, m in zip(thetas, maxes, strict=True)]
-    to1 = parts[0] if len(parts) == 1 else torch.cat(parts, 2)
+
+    def buf(suffix: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor | None:
+        return None if ws is None else ws(name + suffix, shape, like)
+
+    parts = [
+        _exp_table(t, K, m, buf(f".{i}", (t.shape[1] * t.shape[2], t.shape[0]), t))
+        for i, (t, m) in enumerate(zip(thetas, maxes, strict=True))
+    ]
+    if len(parts) == 1:
+        to1 = parts[0]
+    else:
+        shape = (K, K, sum(p.shape[2] for p in parts))
+        to1 = torch.cat(parts, 2, out=buf("", shape, parts[0]))
     return PairwiseTables(form, *link_table_grad(to1, link))
 
 
-def _exp_table(theta: torch.Tensor, K: int, table_max: torch.Tensor | None) -> torch.Tensor:
-    """``to1`` of :func:`pairwise_tables`' exp forms, not yet linked to autograd.
+def _exp_table(
+    theta: torch.Tensor, K: int, table_max: torch.Tensor | None, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``to1`` of :func:`pairwise_tables`' exp forms, not yet linked to autograd; ``out``
+    (no-grad only): a buffer for the state-major copy.
 
     Shape:
-        ``theta``: ``(F, k0, k1)``; output: ``(K, K, F)``.
+        ``theta``: ``(F, k0, k1)``; ``out``: ``(k0 * k1, F)``; output: ``(K, K, F)``.
     """
     # 2^(bits - max) = e^(theta - max), formed in place on the state-major copy (the layout
     # change is a copy anyway; neither sub_ nor exp_ saves what it overwrites): one pass and
@@ -177,7 +198,7 @@ def _exp_table(theta: torch.Tensor, K: int, table_max: torch.Tensor | None) -> t
         table_max = theta.detach().amax(dim=(1, 2))
     # in place on the copy itself, not on a view of it (an in-place op on a view costs a
     # CopySlices node, whose backward copies the whole table gradient)
-    to1 = _state_major_copy(theta).sub_(table_max).exp_().view(k0, k1, F)
+    to1 = _state_major_copy(theta, out).sub_(table_max).exp_().view(k0, k1, F)
     if k0 < K or k1 < K:
         # padded states: 1, not 0. A missing source state has weight 2^q = 0 exactly anyway
         # (its field is the hard-zero sentinel); a missing target state then gets a positive
@@ -214,16 +235,18 @@ def state_major_tables(theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
     return to1.transpose(0, 1), to1
 
 
-def _state_major_copy(theta: torch.Tensor) -> torch.Tensor:
+def _state_major_copy(theta: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """``out[a * k1 + c, f] = theta[f, a, c]``, always a new contiguous tensor (also for
-    ``F = 1``, where the transpose is already contiguous): callers may overwrite it.
+    ``F = 1``, where the transpose is already contiguous), or written into ``out``: callers
+    may overwrite it.
 
     Shape:
-        ``theta``: ``(F, k0, k1)``; output: ``(k0 * k1, F)``.
+        ``theta``: ``(F, k0, k1)``; ``out``, output: ``(k0 * k1, F)``.
     """
     F, k0, k1 = theta.shape
     # a 2-d transpose copies ~3x faster than the equivalent 3-d permute
-    return theta.reshape(F, k0 * k1).t().clone(memory_format=torch.contiguous_format)
+    src = theta.reshape(F, k0 * k1).t()
+    return src.clone(memory_format=torch.contiguous_format) if out is None else out.copy_(src)
 
 
 def _shift_bits(x: torch.Tensor, inplace: bool) -> torch.Tensor:
@@ -672,7 +695,9 @@ overhead; above it, per unit and direction, without a ``K^2`` intermediate. Test
 to run the per-unit contraction on small graphs."""
 
 
-def column_tables(to1s: Sequence[torch.Tensor], sizes: Sequence[int]) -> torch.Tensor:
+def column_tables(
+    to1s: Sequence[torch.Tensor], sizes: Sequence[int], out: torch.Tensor | None = None
+) -> torch.Tensor:
     """One table per message column, in the column layout of the module docstring: for the
     column of the message to scope position ``i`` of factor ``f``, ``W[j, a, col]`` is ``f``'s
     table entry with state ``a`` at position ``i`` and ``j`` at the other position. Shared
@@ -682,15 +707,17 @@ def column_tables(to1s: Sequence[torch.Tensor], sizes: Sequence[int]) -> torch.T
     Args:
         to1s: per unit, its state-major table ``to1[a, c, f] = theta[f, a, c]``.
         sizes: per unit, its number of factors ``F_u``.
+        out: a buffer for the result (no-grad only).
 
     Shape:
-        ``to1s[u]``: ``(K, K, F_u or 1)``; output: ``(K, K, P)``, ``P = 2 sum_u F_u``.
+        ``to1s[u]``: ``(K, K, F_u or 1)``; ``out``, output: ``(K, K, P)``,
+        ``P = 2 sum_u F_u``.
     """
     parts = []
     for to1, n in zip(to1s, sizes, strict=True):
         K = to1.shape[0]
         parts += [to1.transpose(0, 1).expand(K, K, n), to1.expand(K, K, n)]
-    return torch.cat(parts, dim=2)
+    return torch.cat(parts, dim=2, out=out)
 
 
 class ColumnTable(NamedTuple):
@@ -780,6 +807,8 @@ class ColumnSweep:
         semiring: ``"sum"`` or ``"max"``.
         exact_pos: exact cavities: ``(P,)`` the position of each column's partner in the
             flattened slot layout (``pw_partner_pos``); ``None``: cavities by subtraction.
+        ws: an enabled workspace whose buffers (names ``cs_*``) the loop uses; ``None``:
+            buffers of its own.
 
     Shape:
         :attr:`messages`, :attr:`previous`: ``(B, K, P + 1)``.
@@ -796,6 +825,7 @@ class ColumnSweep:
         damping: float,
         semiring: Semiring,
         exact_pos: torch.Tensor | None = None,
+        ws: Workspace | None = None,
     ) -> None:
         B, K, P1 = msg.shape
         V = field.shape[2]
@@ -803,17 +833,22 @@ class ColumnSweep:
         self.partner_var, self.partner, self.exact_pos = partner_var, partner, exact_pos
         self.damping, self.semiring = damping, semiring
         self.field = field
-        self._msgs = [msg.clone(), msg.clone()]
+
+        def buf(name: str, *shape: int) -> torch.Tensor:
+            b = None if ws is None else ws(f"cs_{name}", shape, msg)
+            return msg.new_empty(shape) if b is None else b
+
+        self._msgs = [buf("msg0", B, K, P1).copy_(msg), buf("msg1", B, K, P1).copy_(msg)]
         self._flat = [m.view(B * K, P1) for m in self._msgs]
         self._new = [m[:, :, :-1] for m in self._msgs]
-        self._inc = msg.new_empty(B * K, slots.shape[0])
+        self._inc = buf("inc", B * K, slots.shape[0])
         self._inc4 = self._inc.view(B, K, -1, V)
-        self._bel = msg.new_empty(B, K, V)
+        self._bel = buf("bel", B, K, V)
         self._bel_flat = self._bel.view(B * K, V)
-        self._q = msg.new_empty(B * K, P1 - 1)
+        self._q = buf("q", B * K, P1 - 1)
         self._q3 = self._q.view(B, K, P1 - 1)
-        self._own = msg.new_empty(B * K, P1 - 1)
-        self._work = msg.new_empty(B, K, K, P1 - 1)  # the contraction's K x K terms
+        self._own = buf("own", B * K, P1 - 1)
+        self._work = buf("work", B, K, K, P1 - 1)  # the contraction's K x K terms
         self.t = 0
 
     @property
