@@ -44,20 +44,14 @@ def _faults() -> int:
 def worker(n: int, k: int, iters: int, mode: str, repeats: int, threads: int) -> dict[str, Any]:
     """Median seconds and mean minor page faults per call, in this process."""
     import pgmunfold as pu
+    from benchmarks.ab_forward import forward_call
     from benchmarks.grid_lbp import build
 
     torch.set_num_threads(threads)
     fg, _ = build(n, k)
     net = pu.compile(fg, iterations=iters, damping=0.5)
 
-    def call() -> None:
-        if mode == "train":
-            net.zero_grad(set_to_none=True)
-            net().log_marginals.exp()[..., 0].sum().backward()
-        else:
-            with torch.no_grad():
-                net().map_states  # noqa: B018 (read: part of the call)
-
+    call = forward_call(net, mode)
     for _ in range(3):
         call()
     times, faults = [], 0

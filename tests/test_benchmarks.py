@@ -13,6 +13,7 @@ import torch
 
 import pgmunfold as pu
 from benchmarks import (
+    ab_forward,
     autograd_cost,
     compare_pgmax,
     contraction_memory,
@@ -25,6 +26,7 @@ from benchmarks import (
     log_form_backward,
     mixed_cardinality,
     op_traffic,
+    page_faults,
     roofline,
     uai_autograd,
     uai_pgmax,
@@ -288,3 +290,24 @@ def test_mixed_cardinality_reports_every_contraction(capsys):
     assert mixed_cardinality.main([*args, "--algorithm", "mf"]) == 0
     rows = [line.split() for line in capsys.readouterr().out.splitlines()[2:]]
     assert {(int(r[0]), r[1]): r[2] for r in rows} == paths  # (the same routes)
+
+
+def test_ab_forward_runs_each_checkout_in_its_own_child(tmp_path, capsys):
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "ab.json"
+    args = ["--trees", str(root), str(root), "--grids", "3:2:1:2", "3:3:2:1"]
+    ab_forward.main([*args, "--alternations", "1", "--json", str(out)])
+    rows = json.loads(out.read_text())
+    assert [r["model"] for r in rows] == ["grid 3 K=2 T=1", "grid 3 K=3 T=2"]
+    assert all(len(r["A_ms"]) == len(r["B_ms"]) == 1 and r["ratio_of_medians"] > 0 for r in rows)
+    assert "grid 3 K=3 T=2" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("mode", ["nograd", "train"])
+def test_page_faults_compares_the_two_allocator_settings(tmp_path, mode):
+    out = tmp_path / "pf.json"
+    args = ["--sizes", "3", "--ks", "2", "--iters", "2", "--modes", mode, "--passes", "1"]
+    page_faults.main([*args, "--repeats", "2", "--json", str(out)])
+    (row,) = json.loads(out.read_text())
+    assert row["mode"] == mode and row["default_s"] > 0 and row["tuned_s"] > 0
+    assert row["default_faults"] >= 0 and row["tuned_faults"] >= 0

@@ -114,13 +114,14 @@ class WorkspacePool:
 
     def acquire(self) -> Workspace:
         """A workspace for one forward: enabled exactly as :meth:`Workspace.for_forward`."""
-        ws = Workspace.for_forward()
-        if not ws.enabled:
-            return ws
-        ws.inference = torch.is_inference_mode_enabled()
+        if torch.is_grad_enabled() or torch.compiler.is_compiling():
+            return Workspace(False)
+        inference = torch.is_inference_mode_enabled()
         try:
-            return self._free[ws.inference].pop()
+            return self._free[inference].pop()
         except IndexError:
+            ws = Workspace(True)
+            ws.inference = inference
             return ws
 
     def give_back(self, ws: Workspace, *escaping: torch.Tensor) -> None:
