@@ -14,12 +14,14 @@ as :func:`benchmarks.uai_pgmax.declare` does). ``--mode train`` times a forward 
 backward of the summed probabilities of state 0 (grids only).
 
 Run: ``python -m benchmarks.ab_forward --trees /tmp/old . [--grids 300:8:1:5 ...]
-[--uai CSP_11:1:200 ...] [--alternations 5] [--mode nograd|train] [--threads 1]``.
+[--uai CSP_11:1:200 ...] [--alternations 5] [--mode nograd|train] [--threads 1]
+[--compile contraction=logsumexp semiring=max ...]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import statistics
@@ -47,7 +49,22 @@ def forward_call(net: Any, mode: str) -> Callable[[], None]:
     return call
 
 
-def worker(kind: str, spec: list[str], mode: str, threads: int) -> tuple[float, str]:
+def compile_options(pairs: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs as keyword arguments of ``pu.compile`` (values read as Python
+    literals where they parse, else as strings: ``contraction=logsumexp``, ``damping=0.2``)."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        try:
+            out[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[key] = value
+    return out
+
+
+def worker(
+    kind: str, spec: list[str], mode: str, threads: int, options: dict[str, Any]
+) -> tuple[float, str]:
     """Median seconds of the timed calls, with the package of the working directory, and
     that package's path."""
     sys.path.insert(0, os.getcwd())
@@ -61,13 +78,13 @@ def worker(kind: str, spec: list[str], mode: str, threads: int) -> tuple[float, 
 
         n, k, T, reps = map(int, spec)
         fg, _ = build(n, k)
-        net = pu.compile(fg, iterations=T, damping=0.5)
+        net = pu.compile(fg, iterations=T, **{"damping": 0.5, **options})
     else:
         from benchmarks.uai_pgmax import DATA, declare
 
         name, T, reps = spec[0], int(spec[1]), int(spec[2])
         fg, _ = declare(DATA / f"{name}.uai", -200.0)
-        net = pu.compile(fg, iterations=T, damping=0.5, dtype=torch.float32)
+        net = pu.compile(fg, iterations=T, **{"damping": 0.5, "dtype": torch.float32, **options})
 
     call = forward_call(net, mode)
     for _ in range(3):
@@ -88,11 +105,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--alternations", type=int, default=5)
     ap.add_argument("--mode", choices=["nograd", "train"], default="nograd")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--compile", nargs="*", default=[], help="KEY=VALUE for pu.compile")
     ap.add_argument("--json", default=None)
     ap.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
-        print(json.dumps(worker(args.worker[0], args.worker[1:], args.mode, args.threads)))
+        options = compile_options(args.compile)
+        print(json.dumps(worker(args.worker[0], args.worker[1:], args.mode, args.threads, options)))
         return
     trees = [str(Path(t).resolve()) for t in args.trees]
     jobs = [("grid", g.split(":")) for g in args.grids] + [("uai", u.split(":")) for u in args.uai]
@@ -100,7 +119,8 @@ def main(argv: list[str] | None = None) -> None:
         ap.error("--grids takes N:K:T:R, --uai NAME:T:R")
     print(
         f"A: {trees[0]}\nB: {trees[1]}\n{args.mode}, {args.threads} thread(s); "
-        f"{args.alternations} alternations, one child per checkout each; ms"
+        f"{args.alternations} alternations, one child per checkout each; ms; "
+        f"pu.compile options: {compile_options(args.compile) or 'none'}"
     )
     print(f"{'model':<24}{'A median':>10}{'A min':>9}{'B median':>10}{'B min':>9}{'A/B':>7}")
     rows: list[dict[str, Any]] = []
@@ -110,7 +130,8 @@ def main(argv: list[str] | None = None) -> None:
         for _ in range(args.alternations):
             for i, tree in enumerate(trees):
                 cmd = [sys.executable, script, "--trees", *trees, "--mode", args.mode]
-                cmd += ["--threads", str(args.threads), "--worker", kind, *spec]
+                cmd += ["--threads", str(args.threads), "--compile", *args.compile]
+                cmd += ["--worker", kind, *spec]
                 out = subprocess.run(cmd, cwd=tree, capture_output=True, text=True, check=True)
                 seconds, package = json.loads(out.stdout.strip().splitlines()[-1])
                 if not package.startswith(tree + os.sep):

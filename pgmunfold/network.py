@@ -1893,7 +1893,10 @@ class UnfoldedNetwork(nn.Module):
         if isinstance(tables, ColumnTable):
             new = column_messages(q, tables, self.semiring, out=out)
         else:
-            new = pairwise_messages(q, tables, self._pw_unit_sizes, self.semiring, out=out)
+            scratch = None  # the log form's terms (no-grad): one reused buffer
+            if ws.enabled and any(t.form == "log" for t in tables):
+                scratch = ws("log_terms", (2 * B * K * (P1 - 1),), msg)
+            new = pairwise_messages(q, tables, self._pw_unit_sizes, self.semiring, out, scratch)
         if self.damping == 0.0:
             return new
         return torch.lerp(new, msg, damping, out=out)
@@ -2126,7 +2129,7 @@ class UnfoldedNetwork(nn.Module):
         K = self.max_card
         link = link and not self.compile_steps  # (a compiled contraction runs plain ops)
         if self.semiring != "sum" or self.contraction == "logsumexp":
-            return pairwise_tables(th, "log", K)
+            return pairwise_tables(th, "log", K, ws=ws, name=name)
         if self.contraction == "matmul":  # checked on CPU; shift each cavity
             ranges = partial(_log_ranges, th, range(len(th)))
             self._exp_range_ok(ranges, limit, groups, "a log-range of")
@@ -2135,7 +2138,7 @@ class UnfoldedNetwork(nn.Module):
         spreads = [h - t.detach().amin(dim=(1, 2)) for h, t in zip(hi, th, strict=True)]
         if self._exp_range_ok(lambda: spreads, limit, groups, "a log-range of"):
             return pairwise_tables(th, "exp", K, table_max=hi, link=link, ws=ws, name=name)
-        return pairwise_tables(th, "log", K)
+        return pairwise_tables(th, "log", K, ws=ws, name=name)
 
     def _initial_messages(self, u: torch.Tensor, th0: list[torch.Tensor]) -> torch.Tensor:
         """Uniform messages, except that unary factors send their (normalised) table at once.
@@ -2616,7 +2619,8 @@ class UnfoldedNetwork(nn.Module):
         ``(B, V, K)`` (natural layout)."""
         B, _, K = u.shape
         scopes = self._scopes()
-        ws = self._workspace()
+        # kept between no-grad forwards on CPU (given back below, without the marginals)
+        ws = Workspace(False) if self.compile_steps else self._pool.acquire()
         damping = self._damping_scalar(u)
         fields: dict[tuple[int, ...], torch.Tensor] = {}
         tables: dict[
@@ -2650,18 +2654,28 @@ class UnfoldedNetwork(nn.Module):
                 continue
             if key not in tables and columns:  # every column's table, plain autograd
                 units = [unit_state_major([th[i] for i in un], K, 0.0) for un in self._pw_units]
-                tables[key] = column_tables(units, self._pw_unit_sizes)
+                out = ws(f"mf_tab{key}", (K, K, P), u)
+                tables[key] = column_tables(units, self._pw_unit_sizes, out)
             elif key not in tables:  # padded states: weight 0 (their marginal is exactly 0)
                 tables[key] = [  # (a compiled step runs plain ops: no link)
                     link_table_grad(
-                        unit_state_major([th[i] for i in un], K, 0.0), not self.compile_steps
+                        unit_state_major(
+                            [th[i] for i in un],
+                            K,
+                            0.0,
+                            ws if ws.enabled else None,
+                            f"mf_tab{key}/{j}",
+                        ),
+                        not self.compile_steps,
                     )
-                    for un in self._pw_units
+                    for j, un in enumerate(self._pw_units)
                 ]
             q = self._layer(
                 self._mf_pairwise_step, q, fields[ukey], tables[key], damping, ws=ws, parity=t % 2
             )
-        return q.transpose(1, 2).contiguous(), prev.transpose(1, 2)
+        q_out, prev_out = q.transpose(1, 2).contiguous(), prev.transpose(1, 2)
+        self._pool.give_back(ws, q, prev)  # (the result reads them)
+        return q_out, prev_out
 
     def _mf_binary_coefficients(self, th: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Per slot row, the weight ``d = t11 - t10 - t01 + t00`` of its edge's factor, and per

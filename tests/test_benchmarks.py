@@ -296,6 +296,8 @@ def test_ab_forward_runs_each_checkout_in_its_own_child(tmp_path, capsys):
     root = Path(__file__).resolve().parents[1]
     out = tmp_path / "ab.json"
     args = ["--trees", str(root), str(root), "--grids", "3:2:1:2", "3:3:2:1"]
+    args += ["--compile", "semiring=max", "damping=0.2"]
+    assert ab_forward.compile_options(args[-2:]) == {"semiring": "max", "damping": 0.2}
     ab_forward.main([*args, "--alternations", "1", "--json", str(out)])
     rows = json.loads(out.read_text())
     assert [r["model"] for r in rows] == ["grid 3 K=2 T=1", "grid 3 K=3 T=2"]

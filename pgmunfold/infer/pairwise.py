@@ -148,9 +148,10 @@ def pairwise_tables(
         link: exp forms under autograd: sum the table's gradient through a
             :class:`TableGradLink` (the hand-written backward); ``False``: plain autograd
             (for contractions run inside ``torch.compile``, which uses plain ops).
-        ws: an enabled workspace (no-grad): the exp forms' tables are written into its
-            buffers ``name`` and ``name.i`` (one per group of a unit), so a pooled workspace
-            keeps them mapped in between forwards (see :class:`WorkspacePool`).
+        ws: an enabled workspace (no-grad): the tables are written into its buffers
+            ``name`` and ``name.i`` (exp forms, one per group of a unit; the log form, a unit
+            of one group without padding), so a pooled workspace keeps them mapped in between
+            forwards (see :class:`WorkspacePool`).
         name: the buffers' name (one per distinct table set of a forward).
 
     Shape:
@@ -162,12 +163,19 @@ def pairwise_tables(
         maxes: list[torch.Tensor | None] = [table_max] * len(thetas)
     else:
         maxes = list(table_max)
-    if form == "log":
-        to1 = unit_state_major([t * LOG2E for t in thetas], K, NEG_BITS)
-        return PairwiseTables(form, to1.transpose(0, 1), to1)
 
     def buf(suffix: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor | None:
         return None if ws is None else ws(name + suffix, shape, like)
+
+    if form == "log":
+        t = thetas[0]
+        if ws is not None and len(thetas) == 1 and t.shape[1] == t.shape[2] == K:
+            # (no padding: the state-major copy in the workspace, scaled to bits in place)
+            F = t.shape[0]
+            to1 = _state_major_copy(t, buf("", (K * K, F), t)).mul_(LOG2E).view(K, K, F)
+        else:
+            to1 = unit_state_major([t * LOG2E for t in thetas], K, NEG_BITS)
+        return PairwiseTables(form, to1.transpose(0, 1), to1)
 
     parts = [
         _exp_table(t, K, m, buf(f".{i}", (t.shape[1] * t.shape[2], t.shape[0]), t))
@@ -209,13 +217,24 @@ def _exp_table(
     return to1
 
 
-def unit_state_major(thetas: Sequence[torch.Tensor], K: int, value: float) -> torch.Tensor:
+def unit_state_major(
+    thetas: Sequence[torch.Tensor],
+    K: int,
+    value: float,
+    ws: Workspace | None = None,
+    name: str = "",
+) -> torch.Tensor:
     """``to1`` of a unit (see the module docstring): its groups' tables padded to ``K`` states
-    with ``value`` and laid out state-major, concatenated in order (a new tensor).
+    with ``value`` and laid out state-major, concatenated in order (a new tensor; with an
+    enabled workspace ``ws`` and a unit of one group without padding, its buffer ``name``).
 
     Shape:
         ``thetas[g]``: ``(F_g, k0, k1)``; output: ``(K, K, sum_g F_g)``.
     """
+    t = thetas[0]
+    if ws is not None and len(thetas) == 1 and t.shape[1] == t.shape[2] == K:
+        F = t.shape[0]
+        return _state_major_copy(t, ws(name, (K * K, F), t)).view(K, K, F)
     parts = [state_major_tables(pad_states(t, K, value))[1] for t in thetas]
     return parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)
 
@@ -476,13 +495,15 @@ def _contract(
     transposed: bool = False,
     dense: bool = False,
     work: torch.Tensor | None = None,
+    scratch: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Messages to one scope position from the cavities ``q`` of the other: normalised in
     the exp forms, shifted to a largest state of 0 in the log form (:func:`_shift_bits`).
     ``link``, ``transposed``: see :func:`state_matvec`; ``dense``: every ``K x K`` term at
     once in both forms, with plain autograd, for the column tables of small problems;
     ``work``: with ``out`` and ``dense``, a ``(B, K, K, F)`` buffer for those terms, so that
-    no-grad iterations allocate nothing.
+    no-grad iterations allocate nothing; ``scratch``: likewise for the log form's loop over
+    states, a flat buffer of at least ``2 B K F`` elements.
 
     ``out[b, a, f] = reduce_j (tab[j, a, f] + q[b, j, f])`` in bits (``q`` from beliefs shifted
     to a maximum of 0, see :class:`PairwiseTables`), ``reduce`` log2-sum-exp2 or max; ``tab`` is
@@ -533,48 +554,76 @@ def _contract(
         return _shift_bits(res if out is None else out.copy_(res), inplace)
     if not inplace and torch.is_grad_enabled() and (tab.requires_grad or q.requires_grad):
         return _shift_bits(LogStateReduce.apply(tab, q, semiring), False)
-    return _shift_bits(log_state_reduce(tab, q, semiring, out), inplace)
+    return _shift_bits(log_state_reduce(tab, q, semiring, out, scratch), inplace)
 
 
 def log_state_reduce(
-    tab: torch.Tensor, q: torch.Tensor, semiring: Semiring, out: torch.Tensor | None = None
+    tab: torch.Tensor,
+    q: torch.Tensor,
+    semiring: Semiring,
+    out: torch.Tensor | None = None,
+    scratch: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``out[b, a, f] = reduce_j (tab[j, a, f] + q[b, j, f])`` (log2-sum-exp2 or max) by a loop
     over the ``K`` states ``j`` summed out, without a ``K^2`` intermediate: the log form of
     :func:`_contract` before its shift. With ``out`` given (no-grad only), the result is
-    written there. Under autograd :class:`LogStateReduce` wraps it with a hand-written
-    backward; recorded op by op it is that function's twin in the tests.
+    written there, its terms formed in ``scratch`` (see :func:`_log_terms`). Under autograd
+    :class:`LogStateReduce` wraps it with a hand-written backward; recorded op by op it is
+    that function's twin in the tests.
 
     Shape:
         ``tab``: ``(K, K, F)``; ``q``, ``out``: ``(B, K, F)``; output: ``(B, K, F)``.
     """
-    top, lse = _log_terms(tab, q, semiring, out)
+    top, lse = _log_terms(tab, q, semiring, out, scratch)
     if lse is None:
         return top
     return lse.add_(top) if out is not None else lse + top
 
 
 def _log_terms(
-    tab: torch.Tensor, q: torch.Tensor, semiring: Semiring, out: torch.Tensor | None
+    tab: torch.Tensor,
+    q: torch.Tensor,
+    semiring: Semiring,
+    out: torch.Tensor | None,
+    scratch: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """:func:`log_state_reduce` in two parts: the largest term ``top`` and, for
     log2-sum-exp2, ``lse = log2 sum_j exp2(term_j - top)`` (``None`` for max); the result is
     their sum. Kept apart for :class:`LogStateReduce`'s backward: at sentinel magnitudes
     (``1e30``) the sum rounds ``lse`` away. With ``out``, ``top`` (max) or ``lse`` is written
-    there. Shape: ``(B, K, F)`` each."""
-    K, inplace = q.shape[1], out is not None
-    top = torch.add(tab[0], q[:, 0:1], out=out)
+    there, and each term is formed in one buffer: ``scratch`` (a flat buffer of at least
+    ``2 B K F`` elements, e.g. a workspace's) or one allocated here, instead of one or two
+    fresh tensors per state (on CPU, fresh memory faults in page by page: the log form's
+    no-grad forward on a 300 x 300 grid with ``K = 8`` faulted in about 100 MB per
+    iteration, 2026-12-07). Shape: ``(B, K, F)`` each."""
+    K = q.shape[1]
+    if out is not None:
+        n = q.numel()
+        if scratch is not None:
+            term, shift = scratch[:n].view(q.shape), scratch[n : 2 * n].view(q.shape)
+        else:  # (apart: LogStateReduce keeps the shift for its backward, not the term)
+            term, shift = torch.empty_like(q), torch.empty_like(q)
+        top = torch.add(tab[0], q[:, 0:1], out=out)
+        for j in range(1, K):
+            torch.maximum(top, torch.add(tab[j], q[:, j : j + 1], out=term), out=top)
+        if semiring == "max":
+            return top, None
+        shift.copy_(top)
+        acc = torch.add(tab[0], q[:, 0:1], out=out).sub_(shift).exp2_()
+        for j in range(1, K):
+            acc.add_(torch.add(tab[j], q[:, j : j + 1], out=term).sub_(shift).exp2_())
+        return shift, acc.log2_()
+    top = tab[0] + q[:, 0:1]
     for j in range(1, K):
-        top = torch.maximum(top, tab[j] + q[:, j : j + 1], out=top if inplace else None)
+        top = torch.maximum(top, tab[j] + q[:, j : j + 1])
     if semiring == "max":
         return top, None
     # the result does not depend on the shift, nor does the gradient
-    shift = top.detach().clone() if inplace else top.detach()
-    acc = torch.exp2(tab[0] + q[:, 0:1] - shift, out=out)
+    shift = top.detach()
+    acc = torch.exp2(tab[0] + q[:, 0:1] - shift)
     for j in range(1, K):
-        term = torch.exp2(tab[j] + q[:, j : j + 1] - shift)
-        acc = acc.add_(term) if inplace else acc + term
-    return shift, acc.log2_() if inplace else acc.log2()
+        acc = acc + torch.exp2(tab[j] + q[:, j : j + 1] - shift)
+    return shift, acc.log2()
 
 
 class LogStateReduce(torch.autograd.Function):
@@ -652,6 +701,7 @@ def pairwise_messages(
     sizes: Sequence[int],
     semiring: Semiring,
     out: torch.Tensor | None = None,
+    scratch: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """New messages of every pairwise column (see :func:`_contract`), plus the zero padding
     column.
@@ -663,6 +713,8 @@ def pairwise_messages(
         sizes: per unit, its number of factors ``F_u`` (the unit spans ``2 F_u`` columns).
         out: where to write the result (no-grad only; ``q`` is then overwritten); ``None``:
             allocate.
+        scratch: with ``out``, a flat buffer of at least ``2 B K P`` elements for the log
+            form's terms (see :func:`_log_terms`); ``None``: allocated per contraction.
 
     Shape:
         ``q``: ``(B, K, P)``; output: ``(B, K, P + 1)``.
@@ -677,7 +729,9 @@ def pairwise_messages(
         ):
             o = None if out is None else out.narrow(2, dst, n)
             qs = q.narrow(2, src, n)
-            parts.append(_contract(t, tab.form, qs, semiring, o, tt, tab.grad, transposed))
+            parts.append(
+                _contract(t, tab.form, qs, semiring, o, tt, tab.grad, transposed, scratch=scratch)
+            )
         start += 2 * n
     if out is not None:
         out.narrow(2, P, 1).zero_()
