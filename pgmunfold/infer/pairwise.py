@@ -168,13 +168,7 @@ def pairwise_tables(
         return None if ws is None else ws(name + suffix, shape, like)
 
     if form == "log":
-        t = thetas[0]
-        if ws is not None and len(thetas) == 1 and t.shape[1] == t.shape[2] == K:
-            # (no padding: the state-major copy in the workspace, scaled to bits in place)
-            F = t.shape[0]
-            to1 = _state_major_copy(t, buf("", (K * K, F), t)).mul_(LOG2E).view(K, K, F)
-        else:
-            to1 = unit_state_major([t * LOG2E for t in thetas], K, NEG_BITS)
+        to1 = unit_state_major(thetas, K, NEG_BITS, ws, name, scale=LOG2E)
         return PairwiseTables(form, to1.transpose(0, 1), to1)
 
     parts = [
@@ -223,10 +217,12 @@ def unit_state_major(
     value: float,
     ws: Workspace | None = None,
     name: str = "",
+    scale: float = 1.0,
 ) -> torch.Tensor:
-    """``to1`` of a unit (see the module docstring): its groups' tables padded to ``K`` states
-    with ``value`` and laid out state-major, concatenated in order (a new tensor; with an
-    enabled workspace ``ws`` and a unit of one group without padding, its buffer ``name``).
+    """``to1`` of a unit (see the module docstring): its groups' tables times ``scale``,
+    padded to ``K`` states with ``value`` and laid out state-major, concatenated in order (a
+    new tensor; with an enabled workspace ``ws`` and a unit of one group without padding, its
+    buffer ``name``, scaled in place).
 
     Shape:
         ``thetas[g]``: ``(F_g, k0, k1)``; output: ``(K, K, sum_g F_g)``.
@@ -234,7 +230,10 @@ def unit_state_major(
     t = thetas[0]
     if ws is not None and len(thetas) == 1 and t.shape[1] == t.shape[2] == K:
         F = t.shape[0]
-        return _state_major_copy(t, ws(name, (K * K, F), t)).view(K, K, F)
+        to1 = _state_major_copy(t, ws(name, (K * K, F), t)).view(K, K, F)
+        return to1 if scale == 1.0 else to1.mul_(scale)
+    if scale != 1.0:
+        thetas = [t * scale for t in thetas]
     parts = [state_major_tables(pad_states(t, K, value))[1] for t in thetas]
     return parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)
 
