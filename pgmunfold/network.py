@@ -2120,8 +2120,8 @@ class UnfoldedNetwork(nn.Module):
         forward); the per-table maxima of that same pass then shift the exp-domain entries.
         ``link``: the exp forms' gradient through a table link (see
         :func:`~pgmunfold.infer.pairwise.link_table_grad`); ``False``: plain autograd.
-        ``ws``, ``name``: the exp forms' tables in the workspace's buffers ``name*`` (see
-        :func:`~pgmunfold.infer.pairwise.pairwise_tables`).
+        ``ws``, ``name``: the tables in the workspace's buffers ``name*`` where it is enabled
+        (see :func:`~pgmunfold.infer.pairwise.pairwise_tables`).
 
         Shape:
             ``th[g]``: ``(F_g or 1, k0, k1)``; output tables: ``(K, K, F_u or 1)``.
@@ -2659,13 +2659,7 @@ class UnfoldedNetwork(nn.Module):
             elif key not in tables:  # padded states: weight 0 (their marginal is exactly 0)
                 tables[key] = [  # (a compiled step runs plain ops: no link)
                     link_table_grad(
-                        unit_state_major(
-                            [th[i] for i in un],
-                            K,
-                            0.0,
-                            ws if ws.enabled else None,
-                            f"mf_tab{key}/{j}",
-                        ),
+                        unit_state_major([th[i] for i in un], K, 0.0, ws, f"mf_tab{key}/{j}"),
                         not self.compile_steps,
                     )
                     for j, un in enumerate(self._pw_units)

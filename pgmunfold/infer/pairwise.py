@@ -228,7 +228,7 @@ def unit_state_major(
         ``thetas[g]``: ``(F_g, k0, k1)``; output: ``(K, K, sum_g F_g)``.
     """
     t = thetas[0]
-    if ws is not None and len(thetas) == 1 and t.shape[1] == t.shape[2] == K:
+    if ws is not None and ws.enabled and len(thetas) == 1 and t.shape[1] == t.shape[2] == K:
         F = t.shape[0]
         to1 = _state_major_copy(t, ws(name, (K * K, F), t)).view(K, K, F)
         return to1 if scale == 1.0 else to1.mul_(scale)
