@@ -1312,8 +1312,7 @@ class UnfoldedNetwork(nn.Module):
         state = self.__dict__.copy()
         state["_compiled"] = {}
         state["_enum_index"] = {}
-        state["_pool"] = WorkspacePool()
-        return state
+        return state  # (the workspace pool copies and pickles empty by itself)
 
     # ------------------------------------------------------------------ inputs
     def _resolve(self, key: Any) -> tuple[torch.Tensor, int, tuple[int, ...]]:

@@ -114,15 +114,14 @@ class WorkspacePool:
 
     def acquire(self) -> Workspace:
         """A workspace for one forward: enabled exactly as :meth:`Workspace.for_forward`."""
-        if torch.is_grad_enabled() or torch.compiler.is_compiling():
-            return Workspace(False)
-        inference = torch.is_inference_mode_enabled()
-        try:
-            return self._free[inference].pop()
-        except IndexError:
-            ws = Workspace(True)
-            ws.inference = inference
-            return ws
+        ws = Workspace.for_forward()
+        if ws.enabled:
+            ws.inference = torch.is_inference_mode_enabled()
+            try:
+                return self._free[ws.inference].pop()
+            except IndexError:
+                pass
+        return ws
 
     def give_back(self, ws: Workspace, *escaping: torch.Tensor) -> None:
         """Keep ``ws`` for a later forward, without the buffers holding ``escaping`` (what the
