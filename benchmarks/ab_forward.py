@@ -11,10 +11,12 @@ of the medians (> 1: the second checkout is faster). Make the first checkout wit
 Models: ``--grids N:K:T:R`` (the grid of :mod:`benchmarks.grid_lbp`: sum-product BP, damping
 0.5, float32, MAP states read) and ``--uai NAME:T:R`` (an instance of the UAI 2014 set, read
 as :func:`benchmarks.uai_pgmax.declare` does). ``--mode train`` times a forward plus the
-backward of the summed probabilities of state 0 (grids only).
+backward of the summed probabilities of state 0 (grids only). ``--mode build`` times the
+declaration and compilation instead, once per child (the first build of a fresh process, as
+a user meets it; ``T`` still sets the iterations, ``R`` is unused).
 
 Run: ``python -m benchmarks.ab_forward --trees /tmp/old . [--grids 300:8:1:5 ...]
-[--uai CSP_11:1:200 ...] [--alternations 5] [--mode nograd|train] [--threads 1]
+[--uai CSP_11:1:200 ...] [--alternations 5] [--mode nograd|train|build] [--threads 1]
 [--compile contraction=logsumexp semiring=max ...]``.
 """
 
@@ -73,6 +75,7 @@ def worker(
     import pgmunfold as pu
 
     torch.set_num_threads(threads)
+    t0 = time.perf_counter()
     if kind == "grid":
         from benchmarks.grid_lbp import build
 
@@ -85,6 +88,8 @@ def worker(
         name, T, reps = spec[0], int(spec[1]), int(spec[2])
         fg, _ = declare(DATA / f"{name}.uai", -200.0)
         net = pu.compile(fg, iterations=T, **{"damping": 0.5, "dtype": torch.float32, **options})
+    if mode == "build":
+        return time.perf_counter() - t0, str(Path(pu.__file__).resolve())
 
     call = forward_call(net, mode)
     for _ in range(3):
@@ -103,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--grids", nargs="*", default=[], help="N:K:T:R")
     ap.add_argument("--uai", nargs="*", default=[], help="NAME:T:R")
     ap.add_argument("--alternations", type=int, default=5)
-    ap.add_argument("--mode", choices=["nograd", "train"], default="nograd")
+    ap.add_argument("--mode", choices=["nograd", "train", "build"], default="nograd")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--compile", nargs="*", default=[], help="KEY=VALUE for pu.compile")
     ap.add_argument("--json", default=None)

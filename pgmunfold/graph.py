@@ -13,6 +13,7 @@ group per distinct cardinality signature the first time :attr:`FactorGraph.group
 from __future__ import annotations
 
 import bisect
+import functools
 import math
 from collections.abc import Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -43,6 +44,8 @@ def _to_numpy(x: Any) -> np.ndarray:
 
 
 def _check_table(table: np.ndarray, what: str) -> None:
+    if table.size == 0 or table.max() < np.inf:  # (one pass: a NaN or +inf fails the test)
+        return
     if np.isnan(table).any():
         idx = tuple(int(i) for i in np.argwhere(np.isnan(table))[0])
         raise GraphError(f"{what}: log-potential table of shape {table.shape} has NaN at {idx}")
@@ -388,10 +391,16 @@ class FactorGraph:
         table = _to_numpy(log_potentials)
         if F == 0:
             raise GraphError(f"{what}: no scopes given")
-        cards_all = self.cardinalities[sc]  # (F, arity)
-        cards = tuple(int(c) for c in cards_all[0])
-        bad = np.nonzero((cards_all != cards_all[0]).any(axis=1))[0]
+        every = self.cardinalities
+        if every.min(initial=0) == every.max(initial=0):  # (one cardinality: nothing to check)
+            cards = tuple(int(every[0]) for _ in range(arity))
+            bad = np.zeros(0, dtype=np.int64)
+        else:
+            cards_all = every[sc]  # (F, arity)
+            cards = tuple(int(c) for c in cards_all[0])
+            bad = np.nonzero((cards_all != cards_all[0]).any(axis=1))[0]
         if bad.size:
+            cards_all = every[sc]
             f = int(bad[0])
             raise GraphError(
                 f"{what}: factor {f} over {self._scope_names(sc[f])} has cardinalities "
@@ -408,8 +417,13 @@ class FactorGraph:
                 f"(stacked) or {cards} (shared) for {F} scopes of cardinalities {cards}"
             )
         if arity > 1:
-            srt = np.sort(sc, axis=1)
-            rep = np.nonzero((srt[:, 1:] == srt[:, :-1]).any(axis=1))[0]
+            if arity <= 4:  # (every pair of positions: cheaper than a sort of each row)
+                pairs = [(i, j) for i in range(arity) for j in range(i + 1, arity)]
+                same = functools.reduce(np.logical_or, (sc[:, i] == sc[:, j] for i, j in pairs))
+            else:
+                srt = np.sort(sc, axis=1)
+                same = (srt[:, 1:] == srt[:, :-1]).any(axis=1)
+            rep = np.nonzero(same)[0]
             if rep.size:
                 f = int(rep[0])
                 raise GraphError(
@@ -426,7 +440,7 @@ class FactorGraph:
 
     def _check_not_all_zero(self, table: np.ndarray, what: str, stacked: bool = False) -> None:
         flat = table.reshape(table.shape[0], -1) if stacked else table.reshape(1, -1)
-        if flat.shape[1] == 0:
+        if flat.shape[1] == 0 or flat.min() > -np.inf:  # (one pass: no hard zero at all)
             return
         dead = np.nonzero(np.isneginf(flat).all(axis=1))[0]
         if dead.size:

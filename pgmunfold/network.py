@@ -931,7 +931,8 @@ class UnfoldedNetwork(nn.Module):
             #   E' (the padding edge)
             # bin_partner_edge: (E' + 1,) the other edge of the edge's factor (padding: itself)
             # bin_partner_var: (E' + 1,) the variable of that other edge (padding: 0)
-            # the same, as positions in the no-grad sweep's state [belief (V) | messages]:
+            # the same, as positions in the no-grad sweep's state [belief (V) | messages]
+            # (BP only):
             # bin_state_slots: (D' * V,) V + bin_slots_t
             # bin_cavity_index: (2 (E' + 1),) bin_partner_var, then V + bin_partner_edge
             # variables of a degree far above the rest (SlotPlan buckets; BP only: binary
@@ -949,14 +950,17 @@ class UnfoldedNetwork(nn.Module):
             self._bin_buckets = len(plan.vars)
             partner = np.append(np.arange(n, dtype=np.int64) ^ 1, n)
             buf("bin_partner_edge", partner)
-            partner_var = np.append(ev, 0)[partner] * (partner < n)
+            partner_var = np.zeros(n + 1, dtype=np.int64)  # (edges 2 f and 2 f + 1: factor f)
+            partner_var[:n] = ev.reshape(-1, 2)[:, ::-1].reshape(-1)
             buf("bin_partner_var", partner_var)
-            buf("bin_state_slots", slots + nv)
-            buf("bin_cavity_index", np.concatenate([partner_var, partner + nv]))
-            # bin_slot_partner_q1: (D' * V,) per slot row, V + the variable at the other end of
-            #   its edge (padding: V + 0, with weight 0): the position of its q1 in the
-            #   mean-field state (q0 | q1) flattened
-            buf("bin_slot_partner_q1", partner_var[slots] + nv)
+            if self.binary_fast:
+                buf("bin_state_slots", slots + nv)
+                buf("bin_cavity_index", np.concatenate([partner_var, partner + nv]))
+            else:
+                # bin_slot_partner_q1: (D' * V,) per slot row, V + the variable at the other end
+                #   of its edge (padding: V + 0, with weight 0): the position of its q1 in the
+                #   mean-field state (q0 | q1) flattened
+                buf("bin_slot_partner_q1", partner_var[slots] + nv)
         if self.pairwise_fast or self.mf_fast or backend == "triton":
             # pw_var: (P,) the variable that receives column p (columns: group by group, the
             #   messages to scope position 0, then to position 1)
@@ -1070,7 +1074,12 @@ class UnfoldedNetwork(nn.Module):
             n_copies = max(idx) + 1
             t = torch.as_tensor(table, dtype=fdtype)
             t = t.unsqueeze(0) if g.shared else t
-            self.potentials[key] = nn.Parameter(t.unsqueeze(0).repeat(n_copies, *([1] * t.dim())))
+            if n_copies == 1 and fdtype != torch.float64:  # (as_tensor made a copy already)
+                self.potentials[key] = nn.Parameter(t.unsqueeze(0))
+            else:  # (a copy of the graph's table in any case)
+                self.potentials[key] = nn.Parameter(
+                    t.unsqueeze(0).repeat(n_copies, *([1] * t.dim()))
+                )
         if enum_configs is not None:
             # the parameters' sizes the wiring addresses (checked by _thetas)
             self._enum_sizes = tuple(p.numel() for p in self._potentials())

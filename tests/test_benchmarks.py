@@ -305,6 +305,16 @@ def test_ab_forward_runs_each_checkout_in_its_own_child(tmp_path, capsys):
     assert "grid 3 K=3 T=2" in capsys.readouterr().out
 
 
+def test_ab_forward_times_the_build_in_build_mode(tmp_path):
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "ab.json"
+    args = ["--trees", str(root), str(root), "--grids", "3:2:1:2", "--uai", "CSP_11:1:1"]
+    ab_forward.main([*args, "--mode", "build", "--alternations", "1", "--json", str(out)])
+    rows = json.loads(out.read_text())
+    assert [r["model"] for r in rows] == ["grid 3 K=2 T=1", "CSP_11 T=1"]
+    assert all(0 < r["A_ms"][0] < 60e3 and 0 < r["B_ms"][0] < 60e3 for r in rows)
+
+
 @pytest.mark.parametrize("mode", ["nograd", "train"])
 def test_page_faults_compares_the_two_allocator_settings(tmp_path, mode):
     out = tmp_path / "pf.json"

@@ -124,3 +124,40 @@ def test_the_graph_owns_its_tables_and_scopes():
         assert not net.log_potentials(name).isnan().any()
         assert float(net.log_potentials(name).abs().max()) == 0.0
     assert fg.groups[0].scopes[0].tolist() == [0, 1]
+
+
+@pytest.mark.parametrize("arity", [2, 3, 4, 5, 6])
+def test_repeated_variable_found_at_every_arity_and_position(arity):
+    # (arity <= 4 compares every pair of positions, larger arities sort each row)
+    fg = pu.FactorGraph()
+    fg.add_variables("x", 8, 2)
+    rng = np.random.default_rng(arity)
+    ok = np.stack([rng.permutation(8)[:arity] for _ in range(5)])
+    fg.add_factors(ok, np.zeros((5,) + (2,) * arity), name="fine")
+    for i in range(arity):
+        for j in range(i + 1, arity):
+            bad = ok.copy()
+            bad[3, j] = bad[3, i]
+            with pytest.raises(pu.GraphError, match=r"factor 3 scope .*repeats a variable"):
+                fg.add_factors(bad, np.zeros((5,) + (2,) * arity), name=f"bad{i}{j}")
+
+
+def test_table_checks_in_a_graph_of_one_cardinality():
+    # (one cardinality skips the per-factor shape check; the table checks stay)
+    fg = pu.FactorGraph()
+    fg.add_variables("x", 4, 3)
+    scopes = np.array([[0, 1], [1, 2], [2, 3]])
+    tables = np.zeros((3, 3, 3))
+    tables[1, 0, 0] = -np.inf  # a hard zero is fine
+    fg.add_factors(scopes, tables, name="fine")
+    for value, match in [(np.nan, r"NaN at \(2, 1, 2\)"), (np.inf, r"\+inf at \(2, 1, 2\)")]:
+        t = tables.copy()
+        t[2, 1, 2] = value
+        with pytest.raises(pu.GraphError, match=match):
+            fg.add_factors(scopes, t)
+    t = tables.copy()
+    t[2] = -np.inf
+    with pytest.raises(pu.GraphError, match=r"\(factor 2\): every entry .*-inf"):
+        fg.add_factors(scopes, t)
+    with pytest.raises(pu.GraphError, match=r"shape \(3, 2, 3\), expected \(3, 3, 3\)"):
+        fg.add_factors(scopes, np.zeros((3, 2, 3)))

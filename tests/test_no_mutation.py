@@ -77,3 +77,21 @@ def test_forward_and_backward_leave_parameters_and_inputs_alone(name, cfg):
         for k, v in net.state_dict().items():
             assert torch.equal(v, before[k]), f"{name} {cfg}: forward (grad={grad}) wrote {k}"
         assert torch.equal(unary, unary_before), f"{name} {cfg}: forward wrote its input"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("untie", [False, True])
+def test_parameters_are_copies_of_the_graphs_tables(dtype, untie):
+    # (compiling copies each table once; training must never write into the graph's tables)
+    fg = _general(True)
+    before = [g.log_potentials.copy() for g in fg.groups]
+    net = pu.compile(fg, iterations=2, dtype=dtype, untie=untie)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(1.0)
+    for g, b in zip(fg.groups, before, strict=True):
+        np.testing.assert_array_equal(g.log_potentials, b)
+    again = pu.compile(fg, iterations=2, dtype=dtype, untie=untie)
+    for p, q in zip(net.parameters(), again.parameters(), strict=True):
+        finite = torch.isfinite(q)
+        torch.testing.assert_close(p[finite], q[finite] + 1.0)
