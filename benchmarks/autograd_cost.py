@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    rows = []
+    rows: list[dict[str, Any]] = []
     print(
         f"torch {torch.__version__}, {args.device}, {torch.get_num_threads()} threads; times are "
         f"medians of {args.repeats}; saved = bytes autograd keeps for backward;"

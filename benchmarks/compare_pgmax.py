@@ -46,6 +46,7 @@ import torch
 import pgmunfold as pu
 from benchmarks.common import device_sync, median_time
 from benchmarks.grid_lbp import capture_cuda_graph
+from pgmunfold.network import Contraction
 
 RUNNER = Path(__file__).with_name("pgmax_runner.py")
 DEFAULT_PGMAX_PYTHON = "/tmp/pgmax-venv/bin/python"
@@ -163,7 +164,7 @@ def run_pgmunfold(
     fg, flat = build_pgmunfold(pot, unary_mode)
     declare_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    contraction = "matmul" if device == "cuda" else "auto"
+    contraction: Contraction = "matmul" if device == "cuda" else "auto"
     net = pu.compile(
         fg,
         algorithm="bp",

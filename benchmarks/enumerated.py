@@ -26,6 +26,7 @@ Run: ``python -m benchmarks.enumerated [--sizes 8 32 128] [--ks 2 3] [--arities 
 from __future__ import annotations
 
 import argparse
+import functools
 from typing import Any
 
 import numpy as np
@@ -72,7 +73,9 @@ def run_row(
     with torch.no_grad():
         for name, net in (("enumerate", enum), ("per-merge", merge)):
             net(unary=u)  # warm-up
-            times[name] = median_time(lambda net=net: net(unary=u), lambda: None, repeats) / iters
+            times[name] = (
+                median_time(functools.partial(net, unary=u), lambda: None, repeats) / iters
+            )
         diff = float(
             (enum(unary=u).log_marginals.exp() - merge(unary=u).log_marginals.exp()).abs().max()
         )

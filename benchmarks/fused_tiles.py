@@ -55,7 +55,7 @@ def compile_kernels(
     factors["BLOCK"] = fused._factor_block(KP, tile)
     factors_mf = {"K": K, "KP": KP, "BLOCK": factors["BLOCK"]}
     variables = {"K": K, "KP": KP, "BLOCK": fused._belief_block(KP, tile)}
-    consts = {
+    consts: dict[str, tuple[Any, dict[str, Any]]] = {
         "beliefs": (k.beliefs_kernel, variables),
         "factors": (k.factors_kernel, {**factors, "EXACT": False, "TABLE_ID": True}),
         # (with a table index column, as for shared tables)

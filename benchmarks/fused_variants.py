@@ -82,7 +82,7 @@ def variants(k: Any, K: int, factor_block: int, belief_block: int) -> list[tuple
     base = {"K": K, "KP": KP}
     out: list[tuple[Any, dict]] = [(k.beliefs_kernel, {**base, "BLOCK": belief_block})]
     for mx, exact, table_id in itertools.product((False, True), repeat=3):
-        flags = {"MAX": mx, "DAMP": True, "EXACT": exact, "TABLE_ID": table_id}
+        flags: dict[str, int] = {"MAX": mx, "DAMP": True, "EXACT": exact, "TABLE_ID": table_id}
         out.append((k.factors_kernel, {**base, **flags, "NEG": NEG_BITS, "BLOCK": factor_block}))
     for table_id in (False, True):
         out.append((k.mf_factors_kernel, {**base, "TABLE_ID": table_id, "BLOCK": factor_block}))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 import numpy as np
 import torch
@@ -42,7 +43,7 @@ def _grid(n: int, k: int, hard: bool = False) -> tuple[pu.FactorGraph, pu.Variab
 
 def correctness(device: str) -> bool:
     ok = True
-    cases = [
+    cases: list[tuple[str, int, bool, dict[str, Any]]] = [
         ("bp binary fast", 2, False, {}),
         ("bp K=3 pairwise fast", 3, False, {}),
         ("bp K=8 pairwise fast", 8, False, {}),
@@ -91,6 +92,7 @@ def correctness(device: str) -> bool:
         (b.log_partition.sum() + b.log_marginals[..., 0].sum()).backward()
         d_marg = float((a.log_marginals.exp() - b.log_marginals.detach().cpu().exp()).abs().max())
         d_logz = float((a.log_partition - b.log_partition.detach().cpu()).abs().max())
+        assert ud.grad is not None  # set by the backward above
         grads_ok = bool(torch.isfinite(ud.grad).all()) and all(
             p.grad is not None and bool(torch.isfinite(p.grad).all()) for p in dev.parameters()
         )
@@ -110,13 +112,14 @@ def correctness(device: str) -> bool:
 def capture(device: str) -> bool:
     """Every fast path (``contraction="matmul"``) replays as a CUDA graph with the eager result."""
     ok = True
-    for label, k, kw in [
+    cases: list[tuple[str, int, dict[str, Any]]] = [
         ("graph bp binary", 2, {}),
         ("graph bp K=3 pairwise", 3, {}),
         ("graph mf K=3", 3, {"algorithm": "mf"}),
         ("graph bp K=8 triton", 8, {"backend": "triton"}),
         ("graph mf K=8 triton", 8, {"algorithm": "mf", "backend": "triton"}),
-    ]:
+    ]
+    for label, k, kw in cases:
         fg, _ = _grid(12, k)
         net = pu.compile(fg, iterations=15, damping=0.3, contraction="matmul", **kw).to(device)
         with torch.no_grad():

@@ -163,7 +163,8 @@ def main(argv: list[str] | None = None) -> None:
                     line += f"{r.get('max_err_exact', float('nan')):>9.1e}"
                     if pgmax:
                         npz = Path(tmp) / f"{kind}_{size}_{k}.npz"
-                        np.savez(npz, **pot)
+                        # (numpy's stubs: ``**pot`` could bind savez's ``allow_pickle: bool``)
+                        np.savez(npz, **pot)  # type: ignore[arg-type]
                         p, pm = run_pgmax(
                             pgmax, npz, args.iters, args.damping, args.repeats, "evidence",
                             args.pgmax_timeout,

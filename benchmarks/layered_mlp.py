@@ -132,8 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"max |MF(x) - mlp(x)| = {diff:.1e}")
     print(f"{'network':<30}{'pass':<10}{'ms (median)':>12}{'vs nn.Sequential':>18}")
-    for (name, kind, _), m in zip(rows, med, strict=True):
-        print(f"{name:<30}{kind:<10}{m:>12.3f}{m / base[kind]:>17.2f}x")
+    for (name, kind, _), ms in zip(rows, med, strict=True):
+        print(f"{name:<30}{kind:<10}{ms:>12.3f}{ms / base[kind]:>17.2f}x")
     return 0
 
 

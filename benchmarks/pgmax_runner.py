@@ -54,7 +54,8 @@ def _alias_backend() -> None:
 
         from jax.extend import backend
 
-        jax.lib.xla_bridge = types.SimpleNamespace(get_backend=backend.get_backend)  # type: ignore[attr-defined]
+        # (jax's own types lack the removed module; mypy without jax sees Any: unused-ignore)
+        jax.lib.xla_bridge = types.SimpleNamespace(get_backend=backend.get_backend)  # type: ignore[attr-defined, unused-ignore]
         return
     with warnings.catch_warnings():  # jax 0.7 warns that the name is deprecated
         warnings.simplefilter("ignore", DeprecationWarning)

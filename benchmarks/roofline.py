@@ -33,12 +33,14 @@ Run: ``python -m benchmarks.roofline [--sizes 300 1000] [--ks 2 8] [--iters 50]
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 import torch
 
 import pgmunfold as pu
 from benchmarks.common import add_grid_args, device_sync, median_time, write_json
 from benchmarks.grid_lbp import build, capture_cuda_graph
+from pgmunfold.network import Contraction
 
 
 def copy_bandwidth(device: str, nbytes: int, repeats: int = 10) -> float:
@@ -90,7 +92,7 @@ def measure(
 ) -> dict:
     fg, _ = build(n, k)
     # "matmul" on CUDA: no host read of the tables' range, so the forward can be captured
-    contraction = "matmul" if device == "cuda" else "auto"
+    contraction: Contraction = "matmul" if device == "cuda" else "auto"
     net = pu.compile(
         fg,
         iterations=iters,
@@ -105,7 +107,7 @@ def measure(
         net()
         sync()
         t = median_time(net, sync, repeats)
-    row = {
+    row: dict[str, Any] = {
         "N": n,
         "K": k,
         "iters": iters,

@@ -72,7 +72,8 @@ def naive_bp(
         msgs = new
     out = np.zeros((V, int(cards.max())))
     for v in range(V):
-        b = sum(msgs[k] for k in incoming[v])
+        # (sum() is 0 for a variable in no factor)
+        b = np.asarray(sum(msgs[k] for k in incoming[v]))
         out[v, : cards[v]] = np.exp(b - _lse(b))
     return out
 

@@ -123,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         for path in paths:
             fg, arrays = declare(path, args.floor)
             npz, marg_out = Path(tmp) / "g.npz", Path(tmp) / "m.npy"
-            np.savez(npz, **arrays)
+            # (numpy's stubs: ``**arrays`` could bind savez's ``allow_pickle: bool``)
+            np.savez(npz, **arrays)  # type: ignore[arg-type]
             net = pu.compile(
                 fg,
                 iterations=args.iters,

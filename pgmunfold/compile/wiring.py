@@ -208,8 +208,10 @@ def plan_slots(edge_var: np.ndarray, num_vars: int, buckets: bool = True) -> Slo
     ids = np.arange(E, dtype=np.int64)
     base = np.full((num_vars, d0), E, dtype=np.int64)
     if d0 >= degree.max(initial=0):  # one table
-        base[edge_var, rank] = ids
-        return SlotPlan(base, (), (), edge_var * d0 + rank)
+        edge_slot = edge_var * d0
+        edge_slot += rank
+        base.reshape(-1)[edge_slot] = ids  # (a flat scatter: cheaper than a 2-d one)
+        return SlotPlan(base, (), (), edge_slot)
     edge_slot = np.empty(E, dtype=np.int64)
     inb = rank < d0
     base[edge_var[inb], rank[inb]] = ids[inb]
