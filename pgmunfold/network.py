@@ -40,6 +40,7 @@ from pgmunfold.compile.wiring import (
     base_width,
     build_wiring,
     plan_slots,
+    run_rank,
 )
 from pgmunfold.graph import FactorGraph, GraphError, VariableArray
 from pgmunfold.infer import pairwise
@@ -941,7 +942,12 @@ class UnfoldedNetwork(nn.Module):
             #   of variable bin_bucket_vars_j[i], or E'
             ev = np.concatenate([sc.reshape(-1) for sc in pw_scopes]).astype(np.int64)
             n, nv = ev.shape[0], w.num_variables
-            plan = plan_slots(ev, nv)
+            # (the pairwise groups one run of the general path's edges, in this order: their
+            # ranks are read off its plan, no second sort)
+            spans = [(g.edge_start, g.edge_stop) for g in w.groups if g.arity == 2]
+            one_run = all(a[1] == b[0] for a, b in itertools.pairwise(spans))
+            rank = run_rank(w.slots, w.edge_var, spans[0][0], spans[-1][1]) if one_run else None
+            plan = plan_slots(ev, nv, rank=rank)
             slots = plan.base.T.reshape(-1)
             buf("bin_slots_t", slots)
             for j, (v, r) in enumerate(zip(plan.vars, plan.rows, strict=True)):

@@ -89,6 +89,78 @@ def test_plan_slots_are_linear_in_the_edges(seed, a, num_vars):
     np.testing.assert_array_equal(layout[plan.edge_slot], np.arange(E))
 
 
+@given(
+    st.integers(1, 12),
+    st.lists(st.integers(0, 11), max_size=60),
+    st.integers(0, 60),
+    st.integers(0, 60),
+    st.sampled_from([None, 1, 2]),
+)
+def test_run_rank_gives_the_plan_of_the_run(num_vars, ev, a, b, cap):
+    edge_var = np.array([v % num_vars for v in ev], dtype=np.int64)
+    start, stop = sorted((min(a, len(ev)), min(b, len(ev))))
+    with _capped(cap):
+        whole = plan_slots(edge_var, num_vars)
+        rank = wiring.run_rank(whole, edge_var, start, stop)
+        run = edge_var[start:stop]
+        want = plan_slots(run, num_vars)
+        got = plan_slots(run, num_vars, rank=rank)
+    assert (rank is None) == (not whole.compact)
+    np.testing.assert_array_equal(got.base, want.base)
+    np.testing.assert_array_equal(got.edge_slot, want.edge_slot)
+    assert [v.tolist() for v in got.vars] == [v.tolist() for v in want.vars]
+    assert [r.tolist() for r in got.rows] == [r.tolist() for r in want.rows]
+
+
+def _binary_layouts() -> dict[str, pu.FactorGraph]:
+    """Binary graphs with unary groups before, after and between the pairwise groups (which
+    merge into one run of the general path's edges) and a shared pairwise group."""
+    rng = np.random.default_rng(0)
+    out = {}
+    for name, order in {
+        "unary first": "UP",
+        "pairwise first": "PU",
+        "unary between": "PUQ",
+        "shared": "PSU",
+    }.items():
+        fg = pu.FactorGraph()
+        x = fg.add_variables("x", 12, 2)
+        ring = np.stack([x.ids, np.roll(x.ids, 1)], -1)
+        chords = np.array([[0, 6], [3, 9], [1, 7]])
+        for c in order:
+            if c == "U":
+                fg.add_factors(x.ids[:, None], rng.normal(size=(12, 2)), name=f"u{len(fg.groups)}")
+            elif c == "S":
+                fg.add_factors(chords[:2], rng.normal(size=(2, 2)), name="s")
+            else:
+                sc = ring if c == "P" else chords
+                fg.add_factors(sc, rng.normal(size=(len(sc), 2, 2)), name=f"p{len(fg.groups)}")
+        out[name] = fg
+    return out
+
+
+@pytest.mark.parametrize("layout", list(_binary_layouts()))
+@pytest.mark.parametrize(("algorithm", "cap"), [("bp", None), ("mf", None), ("bp", 1)])
+def test_binary_path_slots_read_off_the_general_plan(layout, algorithm, cap):
+    # (cap 1: the general plan has buckets, so the binary path sorts its own edges; binary
+    # mean-field takes one table only)
+    fg = _binary_layouts()[layout]
+    with _capped(cap):
+        net = pu.compile(fg, algorithm=algorithm, iterations=3)
+        ev = np.concatenate([g.scopes.reshape(-1) for g in fg.groups if g.arity == 2])
+        want = plan_slots(ev, len(fg))
+    assert net.binary_fast or net.mf_binary
+    assert net._wiring.slots.compact == (cap is None)
+    np.testing.assert_array_equal(net.bin_slots_t.numpy(), want.base.T.reshape(-1))
+    for j, (v, r) in enumerate(zip(want.vars, want.rows, strict=True)):
+        np.testing.assert_array_equal(net._buffers[f"bin_bucket_vars_{j}"].numpy(), v)
+        np.testing.assert_array_equal(
+            net._buffers[f"bin_bucket_slots_{j}"].numpy(), r.T.reshape(-1)
+        )
+    ref = pu.compile(fg, algorithm=algorithm, iterations=3, fast_path=False)
+    torch.testing.assert_close(net().log_marginals, ref().log_marginals)
+
+
 def test_grid_is_one_table_and_a_star_gets_a_bucket():
     fg, _ = grid(30, k=2)
     w = wiring.build_wiring(fg)

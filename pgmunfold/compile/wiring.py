@@ -24,6 +24,7 @@ __all__ = [
     "build_wiring",
     "plan_merges",
     "plan_slots",
+    "run_rank",
 ]
 
 
@@ -192,19 +193,38 @@ def base_width(degree: np.ndarray) -> int:
     return d0 if _MAX_BASE_WIDTH is None else min(d0, _MAX_BASE_WIDTH)
 
 
-def plan_slots(edge_var: np.ndarray, num_vars: int, buckets: bool = True) -> SlotPlan:
+def run_rank(plan: SlotPlan, edge_var: np.ndarray, start: int, stop: int) -> np.ndarray | None:
+    """The rank of each edge of the run ``start:stop`` among its variable's edges in that run
+    (what :func:`plan_slots` of ``edge_var[start:stop]`` would sort for), read off ``plan``,
+    the slot plan of all of ``edge_var``, when it is one table; ``None`` when it has buckets.
+
+    Shape:
+        ``edge_var``: ``(E,)`` int64; output: ``(stop - start,)`` int64.
+    """
+    if not plan.compact:
+        return None
+    run = edge_var[start:stop]
+    before = np.bincount(edge_var[:start], minlength=plan.base.shape[0])  # (edges earlier)
+    return plan.edge_slot[start:stop] - run * plan.base.shape[1] - before[run]
+
+
+def plan_slots(
+    edge_var: np.ndarray, num_vars: int, buckets: bool = True, rank: np.ndarray | None = None
+) -> SlotPlan:
     """The :class:`SlotPlan` of edges ``edge_var`` over ``num_vars`` variables.
 
     The base width ``D0`` is :func:`base_width`'s; ``buckets=False`` forces the largest degree
-    (one table).
+    (one table). ``rank``: each edge's rank among its variable's edges in edge order, when
+    known (:func:`run_rank`; skips the sort).
 
     Shape:
-        ``edge_var``: ``(E,)`` int64; see :class:`SlotPlan` for the output.
+        ``edge_var``: ``(E,)`` int64; ``rank``: ``(E,)`` int64; see :class:`SlotPlan` for the
+        output.
     """
     E = edge_var.shape[0]
     degree = np.bincount(edge_var, minlength=num_vars).astype(np.int64)
     d0 = base_width(degree) if buckets else max(int(degree.max(initial=0)), 1)
-    rank = _edge_rank(edge_var, degree)
+    rank = _edge_rank(edge_var, degree) if rank is None else rank
     ids = np.arange(E, dtype=np.int64)
     base = np.full((num_vars, d0), E, dtype=np.int64)
     if d0 >= degree.max(initial=0):  # one table
