@@ -392,21 +392,19 @@ class FactorGraph:
         if F == 0:
             raise GraphError(f"{what}: no scopes given")
         every = self.cardinalities
-        if every.min(initial=0) == every.max(initial=0):  # (one cardinality: nothing to check)
-            cards = tuple(int(every[0]) for _ in range(arity))
-            bad = np.zeros(0, dtype=np.int64)
+        if every.min(initial=0) == every.max(initial=0):  # (one cardinality: one shape)
+            cards = (int(every[0]),) * arity
         else:
             cards_all = every[sc]  # (F, arity)
             cards = tuple(int(c) for c in cards_all[0])
             bad = np.nonzero((cards_all != cards_all[0]).any(axis=1))[0]
-        if bad.size:
-            cards_all = every[sc]
-            f = int(bad[0])
-            raise GraphError(
-                f"{what}: factor {f} over {self._scope_names(sc[f])} has cardinalities "
-                f"{tuple(int(c) for c in cards_all[f])}, but factor 0 over "
-                f"{self._scope_names(sc[0])} has {cards}; a group needs one shape"
-            )
+            if bad.size:
+                f = int(bad[0])
+                raise GraphError(
+                    f"{what}: factor {f} over {self._scope_names(sc[f])} has cardinalities "
+                    f"{tuple(int(c) for c in cards_all[f])}, but factor 0 over "
+                    f"{self._scope_names(sc[0])} has {cards}; a group needs one shape"
+                )
         if table.shape == cards:
             shared = True
         elif table.shape == (F, *cards):

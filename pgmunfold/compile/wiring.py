@@ -146,7 +146,7 @@ def _edge_rank(edge_var: np.ndarray, degree: np.ndarray) -> np.ndarray:
     # by its degree, so the rank there is a position less its variable's first: no gathers)
     key = edge_var.astype(np.int32) if degree.shape[0] <= np.iinfo(np.int32).max else edge_var
     order = np.argsort(key, kind="stable")
-    degree = degree.astype(np.int64)
+    degree = np.asarray(degree, dtype=np.int64)
     rank = np.empty(E, dtype=np.int64)
     rank[order] = np.arange(E, dtype=np.int64) - np.repeat(np.cumsum(degree) - degree, degree)
     return rank
