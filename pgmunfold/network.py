@@ -1631,10 +1631,14 @@ class UnfoldedNetwork(nn.Module):
             return out
         return step(state, *args)
 
-    def _workspace(self) -> Workspace:
+    def _workspace(self, pooled: bool = False) -> Workspace:
         """The pairwise paths' reused buffers (:meth:`Workspace.for_forward`), off under
-        ``compile_steps=True``: a compiled step allocates its own."""
-        return Workspace(False) if self.compile_steps else Workspace.for_forward()
+        ``compile_steps=True``: a compiled step allocates its own. ``pooled``: a workspace
+        kept from an earlier no-grad forward where there is one (:class:`WorkspacePool`; the
+        caller gives it back)."""
+        if self.compile_steps:
+            return Workspace(False)
+        return self._pool.acquire() if pooled else Workspace.for_forward()
 
     def _compiled_step(self, step: Any) -> Any:
         """``step`` compiled with ``torch.compile`` (static shapes), made at its first use and
@@ -1994,7 +1998,7 @@ class UnfoldedNetwork(nn.Module):
 
         field = field_of()
         # kept between no-grad forwards on CPU (given back below, without the messages)
-        ws = Workspace(False) if self.compile_steps else self._pool.acquire()
+        ws = self._workspace(pooled=True)
         msg = ws("msg_init", (B, K, P + 1), u)
         msg = u.new_empty(B, K, P + 1) if msg is None else msg
         if self._uniform_cards:  # uniform messages
@@ -2634,7 +2638,7 @@ class UnfoldedNetwork(nn.Module):
         B, _, K = u.shape
         scopes = self._scopes()
         # kept between no-grad forwards on CPU (given back below, without the marginals)
-        ws = Workspace(False) if self.compile_steps else self._pool.acquire()
+        ws = self._workspace(pooled=True)
         damping = self._damping_scalar(u)
         fields: dict[tuple[int, ...], torch.Tensor] = {}
         tables: dict[
