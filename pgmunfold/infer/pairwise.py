@@ -598,16 +598,14 @@ def _log_terms(
     K = q.shape[1]
     if out is not None:
         n = q.numel()
-        if scratch is not None:
-            term, shift = scratch[:n].view(q.shape), scratch[n : 2 * n].view(q.shape)
-        else:  # (apart: LogStateReduce keeps the shift for its backward, not the term)
-            term, shift = torch.empty_like(q), torch.empty_like(q)
+        term = torch.empty_like(q) if scratch is None else scratch[:n].view(q.shape)
         top = torch.add(tab[0], q[:, 0:1], out=out)
         for j in range(1, K):
             torch.maximum(top, torch.add(tab[j], q[:, j : j + 1], out=term), out=top)
         if semiring == "max":
             return top, None
-        shift.copy_(top)
+        # (apart from the term: LogStateReduce keeps the shift for its backward)
+        shift = top.clone() if scratch is None else scratch[n : 2 * n].view(q.shape).copy_(top)
         acc = torch.add(tab[0], q[:, 0:1], out=out).sub_(shift).exp2_()
         for j in range(1, K):
             acc.add_(torch.add(tab[j], q[:, j : j + 1], out=term).sub_(shift).exp2_())
